@@ -1,0 +1,1 @@
+"""taskstack: FastAPI API, PostgreSQL job records and Celery worker/beat/Flower from one package."""

@@ -1,0 +1,29 @@
+"""Dependencies shared by the routes; tests override them to point at unreachable services."""
+
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.config import Settings, get_settings
+from app.db import get_async_engine, get_session
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(get_async_engine)]
+
+
+@lru_cache
+def get_broker_client() -> Redis:
+    """An asyncio client for the broker's Redis, for the readiness PING (one pool per process)."""
+    settings = get_settings()
+    return Redis.from_url(
+        settings.celery_broker_url,
+        socket_connect_timeout=settings.readiness_timeout_seconds,
+        socket_timeout=settings.readiness_timeout_seconds,
+    )
+
+
+BrokerDep = Annotated[Redis, Depends(get_broker_client)]

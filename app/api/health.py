@@ -1,0 +1,64 @@
+"""Liveness and readiness."""
+
+import asyncio
+from collections.abc import Awaitable
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import text
+
+from app.api.deps import BrokerDep, EngineDep, SettingsDep
+from app.db import alembic_head
+from app.schemas import Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def liveness() -> dict[str, str]:
+    """The process answers; touches no dependency."""
+    return {"status": "ok"}
+
+
+async def _check(probe: Awaitable[None], bound: float) -> str:
+    try:
+        async with asyncio.timeout(bound):
+            await probe
+    except TimeoutError:
+        return f"failed: no answer within {bound:g} s"
+    except Exception as error:
+        return f"failed: {type(error).__name__}: {error}"
+    return "ok"
+
+
+@router.get(
+    "/health/ready",
+    responses={503: {"model": Readiness, "description": "A dependency failed; see `checks`."}},
+)
+async def readiness(
+    response: Response, settings: SettingsDep, engine: EngineDep, broker: BrokerDep
+) -> Readiness:
+    """PostgreSQL answers, the broker answers and the schema is at the Alembic head."""
+
+    async def database() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def schema() -> None:
+        async with engine.connect() as connection:
+            current = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+        if current != alembic_head():
+            raise RuntimeError(f"schema at {current}, code expects {alembic_head()}")
+
+    async def broker_ping() -> None:
+        await broker.ping()
+
+    timeout = settings.readiness_timeout_seconds
+    names = ("database", "broker", "schema")
+    results = await asyncio.gather(
+        *(_check(probe, timeout) for probe in (database(), broker_ping(), schema()))
+    )
+    checks = dict(zip(names, results, strict=True))
+    ready = all(result == "ok" for result in results)
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Readiness(status="ready" if ready else "unready", checks=checks)

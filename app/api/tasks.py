@@ -1,0 +1,26 @@
+"""GET /task/{task_id}: the tutorial's polling endpoint, answered from the job row."""
+
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+
+from app import jobs
+from app.api.deps import SessionDep
+from app.schemas import CELERY_STATE, TaskStatus
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/task/{task_id}", responses={404: {"description": "No job has this id."}})
+async def get_task(task_id: uuid.UUID, session: SessionDep) -> TaskStatus:
+    """The job's state under Celery's names (PENDING, STARTED, RETRY, SUCCESS, FAILURE)."""
+    job = await jobs.get_job(session, task_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
+    return TaskStatus(
+        task_id=str(job.id),
+        status=CELERY_STATE[job.status],
+        result=job.result,
+        progress=job.progress,
+        error=job.error,
+    )

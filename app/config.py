@@ -1,0 +1,109 @@
+"""Settings from the environment (and an optional `.env` or `/run/secrets/<name>` files)."""
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Swarm and Compose mount secrets as files here: a file named like a setting (`database_url`)
+# sets it.
+SECRETS_DIR = Path("/run/secrets")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        extra="ignore",
+        secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
+    )
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/taskstack"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Empty means "same as REDIS_URL" (the tutorial's compose file sets all three to one Redis).
+    celery_broker_url: str = ""
+    celery_result_backend: str = ""
+
+    job_work_seconds: float = Field(default=0.5, ge=0, le=3600)
+    job_max_retries: int = Field(default=3, ge=0, le=100)
+    job_retry_backoff_seconds: int = Field(default=2, ge=1, le=3600)
+    job_retry_backoff_max_seconds: int = Field(default=60, ge=1, le=3600)
+    result_expires_seconds: int = Field(default=86400, ge=60)
+    visibility_timeout_seconds: int = Field(default=3600, ge=10)
+
+    reaper_interval_seconds: float = Field(default=60, gt=0)
+    reaper_stale_after_seconds: float = Field(default=600, gt=0)
+    reaper_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    job_retention_days: float = Field(default=7, ge=0)
+    purge_interval_seconds: float = Field(default=86400, gt=0)
+    beat_schedule_path: Path = Path("/tmp/celerybeat-schedule")  # noqa: S108 - the writable tmpfs
+
+    worker_heartbeat_path: Path = Path("/tmp/celery-worker-heartbeat")  # noqa: S108
+    worker_heartbeat_seconds: float = Field(default=10, gt=0)
+    readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
+    # Read by Flower itself from the environment; declared here so a malformed value fails early.
+    flower_basic_auth: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str) -> str:
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value.removeprefix(prefix)
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("must start with postgresql+psycopg:// or postgresql://")
+        return value
+
+    @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            for pair in value.get_secret_value().split(","):
+                user, sep, password = pair.partition(":")
+                if not (user and sep and password):
+                    raise ValueError("must be user:password[,user:password...]")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_and_consistency(self) -> Self:
+        self.celery_broker_url = self.celery_broker_url or self.redis_url
+        self.celery_result_backend = self.celery_result_backend or self.redis_url
+        if self.job_retry_backoff_max_seconds >= self.visibility_timeout_seconds:
+            # Redis would redeliver a retry still waiting for its countdown.
+            raise ValueError(
+                "JOB_RETRY_BACKOFF_MAX_SECONDS must be below VISIBILITY_TIMEOUT_SECONDS"
+            )
+        return self
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    # Cross-field checks have an empty location; their message names the variables.
+    return "_".join(str(part) for part in location).upper() or "(several)"
+
+
+def load_settings() -> Settings:
+    """Settings, or exit with a message naming each malformed variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"Invalid setting {_variable(problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        sys.exit(problems)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,165 @@
+"""Job lifecycle as plain functions: the API and the Celery tasks call these, tests too.
+
+Each state change is one conditional UPDATE, so a redelivered or duplicated message for a finished
+job changes nothing (the WHERE clause excludes finished rows).
+"""
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from app.models import FINISHED_STATUSES, UNFINISHED_STATUSES, Job, JobStatus
+
+PROCESS_DATA = "process_data"
+
+
+async def create_job(
+    session: AsyncSession, item_id: int, payload: dict[str, Any] | None = None
+) -> Job:
+    """Insert and commit a queued job; it must exist before any message names it."""
+    job_id = uuid.uuid4()
+    job = Job(
+        id=job_id,
+        item_id=item_id,
+        kind=PROCESS_DATA,
+        payload=payload or {},
+        status=JobStatus.QUEUED,
+        celery_task_id=str(job_id),
+    )
+    session.add(job)
+    await session.commit()
+    return job
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    return await session.get(Job, job_id)
+
+
+async def list_jobs(
+    session: AsyncSession, status: JobStatus | None, limit: int, offset: int
+) -> tuple[Sequence[Job], int]:
+    """A page of jobs, newest first, and the total matching the filter."""
+    query = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+        count = count.where(Job.status == status)
+    page = await session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    )
+    total = await session.scalar(count)
+    return page.all(), total or 0
+
+
+def mark_started(session: Session, job_id: uuid.UUID) -> Job | None:
+    """Count an attempt and mark the job started; None when it is finished or unknown."""
+    job = session.scalars(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
+        .values(
+            status=JobStatus.STARTED,
+            attempts=Job.attempts + 1,
+            started_at=func.now(),
+            error=None,
+        )
+        .returning(Job)
+    ).one_or_none()
+    session.commit()
+    return job
+
+
+def mark_progress(session: Session, job_id: uuid.UUID, percent: int) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.STARTED)
+        .values(progress=percent)
+    )
+    session.commit()
+
+
+def mark_succeeded(session: Session, job_id: uuid.UUID, result: dict[str, Any]) -> bool:
+    """Record the result; False when another delivery already finished the job."""
+    finished = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
+        .values(
+            status=JobStatus.SUCCEEDED,
+            progress=100,
+            result=result,
+            error=None,
+            finished_at=func.now(),
+        )
+        .returning(Job.id)
+    ).one_or_none()
+    session.commit()
+    return finished is not None
+
+
+def mark_retrying(session: Session, job_id: uuid.UUID, error: str) -> None:
+    # queued_at moves to now: for the reaper, the retry message is a fresh publish.
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
+        .values(status=JobStatus.RETRYING, error=error, queued_at=func.now())
+    )
+    session.commit()
+
+
+def mark_failed(session: Session, job_id: uuid.UUID, error: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
+        .values(status=JobStatus.FAILED, error=error, finished_at=func.now())
+    )
+    session.commit()
+
+
+def claim_stale_jobs(session: Session, stale_after_seconds: float, limit: int) -> list[uuid.UUID]:
+    """Jobs unfinished and untouched for longer than the threshold, re-stamped as just queued.
+
+    The caller publishes them again after this commits. `SKIP LOCKED` lets two reapers run without
+    republishing the same job twice.
+    """
+    cutoff = func.now() - timedelta(seconds=stale_after_seconds)
+    stale = (
+        select(Job.id)
+        .where(
+            Job.status.in_(UNFINISHED_STATUSES),
+            Job.queued_at < cutoff,
+            or_(Job.started_at.is_(None), Job.started_at < cutoff),
+        )
+        .order_by(Job.queued_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    job_ids = list(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(stale))
+            .values(queued_at=func.now())
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    session.commit()
+    return job_ids
+
+
+def purge_finished_jobs(session: Session, retention_days: float) -> int:
+    """Delete finished jobs older than the retention; returns how many."""
+    deleted = session.execute(
+        delete(Job)
+        .where(
+            Job.status.in_(FINISHED_STATUSES),
+            Job.finished_at < func.now() - timedelta(days=retention_days),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return cast(CursorResult[Any], deleted).rowcount

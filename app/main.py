@@ -1,0 +1,32 @@
+"""The FastAPI application (`uvicorn app.main:app`)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import health, jobs, notifications, process, tasks
+from app.api.deps import get_broker_client
+from app.config import get_settings
+from app.db import alembic_head, get_async_engine
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    # Fail at start, not on the first request, for bad settings or missing migrations.
+    get_settings()
+    alembic_head()
+    yield
+    await get_broker_client().aclose()
+    get_broker_client.cache_clear()
+    await get_async_engine().dispose()
+
+
+app = FastAPI(
+    title="taskstack",
+    summary="Accepts jobs, queues them on Celery and reports their state from PostgreSQL.",
+    version="0.1.0",
+    lifespan=lifespan,
+)
+for module in (process, tasks, jobs, notifications, health):
+    app.include_router(module.router)

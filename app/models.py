@@ -1,0 +1,81 @@
+"""The `jobs` table: one row per accepted unit of work; the source of truth for its state."""
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Enum, Index, Integer, MetaData, String, Text, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names keep Alembic migrations and `alembic check` stable.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    STARTED = "started"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+UNFINISHED_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    item_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(64), server_default="process_data")
+    # Free-form options for the task; `fail_times` simulates transient failures (docs/app.md).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus,
+            name="job_status",
+            values_callable=lambda statuses: [s.value for s in statuses],
+        ),
+        server_default=JobStatus.QUEUED.value,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    progress: Mapped[int] = mapped_column(Integer, server_default="0")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error: Mapped[str | None] = mapped_column(Text)
+    # Equal to `id` as text: the Celery task id is the job id, so GET /task is a primary-key lookup.
+    celery_task_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Last time a message for this job was published (first publish, retry or reaper republish).
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # GET /jobs?status=… newest first, and the reaper's "unfinished and old" scan.
+        Index("ix_jobs_status_created_at", "status", "created_at"),
+        # The purge's "finished before the cutoff" scan.
+        Index(
+            "ix_jobs_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
+        # The reaper: only unfinished rows, ordered by their last publish.
+        Index(
+            "ix_jobs_unfinished_queued_at",
+            "queued_at",
+            postgresql_where=text("status IN ('queued', 'started', 'retrying')"),
+        ),
+    )

@@ -1,0 +1,131 @@
+"""Celery tasks. The job row is the source of truth; the result backend is not read for jobs."""
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from celery import Task
+from celery.utils.log import get_task_logger
+
+from app import jobs
+from app.config import get_settings
+from app.db import get_sync_sessionmaker
+from app.worker import celery_app
+
+logger = get_task_logger(__name__)
+settings = get_settings()
+
+# How many progress updates a job with a non-zero work time writes (25 %, 50 %, 75 %).
+PROGRESS_STEPS = 4
+
+
+class TransientJobError(Exception):
+    """A failure worth retrying (a flaky dependency); anything else fails the job at once."""
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Mirrors Celery's retry and failure outcomes into the job row."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        with get_sync_sessionmaker()() as session:
+            jobs.mark_retrying(session, uuid.UUID(task_id), _describe(exc))
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        with get_sync_sessionmaker()() as session:
+            jobs.mark_failed(session, uuid.UUID(task_id), _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def publish_job(job_id: uuid.UUID) -> None:
+    """Publish `process_data` for a committed job; the Celery task id is the job id.
+
+    Blocking (kombu): the API calls it from a worker thread, never on the event loop.
+    """
+    process_data.apply_async(
+        args=[str(job_id)],
+        task_id=str(job_id),
+        # The job row holds the result: skip the result-backend subscription and write.
+        ignore_result=True,
+    )
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]
+    base=JobTask,
+    bind=True,
+    name="app.tasks.process_data",
+    ignore_result=True,
+    autoretry_for=(TransientJobError,),
+    max_retries=settings.job_max_retries,
+    retry_backoff=settings.job_retry_backoff_seconds,
+    retry_backoff_max=settings.job_retry_backoff_max_seconds,
+    retry_jitter=True,
+)
+def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
+    """Process one job: idempotent, so a redelivered message for a finished job changes nothing."""
+    job_uuid = uuid.UUID(job_id)
+    with get_sync_sessionmaker()() as session:
+        job = jobs.mark_started(session, job_uuid)
+        if job is None:
+            logger.info("job %s is finished or unknown; ignoring this delivery", job_id)
+            return None
+
+        fail_times = int(job.payload.get("fail_times", 0))
+        if job.attempts <= fail_times:
+            raise TransientJobError(f"simulated transient failure {job.attempts} of {fail_times}")
+
+        work_seconds = get_settings().job_work_seconds
+        if work_seconds > 0:
+            for step in range(1, PROGRESS_STEPS):
+                time.sleep(work_seconds / PROGRESS_STEPS)
+                jobs.mark_progress(session, job_uuid, step * 100 // PROGRESS_STEPS)
+            time.sleep(work_seconds / PROGRESS_STEPS)
+
+        result = {"item_id": job.item_id, "status": "processed"}
+        if not jobs.mark_succeeded(session, job_uuid, result):
+            logger.info("job %s was finished by another delivery", job_id)
+        return result
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]
+    name="app.tasks.send_notification"
+)
+def send_notification(user_id: int, message: str) -> dict[str, Any]:
+    """Deliver a notification (simulated: logged); its result is kept in the result backend."""
+    logger.info("notification for user %s: %s", user_id, message)
+    return {"user_id": user_id, "delivered": True}
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]
+    name="app.tasks.requeue_stale_jobs"
+)
+def requeue_stale_jobs() -> int:
+    """Republish jobs queued, started or retrying for longer than REAPER_STALE_AFTER_SECONDS."""
+    current = get_settings()
+    with get_sync_sessionmaker()() as session:
+        job_ids = jobs.claim_stale_jobs(
+            session, current.reaper_stale_after_seconds, current.reaper_batch_size
+        )
+    for job_id in job_ids:
+        publish_job(job_id)
+    if job_ids:
+        logger.warning("republished %d stale jobs", len(job_ids))
+    return len(job_ids)
+
+
+@celery_app.task(  # type: ignore[untyped-decorator]
+    name="app.tasks.purge_finished_jobs"
+)
+def purge_finished_jobs() -> int:
+    """Delete finished jobs older than JOB_RETENTION_DAYS."""
+    with get_sync_sessionmaker()() as session:
+        deleted = jobs.purge_finished_jobs(session, get_settings().job_retention_days)
+    logging.getLogger(__name__).info("purged %d finished jobs", deleted)
+    return deleted

@@ -1,0 +1,89 @@
+"""The Celery application: worker, beat and Flower start from here (`celery -A app.worker ...`)."""
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+
+from app.config import get_settings
+from app.db import get_sync_engine
+
+logger = logging.getLogger(__name__)
+settings = get_settings()
+
+celery_app = Celery("taskstack", include=["app.tasks"])
+celery_app.conf.update(
+    broker_url=settings.celery_broker_url,
+    result_backend=settings.celery_result_backend,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    timezone="UTC",
+    enable_utc=True,
+    task_track_started=True,
+    result_expires=settings.result_expires_seconds,
+    # A task is acknowledged when it ends, so a worker that dies mid-task leaves its message to be
+    # redelivered; prefetching one message per process keeps long tasks from queueing behind others.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # Redis redelivers an unacknowledged message after this long: it must exceed the longest task
+    # (work time plus the longest retry countdown, which a worker holds unacknowledged).
+    broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+    broker_connection_retry_on_startup=True,
+    beat_schedule_filename=str(settings.beat_schedule_path),
+    beat_schedule={
+        "requeue-stale-jobs": {
+            "task": "app.tasks.requeue_stale_jobs",
+            "schedule": timedelta(seconds=settings.reaper_interval_seconds),
+            # A reaper run nobody picked up before the next one is pointless.
+            "options": {"expires": settings.reaper_interval_seconds},
+        },
+        "purge-finished-jobs": {
+            "task": "app.tasks.purge_finished_jobs",
+            "schedule": timedelta(seconds=settings.purge_interval_seconds),
+            "options": {"expires": settings.purge_interval_seconds},
+        },
+    },
+)
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _dispose_inherited_pool(**_: Any) -> None:
+    # A forked child must open its own connections, never reuse the parent's sockets.
+    get_sync_engine().dispose(close=False)
+
+
+class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Touches WORKER_HEARTBEAT_PATH while the consumer is connected (the container healthcheck)."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.path: Path = get_settings().worker_heartbeat_path
+        self.timer_ref: Any = None
+
+    def _touch(self) -> None:
+        self.path.touch()
+
+    def start(self, parent: Any) -> None:
+        self._touch()
+        self.timer_ref = parent.timer.call_repeatedly(
+            get_settings().worker_heartbeat_seconds, self._touch
+        )
+
+    def stop(self, parent: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+        # A stale or missing file is what the healthcheck reports as unhealthy.
+        self.path.unlink(missing_ok=True)
+
+    shutdown = stop
+
+
+celery_app.steps["consumer"].add(WorkerHeartbeat)
