@@ -1,0 +1,1 @@
+"""Test suites: tests/app (the application), tests/infra, tests/rehearsal."""
