@@ -1,0 +1,1 @@
+"""The taskstack Pulumi program; Pulumi runs `__main__.py` (Pulumi.yaml `main: infra/`)."""

@@ -1,0 +1,342 @@
+"""The stack's configuration: one typed, validated model, built before any resource is declared.
+
+Every `taskstack:*` key a stack may set is a field of `StackConfig` (camelCase alias = Pulumi key).
+Anything wrong (an unknown key, a bad port, a non-positive count, a secret stored in plain text, a
+prod stack without its secrets) stops the program with one message per problem that names the key
+and the exact `pulumi config set` command that fixes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pulumi
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "taskstack"
+
+Environment = Literal["dev", "prod"]
+Target = Literal["docker", "swarm"]
+RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
+Platform = Literal["linux/amd64", "linux/arm64"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Keys whose value is a credential: read as secrets, never rendered in plain text.
+SECRET_KEYS = ("postgresPassword", "redisPassword", "flowerBasicAuth")
+# Required in prod; in dev the program falls back to the documented dev-only values below.
+PROD_REQUIRED_SECRETS = SECRET_KEYS
+
+# Dev-only PostgreSQL password, used when a dev stack sets none. The dev database is published on
+# 127.0.0.1 only; a prod stack refuses to start with this value (see `_prod_rules`).
+DEV_ONLY_POSTGRES_PASSWORD = "taskstack-dev-only-password"  # noqa: S105 - documented dev default
+
+# App settings (architecture.md "Settings") a stack may pass through `appEnv`. The connection URLs,
+# BEAT_SCHEDULE_PATH, WORKER_HEARTBEAT_PATH and FLOWER_BASIC_AUTH are owned by the program.
+APP_ENV_KEYS = frozenset(
+    {
+        "JOB_WORK_SECONDS",
+        "JOB_MAX_RETRIES",
+        "VISIBILITY_TIMEOUT_SECONDS",
+        "REAPER_INTERVAL_SECONDS",
+        "REAPER_STALE_AFTER_SECONDS",
+        "JOB_RETENTION_DAYS",
+        "PURGE_INTERVAL_SECONDS",
+        "WORKER_HEARTBEAT_SECONDS",
+        "READINESS_TIMEOUT_SECONDS",
+    }
+)
+
+# An image reference pinned to a tag or a digest (`name:tag`, `name@sha256:…`, optional registry).
+_PINNED_IMAGE = re.compile(
+    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
+)
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CPUS = re.compile(r"^(?:[0-9]+(?:\.[0-9]{1,2})?)$")
+
+# A working example value per key: the "fix" half of every error message.
+_EXAMPLES: Mapping[str, str] = {
+    "postgresPassword": "'<a long random password>'",
+    "redisPassword": "'<a long random password>'",
+    "flowerBasicAuth": "'admin:<a long random password>'",
+    "appEnv": "'[\"VISIBILITY_TIMEOUT_SECONDS=300\"]'",
+    "publishAddress": "127.0.0.1",
+    "appImageTag": "v1",
+}
+
+
+class StackConfigError(pulumi.RunError):
+    """Raised before any resource is declared; Pulumi prints the message without a traceback."""
+
+
+class StackConfig(BaseModel):
+    """Every `taskstack:*` configuration key, typed and validated. Defaults equal Pulumi.yaml's."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    environment: Environment = "prod"
+    target: Target = "docker"
+
+    postgres_image: str = "postgres:17"
+    redis_image: str = "redis:8"
+    app_image_name: str = "taskstack-app"
+    app_image_tag: str = ""  # empty: the stack name
+    platform: Platform = "linux/amd64"
+
+    publish_address: str = "127.0.0.1"
+    api_port: Port = 8000
+    flower_port: Port = 5555
+    postgres_host_port: Port = 15432
+    redis_host_port: Port = 16379
+
+    postgres_user: str = "taskstack"
+    postgres_db: str = "taskstack"
+
+    api_workers: PositiveInt = 2
+    worker_replicas: PositiveInt = 2
+    worker_concurrency: PositiveInt = 2
+    worker_stop_grace_seconds: PositiveInt = 60
+    wait_timeout_seconds: PositiveInt = 120
+    restart_policy: RestartPolicy = "unless-stopped"
+    log_max_size_mb: PositiveInt = 10
+    log_max_files: PositiveInt = 3
+
+    api_memory_mb: PositiveInt = 512
+    api_cpus: str = "1.0"
+    worker_memory_mb: PositiveInt = 1024
+    worker_cpus: str = "1.0"
+    postgres_memory_mb: PositiveInt = 1024
+    postgres_cpus: str = "1.0"
+    redis_memory_mb: PositiveInt = 512
+    redis_cpus: str = "0.5"
+
+    app_env: tuple[str, ...] = ()
+
+    postgres_password: SecretStr | None = None
+    redis_password: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None
+
+    @field_validator("postgres_image", "redis_image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        if not _PINNED_IMAGE.match(value) or value.endswith(":latest"):
+            raise ValueError("must be an image reference pinned to a tag or digest, not :latest")
+        return value
+
+    @field_validator("app_image_name")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not _REPOSITORY.match(value):
+            raise ValueError("must be a lowercase image repository name without a tag")
+        return value
+
+    @field_validator("app_image_tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if value and not _TAG.match(value):
+            raise ValueError("must be a valid image tag (letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("publish_address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError("must be an IPv4 address such as 127.0.0.1 or 0.0.0.0") from None
+        return value
+
+    @field_validator("postgres_user", "postgres_db")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lowercase SQL identifier (a-z, 0-9, _; 63 chars at most)")
+        return value
+
+    @field_validator("api_cpus", "worker_cpus", "postgres_cpus", "redis_cpus")
+    @classmethod
+    def _cpus(cls, value: str) -> str:
+        if not _CPUS.match(value) or float(value) <= 0:
+            raise ValueError("must be a positive number of CPUs such as 0.5 or 2")
+        return value
+
+    @field_validator("app_env", mode="before")
+    @classmethod
+    def _decode_app_env(cls, value: Any) -> Any:
+        # The CLI hands arrays to the program as JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("must be a JSON array of NAME=value strings") from None
+        return value
+
+    @field_validator("app_env")
+    @classmethod
+    def _app_env_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            name, sep, _ = entry.partition("=")
+            if not sep or name not in APP_ENV_KEYS:
+                allowed = ", ".join(sorted(APP_ENV_KEYS))
+                raise ValueError(f"entry {entry!r} must be NAME=value with NAME one of {allowed}")
+            if name == "WORKER_HEARTBEAT_SECONDS" and not _positive_below(entry, 60):
+                # The worker healthcheck is `find -mmin -1`: a heartbeat must land every minute.
+                raise ValueError("WORKER_HEARTBEAT_SECONDS must be a whole number from 1 to 59")
+        return value
+
+    @field_validator("postgres_password", "redis_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        for pair in value.get_secret_value().split(","):
+            user, sep, password = pair.partition(":")
+            if not user or not sep or len(password) < 16:
+                raise ValueError("must be user:password (password at least 16 characters)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_key_rules(self) -> StackConfig:
+        published = {"apiPort": self.api_port, "flowerPort": self.flower_port}
+        if self.environment == "dev":
+            published |= {
+                "postgresHostPort": self.postgres_host_port,
+                "redisHostPort": self.redis_host_port,
+            }
+        seen: dict[int, str] = {}
+        for key, port in published.items():
+            if port in seen:
+                raise ValueError(f"{key}: port {port} is already used by {seen[port]}")
+            seen[port] = key
+        return self
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+
+def _positive_below(entry: str, bound: int) -> bool:
+    value = entry.partition("=")[2]
+    return value.isdigit() and 0 < int(value) < bound
+
+
+FIELD_BY_KEY: Mapping[str, str] = {
+    (field.alias or name): name for name, field in StackConfig.model_fields.items()
+}
+
+
+def set_command(key: str, example: str | None = None) -> str:
+    """The `pulumi config set` command that gives `key` a valid value."""
+    secret = " --secret" if key in SECRET_KEYS else ""
+    if example is None:
+        example = _EXAMPLES.get(key)
+    if example is None:
+        field = StackConfig.model_fields[FIELD_BY_KEY[key]]
+        example = str(field.default)
+    return f"pulumi config set{secret} {PROJECT}:{key} {example}"
+
+
+def _project_values() -> tuple[dict[str, Any], set[str]]:
+    """Every `taskstack:*` value the engine passed in, and which of them are secret.
+
+    Pulumi's language host passes the stack configuration in PULUMI_CONFIG (secret keys in
+    PULUMI_CONFIG_SECRET_KEYS); tests and the Automation API use `set_all_config`. Read both, so
+    that an unknown key is caught whichever way it came in.
+    """
+    from pulumi.runtime import config as runtime_config  # the SDK's config store, read-only here
+
+    merged: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(
+        runtime_config._SECRET_KEYS.get()
+    )
+    prefix = f"{PROJECT}:"
+    values = {k.removeprefix(prefix): v for k, v in merged.items() if k.startswith(prefix)}
+    secrets = {k.removeprefix(prefix) for k in secret_keys if k.startswith(prefix)}
+    return values, secrets
+
+
+def _describe(error: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
+    loc = error["loc"]
+    key = str(loc[0]) if loc else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(sorted(FIELD_BY_KEY))
+        return (
+            f"{PROJECT}:{key} is not a setting of this program (known keys: {known}).\n"
+            f"  fix: pulumi config rm {PROJECT}:{key}"
+        )
+    if not key:  # a cross-key rule: the message starts with the key it blames
+        key, _, message = message.partition(": ")
+    shown = "" if key in SECRET_KEYS or key not in raw else f" (got {raw[key]!r})"
+    return f"{PROJECT}:{key}: {message}{shown}.\n  fix: {set_command(key)}"
+
+
+def _prod_rules(config: StackConfig, values: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in PROD_REQUIRED_SECRETS:
+        if key not in values:
+            problems.append(
+                f"{PROJECT}:{key} is required in a prod stack and is not set.\n"
+                f"  fix: {set_command(key)}"
+            )
+    password = config.postgres_password
+    if password is not None and password.get_secret_value() == DEV_ONLY_POSTGRES_PASSWORD:
+        problems.append(
+            f"{PROJECT}:postgresPassword is the published dev-only password; a prod stack needs "
+            f"its own.\n  fix: {set_command('postgresPassword')}"
+        )
+    return problems
+
+
+def parse_stack_config(values: Mapping[str, Any], secret_keys: set[str]) -> StackConfig:
+    """Validate raw `taskstack:*` values (key without the project prefix) into a `StackConfig`."""
+    problems = [
+        f"{PROJECT}:{key} holds a credential but is stored in plain text.\n"
+        f"  fix: {set_command(key)}"
+        for key in SECRET_KEYS
+        if key in values and key not in secret_keys
+    ]
+    try:
+        config = StackConfig.model_validate(dict(values))
+    except ValidationError as exc:
+        problems += [_describe(error, values) for error in exc.errors()]
+        config = None
+    if config is not None and config.is_prod:
+        problems += _prod_rules(config, values)
+    if problems:
+        raise StackConfigError(
+            f"the {PROJECT} stack configuration is invalid:\n" + "\n".join(problems)
+        )
+    assert config is not None
+    return config
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate this stack's configuration; call before declaring any resource."""
+    values, secret_keys = _project_values()
+    return parse_stack_config(values, secret_keys)

@@ -1,0 +1,35 @@
+"""Renderers: one `StackDescription`, one rendering per target."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+
+from infra.spec import Role, StackDescription
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a target hands back for the stack outputs: the app image and each role's names."""
+
+    image_name: pulumi.Output[str]
+    image_id: pulumi.Output[str]
+    names: Mapping[Role, Sequence[pulumi.Output[str]]]
+
+
+def render(description: StackDescription) -> Rendered:
+    if description.target == "docker":
+        from infra.targets import docker
+
+        stack = docker.render(description)
+        return Rendered(
+            image_name=stack.app_image.image.image_name,
+            image_id=stack.app_image.image_id,
+            names={role: [c.name for c in cs] for role, cs in stack.containers.items()},
+        )
+    raise pulumi.RunError(
+        f"target {description.target!r} is accepted by the configuration but not implemented yet; "
+        "fix: pulumi config set taskstack:target docker"
+    )
