@@ -118,8 +118,10 @@ def worker(database: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real prefork worker (two children) on the run's database and Redis db."""
     with WORKER_LOG.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "app.worker", "worker"]
-            + ["--loglevel=INFO", "--concurrency=2", "--hostname=test@%h"],
+            [
+                *(sys.executable, "-m", "celery", "-A", "app.worker", "worker"),
+                *("--loglevel=INFO", "--concurrency=2", "--hostname=test@%h"),
+            ],
             cwd=REPO_ROOT,
             env=os.environ.copy(),
             stdout=log,

@@ -33,7 +33,7 @@ async def wait_for_task(
 
 async def wait_for_log_line(log: Path, line: str, seconds: float = SETTLE_SECONDS) -> None:
     deadline = time.monotonic() + seconds
-    while line not in log.read_text():
+    while line not in await anyio.Path(log).read_text():
         assert time.monotonic() < deadline, f"{line!r} not in {log} after {seconds} s"
         await anyio.sleep(0.1)
 
