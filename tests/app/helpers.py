@@ -38,6 +38,13 @@ async def wait_for_log_line(log: Path, line: str, seconds: float = SETTLE_SECOND
         await anyio.sleep(0.1)
 
 
+def wait_for_log_line_sync(log: Path, line: str, seconds: float = SETTLE_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while line not in log.read_text():
+        assert time.monotonic() < deadline, f"{line!r} not in {log} after {seconds} s"
+        time.sleep(0.1)
+
+
 async def create_queued_job(item_id: int, payload: dict[str, Any] | None = None) -> uuid.UUID:
     """A committed job row that no message names yet."""
     async with get_async_sessionmaker()() as session:

@@ -20,6 +20,7 @@ from tests.app.helpers import (
     execute,
     job_row,
     wait_for_log_line,
+    wait_for_log_line_sync,
     wait_for_task,
 )
 
@@ -150,7 +151,7 @@ def test_beat_schedule_holds_both_periodic_tasks() -> None:
     assert celery_app.conf.beat_schedule_filename == TEST_ENV["BEAT_SCHEDULE_PATH"]
 
 
-async def test_beat_sends_the_reaper_on_its_interval() -> None:
+def test_beat_sends_the_reaper_on_its_interval() -> None:
     """A real `celery beat` with a one-second reaper interval: the worker receives the runs."""
     log_path = RUN_DIR / "beat.log"
     schedule_path = RUN_DIR / "beat-test-schedule"
@@ -164,8 +165,8 @@ async def test_beat_sends_the_reaper_on_its_interval() -> None:
             stderr=subprocess.STDOUT,
         )
     try:
-        await wait_for_log_line(WORKER_LOG, "Task app.tasks.requeue_stale_jobs[")
-        await wait_for_log_line(log_path, "Sending due task requeue-stale-jobs")
+        wait_for_log_line_sync(WORKER_LOG, "Task app.tasks.requeue_stale_jobs[")
+        wait_for_log_line_sync(log_path, "Sending due task requeue-stale-jobs")
     finally:
         stop_process(beat)
     # The schedule file lives where the setting says (the code directory may be read-only).
