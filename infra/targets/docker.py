@@ -108,7 +108,9 @@ def _container(
                 for attachment in service.networks
             ],
             ports=[
-                docker.ContainerPortArgs(internal=p.internal, external=p.external, ip=p.host_ip)
+                docker.ContainerPortArgs(
+                    internal=p.internal, external=p.external, ip=p.host_ip, protocol="tcp"
+                )
                 for p in service.ports
             ]
             or None,

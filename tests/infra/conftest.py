@@ -1,0 +1,42 @@
+"""Fixtures: the program run for the dev and the prod stack, as their stack files configure them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.pulumi_mocks import PROJECT, REPO_ROOT, ProgramRun, run_program
+
+# Test credentials, set as secrets like `pulumi config set --secret` does. Distinctive strings, so
+# that a leak anywhere in the registered inputs or outputs is found by a plain substring search.
+PROD_SECRETS: Mapping[str, str] = {
+    "postgresPassword": "pg-Secret-4c0ffee-5ea1ed",
+    "redisPassword": "redis-Secret-8badf00d-42",
+    "flowerBasicAuth": "admin:flower-Secret-deadbeef",
+}
+
+
+def stack_file_config(stack: str) -> dict[str, Any]:
+    """The `taskstack:*` settings of Pulumi.<stack>.yaml, keys without the project prefix."""
+    document = yaml.safe_load(Path(REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    prefix = f"{PROJECT}:"
+    return {k.removeprefix(prefix): v for k, v in (document.get("config") or {}).items()}
+
+
+def run_stack(stack: str, **overrides: Any) -> ProgramRun:
+    secrets = PROD_SECRETS if stack == "prod" else None
+    return run_program({**stack_file_config(stack), **overrides}, stack=stack, secrets=secrets)
+
+
+@pytest.fixture
+def dev() -> ProgramRun:
+    return run_stack("dev")
+
+
+@pytest.fixture
+def prod() -> ProgramRun:
+    return run_stack("prod")

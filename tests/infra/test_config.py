@@ -1,0 +1,181 @@
+"""The configuration model: each key validated, each mistake its own message, no resource."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.config import (
+    DEV_ONLY_POSTGRES_PASSWORD,
+    FIELD_BY_KEY,
+    SECRET_KEYS,
+    StackConfig,
+    StackConfigError,
+)
+from tests.infra.conftest import PROD_SECRETS
+from tests.infra.pulumi_mocks import REPO_ROOT, ProgramMocks, run_program
+
+# One invalid value per key (secrets included), and a fragment the key's own message must contain.
+INVALID: dict[str, tuple[Any, str]] = {
+    "environment": ("production", "'dev' or 'prod'"),
+    "target": ("kubernetes", "'docker' or 'swarm'"),
+    "postgresImage": ("postgres:latest", "pinned"),
+    "redisImage": ("redis", "pinned"),
+    "appImageName": ("Taskstack App", "repository"),
+    "appImageTag": ("v1/2", "tag"),
+    "platform": ("windows/amd64", "linux/amd64"),
+    "publishAddress": ("localhost", "IPv4"),
+    "apiPort": ("0", "greater than or equal to 1"),
+    "flowerPort": ("70000", "less than or equal to 65535"),
+    "postgresHostPort": ("-1", "greater than or equal to 1"),
+    "redisHostPort": ("port", "integer"),
+    "postgresUser": ("Robert'); DROP", "identifier"),
+    "postgresDb": ("", "identifier"),
+    "apiWorkers": ("0", "greater than 0"),
+    "workerReplicas": ("-2", "greater than 0"),
+    "workerConcurrency": ("0", "greater than 0"),
+    "workerStopGraceSeconds": ("0", "greater than 0"),
+    "waitTimeoutSeconds": ("soon", "integer"),
+    "restartPolicy": ("sometimes", "unless-stopped"),
+    "logMaxSizeMb": ("0", "greater than 0"),
+    "logMaxFiles": ("0", "greater than 0"),
+    "apiMemoryMb": ("0", "greater than 0"),
+    "apiCpus": ("0", "positive number of CPUs"),
+    "workerMemoryMb": ("-512", "greater than 0"),
+    "workerCpus": ("two", "positive number of CPUs"),
+    "postgresMemoryMb": ("1.5", "integer"),
+    "postgresCpus": ("-1", "positive number of CPUs"),
+    "redisMemoryMb": ("0", "greater than 0"),
+    "redisCpus": ("0.0", "positive number of CPUs"),
+    "appEnv": ('["DATABASE_URL=sqlite://"]', "NAME=value"),
+    "postgresPassword": ("short", "at least 16 characters"),
+    "redisPassword": ("tiny", "at least 16 characters"),
+    "flowerBasicAuth": ("no-colon-in-this-value", "user:password"),
+}
+
+
+def test_the_table_covers_every_key() -> None:
+    assert set(INVALID) == set(FIELD_BY_KEY)
+
+
+@pytest.mark.parametrize("key", sorted(INVALID))
+def test_each_invalid_value_gets_its_own_message_before_any_resource(key: str) -> None:
+    value, fragment = INVALID[key]
+    stack = "prod"
+    config: dict[str, Any] = {"environment": "prod"}
+    secrets = dict(PROD_SECRETS)
+    if key in SECRET_KEYS:
+        secrets[key] = value
+    else:
+        config[key] = value
+    created: list[str] = []
+    mocks = CountingMocks(created)
+    with pytest.raises(StackConfigError) as failure:
+        run_program(config, stack=stack, secrets=secrets, mocks=mocks)
+    message = str(failure.value)
+    lines = [line for line in message.splitlines() if line.startswith("taskstack:")]
+    assert len(lines) == 1, message  # exactly this key is blamed
+    assert lines[0].startswith(f"taskstack:{key}: "), message
+    assert fragment in lines[0], message
+    secret_flag = " --secret" if key in SECRET_KEYS else ""
+    assert f"fix: pulumi config set{secret_flag} taskstack:{key} " in message
+    if key in SECRET_KEYS:
+        assert str(value) not in message  # a rejected secret is not echoed
+    assert created == [], "resources were declared before the configuration was valid"
+
+
+class CountingMocks(ProgramMocks):
+    def __init__(self, created: list[str]) -> None:
+        super().__init__()
+        self.created = created
+
+    def new_resource(self, args):  # type: ignore[no-untyped-def]
+        self.created.append(args.name)
+        return super().new_resource(args)
+
+
+def test_unknown_key_is_named_with_the_command_that_removes_it() -> None:
+    with pytest.raises(StackConfigError) as failure:
+        run_program({"environment": "dev", "workerReplica": "3"}, stack="dev")
+    message = str(failure.value)
+    assert "taskstack:workerReplica is not a setting of this program" in message
+    assert "workerReplicas" in message  # the known keys are listed
+    assert "fix: pulumi config rm taskstack:workerReplica" in message
+
+
+@pytest.mark.parametrize("missing", sorted(SECRET_KEYS))
+def test_prod_without_a_secret_names_the_secret_command(missing: str) -> None:
+    secrets = {k: v for k, v in PROD_SECRETS.items() if k != missing}
+    with pytest.raises(StackConfigError) as failure:
+        run_program({"environment": "prod"}, stack="prod", secrets=secrets)
+    message = str(failure.value)
+    assert f"taskstack:{missing} is required in a prod stack" in message
+    assert f"fix: pulumi config set --secret taskstack:{missing} " in message
+
+
+def test_unset_environment_means_prod_and_needs_the_secrets() -> None:
+    with pytest.raises(StackConfigError, match="required in a prod stack"):
+        run_program({}, stack="staging")
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_KEYS))
+def test_a_credential_stored_in_plain_text_is_refused(key: str) -> None:
+    plain = {"environment": "dev", key: PROD_SECRETS[key]}
+    with pytest.raises(StackConfigError) as failure:
+        run_program(plain, stack="dev")
+    message = str(failure.value)
+    assert f"taskstack:{key} holds a credential but is stored in plain text" in message
+    assert PROD_SECRETS[key] not in message
+
+
+def test_prod_refuses_the_dev_only_password() -> None:
+    secrets = {**PROD_SECRETS, "postgresPassword": DEV_ONLY_POSTGRES_PASSWORD}
+    with pytest.raises(StackConfigError, match="dev-only password"):
+        run_program({"environment": "prod"}, stack="prod", secrets=secrets)
+
+
+def test_published_ports_must_differ() -> None:
+    with pytest.raises(StackConfigError) as failure:
+        run_program({"environment": "dev", "flowerPort": "8000"}, stack="dev")
+    assert "taskstack:flowerPort: port 8000 is already used by apiPort" in str(failure.value)
+
+
+def test_swarm_is_accepted_by_the_model_but_not_rendered_yet() -> None:
+    assert StackConfig.model_validate({"target": "swarm"}).target == "swarm"
+    with pytest.raises(Exception, match="not implemented yet"):
+        run_program({"environment": "dev", "target": "swarm"}, stack="dev")
+
+
+def test_app_env_passes_allowed_settings_to_every_app_container() -> None:
+    run = run_program(
+        {"environment": "dev", "appEnv": '["VISIBILITY_TIMEOUT_SECONDS=30"]'}, stack="dev"
+    )
+    for role in ("migrate", "api", "worker", "beat", "flower"):
+        for container in run.role(role):
+            assert "VISIBILITY_TIMEOUT_SECONDS=30" in container.plain["envs"], container.name
+
+
+def test_pulumi_yaml_declares_every_plain_key_with_the_model_default() -> None:
+    project = yaml.safe_load(Path(REPO_ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "taskstack"
+    assert project["main"] == "infra/"
+    assert project["runtime"]["options"]["toolchain"] == "uv"
+    declared = project["config"]
+    assert set(declared) == set(FIELD_BY_KEY) - set(SECRET_KEYS)
+    for key, declaration in declared.items():
+        default = StackConfig.model_fields[FIELD_BY_KEY[key]].default
+        expected = list(default) if isinstance(default, tuple) else default
+        assert declaration["default"] == expected, key
+        assert declaration["description"], key
+        assert declaration["type"] in {"string", "integer", "boolean", "array"}, key
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_stack_files_hold_no_secret(stack: str) -> None:
+    document = yaml.safe_load(Path(REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    keys = {k.removeprefix("taskstack:") for k in (document.get("config") or {})}
+    assert not keys & set(SECRET_KEYS)
+    assert keys <= set(FIELD_BY_KEY)

@@ -1,0 +1,368 @@
+"""The program under mocks: what it registers for each stack, in which order, wired how."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from infra.targets.docker import MigrationFailedError
+from tests.infra.conftest import PROD_SECRETS, run_stack
+from tests.infra.pulumi_mocks import (
+    CONTAINER,
+    IMAGE,
+    NETWORK,
+    REMOTE_IMAGE,
+    REPO_ROOT,
+    VOLUME,
+    ProgramMocks,
+    ProgramRun,
+    Registration,
+    container_env,
+    container_label,
+    is_secret,
+    run_program,
+)
+
+COMPONENTS = {
+    ("taskstack:docker:Network", "networks"),
+    ("taskstack:docker:AppImage", "app"),
+    ("taskstack:docker:Database", "database"),
+    ("taskstack:docker:Cache", "cache"),
+    ("taskstack:docker:Migration", "migration"),
+    ("taskstack:docker:Api", "api"),
+    ("taskstack:docker:Workers", "workers"),
+    ("taskstack:docker:Beat", "beat"),
+    ("taskstack:docker:Flower", "flower"),
+}
+SHARED = {
+    (NETWORK, "app-network"),
+    (NETWORK, "data-network"),
+    (IMAGE, "app-image"),
+    (REMOTE_IMAGE, "postgres-image"),
+    (REMOTE_IMAGE, "redis-image"),
+    (VOLUME, "postgres-data"),
+    (VOLUME, "redis-data"),
+    (VOLUME, "beat-data"),
+}
+SINGLE_CONTAINERS = ("postgres", "redis", "migrate", "api", "beat", "flower")
+GATED = ("api", "worker", "beat", "flower")
+GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?[0-9]+s")
+
+
+def expected_resources(workers: int) -> set[tuple[str, str]]:
+    containers = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
+    containers |= {(CONTAINER, f"worker-{i}") for i in range(1, workers + 1)}
+    return COMPONENTS | SHARED | containers
+
+
+def registered(run: ProgramRun) -> set[tuple[str, str]]:
+    pairs = [(r.type, r.name) for r in run.registrations]
+    assert len(pairs) == len(set(pairs)), "a resource was registered twice"
+    return set(pairs)
+
+
+def urn_of(run: ProgramRun, name: str, type_: str = CONTAINER) -> str:
+    return run.named(name, type_).urn
+
+
+# --- The full resource set ------------------------------------------------------------------------
+
+
+def test_dev_stack_registers_the_whole_stack(dev: ProgramRun) -> None:
+    assert registered(dev) == expected_resources(workers=1)
+
+
+def test_prod_stack_registers_the_whole_stack(prod: ProgramRun) -> None:
+    assert registered(prod) == expected_resources(workers=3)
+
+
+@pytest.mark.parametrize("replicas", [1, 4])
+def test_worker_replicas_follow_config(replicas: int) -> None:
+    run = run_stack("dev", workerReplicas=replicas)
+    assert {c.name for c in run.role("worker")} == {f"worker-{i}" for i in range(1, replicas + 1)}
+
+
+def test_each_concern_is_a_component_parenting_its_resources(prod: ProgramRun) -> None:
+    components = {r.urn: r for r in prod.registrations if not r.custom}
+    for resource in prod.registrations:
+        if resource.custom:
+            assert resource.parent in components, f"{resource.name} is not inside a component"
+    parents = {r.name: components[r.parent].type for r in prod.registrations if r.custom}
+    assert parents["postgres"] == "taskstack:docker:Database"
+    assert parents["redis"] == "taskstack:docker:Cache"
+    assert parents["migrate"] == "taskstack:docker:Migration"
+    assert parents["worker-2"] == "taskstack:docker:Workers"
+    assert parents["app-image"] == "taskstack:docker:AppImage"
+    assert parents["data-network"] == "taskstack:docker:Network"
+
+
+def test_the_program_runs_from_infra_as_pulumi_runs_it(dev: ProgramRun) -> None:
+    # run_program chdirs into infra/ (Pulumi.yaml `main`) and runs it with runpy: the build context
+    # and the bind mount must still resolve to the repository, not to the working directory.
+    build = dev.named("app-image", IMAGE).plain["build"]
+    assert Path(build["context"]) == REPO_ROOT
+    assert Path(build["dockerfile"]) == REPO_ROOT / "Dockerfile"
+    mounts = dev.named("api").plain["mounts"]
+    assert {"type": "bind", "source": str(REPO_ROOT / "app"), "target": "/app/app"}.items() <= (
+        next(m for m in mounts if m["type"] == "bind").items()
+    )
+
+
+# --- Health gating, from the dependencies the engine receives ------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_app_roles_wait_for_postgres_redis_and_the_migration(stack: str) -> None:
+    run = run_stack(stack)
+    upstream = {urn_of(run, "postgres"), urn_of(run, "redis"), urn_of(run, "migrate")}
+    for role in GATED:
+        for container in run.role(role):
+            missing = upstream - container.dependencies
+            assert not missing, f"{container.name} does not depend on {missing}"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_migration_waits_for_postgres(stack: str) -> None:
+    run = run_stack(stack)
+    assert urn_of(run, "postgres") in run.named("migrate").dependencies
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_gated_services_are_healthchecked_and_waited_for(stack: str) -> None:
+    run = run_stack(stack)
+    for name in ("postgres", "redis", "api", "worker-1"):
+        inputs = run.named(name).plain
+        assert inputs["healthcheck"]["tests"], name
+        assert inputs["wait"] is True, name
+        assert inputs["waitTimeout"] > 0, name
+
+
+def test_healthchecks_use_the_contracted_signals(dev: ProgramRun) -> None:
+    assert "pg_isready" in dev.named("postgres").plain["healthcheck"]["tests"]
+    assert "redis-cli ping" in " ".join(dev.named("redis").plain["healthcheck"]["tests"])
+    api_check = " ".join(dev.named("api").plain["healthcheck"]["tests"])
+    assert "/health/ready" in api_check
+    assert "curl" not in api_check  # the image has none
+    worker_check = dev.named("worker-1").plain["healthcheck"]["tests"]
+    assert worker_check[0] == "CMD-SHELL"
+    assert "find /tmp/celery-worker-heartbeat -mmin" in worker_check[1]
+    assert "python" not in worker_check[1]
+
+
+def test_healthcheck_durations_are_canonical_go_strings(prod: ProgramRun) -> None:
+    # The provider reads durations back as Go strings; "1m" would read back as "1m0s", a diff.
+    for container in prod.containers():
+        check = container.plain.get("healthcheck")
+        if not check:
+            continue
+        for key in ("interval", "timeout", "startPeriod"):
+            assert GO_DURATION.fullmatch(check[key]), check[key]
+
+
+def test_the_migration_is_a_one_shot_whose_output_is_kept(dev: ProgramRun) -> None:
+    migrate = dev.named("migrate").plain
+    assert migrate["command"] == ["alembic", "upgrade", "head"]
+    assert migrate["mustRun"] is False
+    assert migrate["attach"] is True
+    assert migrate["logs"] is True
+    assert migrate["restart"] == "no"
+    assert "wait" not in migrate or migrate["wait"] is False
+
+
+def test_a_failed_migration_fails_the_run_with_its_output() -> None:
+    mocks = ProgramMocks(migration_exit_code=1, migration_logs="sqlalchemy.exc.ProgrammingError: x")
+    with pytest.raises(MigrationFailedError, match="exited with code 1") as failure:
+        run_program({"environment": "dev"}, stack="dev", mocks=mocks)
+    assert "sqlalchemy.exc.ProgrammingError: x" in str(failure.value)
+
+
+def test_nothing_that_needs_the_schema_is_registered_after_a_failed_migration() -> None:
+    mocks = ProgramMocks(migration_exit_code=2, migration_logs="boom")
+    recorded = RecordingMocks(mocks)
+    with pytest.raises(Exception, match="boom"):
+        run_program({"environment": "dev"}, stack="dev", mocks=recorded)
+    containers = {name for typ, name in recorded.created if typ == CONTAINER}
+    assert {"postgres", "redis", "migrate"} <= containers
+    assert not containers & {"api", "beat", "flower", "worker-1"}, containers
+
+
+def test_a_successful_migration_lets_everything_register() -> None:
+    recorded = RecordingMocks(ProgramMocks())
+    run_program({"environment": "dev"}, stack="dev", mocks=recorded)
+    containers = {name for typ, name in recorded.created if typ == CONTAINER}
+    assert {"api", "beat", "flower", "worker-1", "worker-2"} <= containers
+
+
+class RecordingMocks(ProgramMocks):
+    """Notes every resource the engine was asked to create, even when the run fails later."""
+
+    def __init__(self, inner: ProgramMocks) -> None:
+        super().__init__(inner.migration_exit_code, inner.migration_logs)
+        self.created: list[tuple[str, str]] = []
+
+    def new_resource(self, args):  # type: ignore[no-untyped-def]
+        self.created.append((args.typ, args.name))
+        return super().new_resource(args)
+
+
+# --- Wiring ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_database_url_matches_the_postgres_container(stack: str) -> None:
+    run = run_stack(stack)
+    postgres = run.named("postgres")
+    pg_env = container_env(postgres)
+    aliases = {
+        alias for network in postgres.plain["networksAdvanced"] for alias in network["aliases"]
+    }
+    for role in ("migrate", "api", "worker", "beat", "flower"):
+        for container in run.role(role):
+            url = urlsplit(container_env(container)["DATABASE_URL"])
+            assert url.scheme == "postgresql+psycopg"
+            assert url.hostname in aliases
+            assert url.port == 5432
+            assert url.username == pg_env["POSTGRES_USER"]
+            assert url.password == pg_env["POSTGRES_PASSWORD"]
+            assert url.path == f"/{pg_env['POSTGRES_DB']}"
+            assert shares_network(container, postgres)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_broker_and_results_point_at_the_redis_container(stack: str) -> None:
+    run = run_stack(stack)
+    redis = run.named("redis")
+    aliases = {alias for network in redis.plain["networksAdvanced"] for alias in network["aliases"]}
+    password = PROD_SECRETS["redisPassword"] if stack == "prod" else None
+    for role in ("api", "worker", "beat", "flower"):
+        for container in run.role(role):
+            env = container_env(container)
+            for key in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+                url = urlsplit(env[key])
+                assert url.scheme == "redis"
+                assert url.hostname in aliases
+                assert url.port == 6379
+                assert url.password == password, key
+            assert shares_network(container, redis)
+    if password:
+        assert container_env(redis)["REDISCLI_AUTH"] == password
+        assert "--requirepass" in " ".join(redis.plain["command"])
+
+
+def shares_network(a: Registration, b: Registration) -> bool:
+    names = {n["name"] for n in a.plain["networksAdvanced"]}
+    return bool(names & {n["name"] for n in b.plain["networksAdvanced"]})
+
+
+def test_containers_run_the_built_image_by_id(prod: ProgramRun) -> None:
+    image_id = prod.named("app-image", IMAGE).outputs["repoDigest"]
+    postgres_id = prod.named("postgres-image", REMOTE_IMAGE).outputs["imageId"]
+    for role in ("migrate", "api", "worker", "beat", "flower"):
+        for container in prod.role(role):
+            assert container.plain["image"] == image_id
+    assert prod.named("postgres").plain["image"] == postgres_id
+
+
+def test_app_image_is_built_locally_tagged_per_stack(prod: ProgramRun) -> None:
+    image = prod.named("app-image", IMAGE).plain
+    assert image["imageName"] == "taskstack-app:prod"
+    assert image["skipPush"] is True
+    assert image["build"]["platform"] == "linux/amd64"
+    for name in ("postgres-image", "redis-image"):
+        remote = prod.named(name, REMOTE_IMAGE).plain
+        assert remote["keepLocally"] is True
+        assert ":" in remote["name"]
+
+
+def test_roles_run_their_contracted_commands() -> None:
+    run = run_stack("prod", workerConcurrency=7, apiWorkers=3)
+    assert run.named("api").plain["command"][:2] == ["uvicorn", "app.main:app"]
+    assert run.named("worker-1").plain["command"][-1] == "--concurrency=7"
+    assert run.named("beat").plain["command"][:4] == ["celery", "-A", "app.worker", "beat"]
+    assert run.named("flower").plain["command"][-1] == "--port=5555"
+    api = run.named("api").plain["command"]
+    assert api[api.index("--workers") + 1] == "3"
+
+
+def test_workers_stop_gracefully(prod: ProgramRun) -> None:
+    for worker in prod.role("worker"):
+        inputs = worker.plain
+        assert inputs["stopSignal"] == "SIGTERM"
+        assert inputs["stopTimeout"] == 300  # Pulumi.prod.yaml
+        assert inputs["destroyGraceSeconds"] == 300
+
+
+def test_beat_is_single_with_a_writable_schedule(prod: ProgramRun) -> None:
+    (beat,) = prod.role("beat")
+    schedule = container_env(beat)["BEAT_SCHEDULE_PATH"]
+    mounts = beat.plain["mounts"]
+    assert any(m["type"] == "volume" and schedule.startswith(m["target"] + "/") for m in mounts)
+
+
+def test_every_container_has_restart_logs_labels_user_and_init(prod: ProgramRun) -> None:
+    for container in prod.containers():
+        inputs = container.plain
+        assert inputs["restart"] in {"unless-stopped", "no"}, container.name
+        assert inputs["logDriver"] == "json-file"
+        assert inputs["logOpts"] == {"max-size": "10m", "max-file": "3"}
+        assert container_label(container, "com.taskstack.stack") == "prod"
+        assert container_label(container, "com.taskstack.managed-by") == "pulumi"
+        assert container_label(container, "com.taskstack.role")
+        assert inputs["init"] is True
+        assert not inputs["user"].startswith(("0", "root"))
+
+
+def test_networks_and_volumes_carry_the_labels(prod: ProgramRun) -> None:
+    for resource in prod.of_type(NETWORK) + prod.of_type(VOLUME):
+        labels = {item["label"]: item["value"] for item in resource.plain["labels"]}
+        assert labels["com.taskstack.stack"] == "prod"
+        assert labels["com.taskstack.managed-by"] == "pulumi"
+
+
+def test_containers_are_replaced_for_changes_the_provider_ignores(prod: ProgramRun) -> None:
+    for container in prod.containers():
+        assert set(container.replace_on_changes) >= {"healthcheck", "tmpfs", "init"}
+        assert container.delete_before_replace
+
+
+def test_containers_take_the_network_name_output(prod: ProgramRun) -> None:
+    # Passing the Output (not a literal) makes each container depend on its networks, so Pulumi
+    # deletes containers before networks.
+    network_urns = {r.urn for r in prod.of_type(NETWORK)}
+    for container in prod.containers():
+        assert container.property_dependencies["networksAdvanced"] & network_urns
+
+
+# --- Outputs --------------------------------------------------------------------------------------
+
+
+def test_stack_outputs(prod: ProgramRun) -> None:
+    outputs = prod.stack_outputs
+    assert outputs["apiUrl"] == "http://127.0.0.1:8000"
+    assert outputs["docsUrl"] == "http://127.0.0.1:8000/docs"
+    assert outputs["flowerUrl"] == "http://127.0.0.1:5555"
+    assert outputs["imageName"] == "taskstack-app:prod"
+    assert outputs["containerNames"]["worker"] == [
+        "taskstack-prod-worker-1",
+        "taskstack-prod-worker-2",
+        "taskstack-prod-worker-3",
+    ]
+    assert outputs["containerNames"]["api"] == ["taskstack-prod-api"]
+    for key in ("databaseUrl", "redisUrl"):
+        assert is_secret(outputs[key]), key
+    assert PROD_SECRETS["postgresPassword"] in outputs["databaseUrl"]["value"]
+
+
+def test_a_second_run_registers_identical_inputs() -> None:
+    # Registration order is asynchronous; compare by URN. Identical inputs and dependencies mean a
+    # second `pulumi up` has nothing to change.
+    first, second = run_stack("prod"), run_stack("prod")
+    assert {r.urn: r.inputs for r in first.registrations} == {
+        r.urn: r.inputs for r in second.registrations
+    }
+    assert {r.urn: r.dependencies for r in first.registrations} == {
+        r.urn: r.dependencies for r in second.registrations
+    }

@@ -1,0 +1,130 @@
+"""Every dev/prod difference, one assertion each, and the prod hardening, asserted through mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.infra.conftest import PROD_SECRETS
+from tests.infra.pulumi_mocks import (
+    NETWORK,
+    VOLUME,
+    ProgramRun,
+    container_env,
+    without_secrets,
+)
+
+DATA_ROLES = ("postgres", "redis")
+
+
+# --- dev / prod differences -----------------------------------------------------------------------
+
+
+def test_dev_api_reloads_from_a_bind_mount_of_app(dev: ProgramRun) -> None:
+    api = dev.named("api").plain
+    assert "--reload" in api["command"]
+    assert [m["type"] for m in api["mounts"]] == ["bind"]
+
+
+def test_prod_api_runs_several_processes_from_the_image(prod: ProgramRun) -> None:
+    api = prod.named("api").plain
+    assert "--reload" not in api["command"]
+    assert api["command"][api["command"].index("--workers") + 1] == "4"
+    assert "mounts" not in api
+
+
+def test_dev_publishes_postgres_and_redis_on_loopback_only(dev: ProgramRun) -> None:
+    assert dev.named("postgres").plain["ports"] == [
+        {"internal": 5432, "external": 15432, "ip": "127.0.0.1", "protocol": "tcp"}
+    ]
+    assert dev.named("redis").plain["ports"] == [
+        {"internal": 6379, "external": 16379, "ip": "127.0.0.1", "protocol": "tcp"}
+    ]
+
+
+def test_prod_publishes_no_postgres_or_redis_port(prod: ProgramRun) -> None:
+    for role in DATA_ROLES:
+        assert not prod.named(role).plain.get("ports"), role
+
+
+def test_data_network_is_internal_in_prod_only(dev: ProgramRun, prod: ProgramRun) -> None:
+    assert dev.named("data-network", NETWORK).plain["internal"] is False
+    assert prod.named("data-network", NETWORK).plain["internal"] is True
+    assert prod.named("app-network", NETWORK).plain["internal"] is False
+
+
+def test_prod_postgres_and_redis_sit_on_the_internal_network_only(prod: ProgramRun) -> None:
+    internal = prod.named("data-network", NETWORK).outputs["name"]
+    for role in DATA_ROLES:
+        networks = [n["name"] for n in prod.named(role).plain["networksAdvanced"]]
+        assert networks == [internal], role
+
+
+def test_data_volumes_survive_destroy_in_prod_only(dev: ProgramRun, prod: ProgramRun) -> None:
+    for name in ("postgres-data", "redis-data", "beat-data"):
+        assert prod.named(name, VOLUME).retain_on_delete, name
+        assert not dev.named(name, VOLUME).retain_on_delete, name
+
+
+def test_limits_in_prod_only(dev: ProgramRun, prod: ProgramRun) -> None:
+    for container in prod.containers():
+        assert container.plain["memory"] > 0, container.name
+        assert float(container.plain["cpus"]) > 0, container.name
+    for container in dev.containers():
+        assert "memory" not in container.plain, container.name
+
+
+def test_redis_requires_a_password_in_prod_only(dev: ProgramRun, prod: ProgramRun) -> None:
+    assert "REDISCLI_AUTH" not in container_env(dev.named("redis"))
+    assert container_env(prod.named("redis"))["REDISCLI_AUTH"] == PROD_SECRETS["redisPassword"]
+    assert "--requirepass" in " ".join(prod.named("redis").plain["command"])
+
+
+def test_flower_requires_basic_auth_in_prod(dev: ProgramRun, prod: ProgramRun) -> None:
+    assert "FLOWER_BASIC_AUTH" not in container_env(dev.named("flower"))
+    assert (
+        container_env(prod.named("flower"))["FLOWER_BASIC_AUTH"] == PROD_SECRETS["flowerBasicAuth"]
+    )
+
+
+def test_image_tag_is_the_stack_name(dev: ProgramRun, prod: ProgramRun) -> None:
+    assert dev.stack_outputs["imageName"] == "taskstack-app:dev"
+    assert prod.stack_outputs["imageName"] == "taskstack-app:prod"
+
+
+# --- prod hardening (issue 5) ---------------------------------------------------------------------
+
+
+def test_prod_containers_are_hardened(prod: ProgramRun) -> None:
+    for container in prod.containers():
+        inputs = container.plain
+        assert inputs["user"] in {"10001:10001", "999:999"}, container.name
+        assert inputs["securityOpts"] == ["no-new-privileges:true"], container.name
+        assert inputs["capabilities"]["drops"] == ["ALL"], container.name
+        assert not inputs["capabilities"].get("adds"), container.name
+        assert inputs["readOnly"] is True, container.name
+        assert "/tmp" in inputs["tmpfs"], container.name  # noqa: S108 - a tmpfs mount point
+
+
+def test_dev_containers_are_not_read_only(dev: ProgramRun) -> None:
+    for container in dev.containers():
+        assert container.plain["readOnly"] is False, container.name
+
+
+@pytest.mark.parametrize("secret", sorted(PROD_SECRETS))
+def test_prod_secrets_appear_only_as_secrets(prod: ProgramRun, secret: str) -> None:
+    plaintext = PROD_SECRETS[secret].split(":")[-1]
+    for resource in prod.registrations:
+        for label, value in (("inputs", resource.inputs), ("outputs", resource.outputs)):
+            visible = json.dumps(without_secrets(value))
+            assert plaintext not in visible, f"{secret} in plain {label} of {resource.name}"
+    assert plaintext not in json.dumps(without_secrets(prod.stack_outputs))
+    # ...and they are really used, under a secret marker.
+    assert any(plaintext in json.dumps(r.inputs) for r in prod.containers())
+
+
+def test_dev_database_password_is_a_secret_too(dev: ProgramRun) -> None:
+    password = container_env(dev.named("postgres"))["POSTGRES_PASSWORD"]
+    for resource in dev.registrations:
+        assert password not in json.dumps(without_secrets(resource.inputs)), resource.name
