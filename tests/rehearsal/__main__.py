@@ -1,0 +1,59 @@
+"""python -m tests.rehearsal up|down --stack dev|prod [--config key=value] [--secret key=value]."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tests.rehearsal.runner import down, up
+from tests.rehearsal.stack_config import load_stack_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.rehearsal", description=__doc__)
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used")
+    parser.add_argument(
+        "--name",
+        help="stack name the program sees and the engine objects carry (default: --stack)",
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as `pulumi config set KEY VALUE` (key without the project prefix is namespaced)",
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as `pulumi config set --secret KEY VALUE`",
+    )
+    parser.add_argument("--volumes", action="store_true", help="down: delete named volumes too")
+    args = parser.parse_args(argv)
+    name = args.name or args.stack
+    started = time.monotonic()
+    try:
+        if args.command == "down":
+            down(name, volumes=args.volumes)
+            print(f"rehearsal {name}: down in {time.monotonic() - started:.0f}s")
+            return 0
+        config = load_stack_config(
+            args.stack, args.config, secret_overrides=args.secret, secrets_name=name
+        )
+        result = up(name, config)
+    except Exception as error:  # the program's own errors (a failed migration gate) included
+        print(f"rehearsal {name}: up failed: {error}", file=sys.stderr)
+        return 1
+    print(f"rehearsal {name}: up in {time.monotonic() - started:.0f}s")
+    for key in ("apiUrl", "docsUrl", "flowerUrl"):
+        if key in result.outputs:
+            print(f"  {key}: {result.outputs[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

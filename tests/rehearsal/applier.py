@@ -1,0 +1,905 @@
+"""Apply the program's registrations to the Docker engine, as pulumi-docker 5.x would.
+
+`EngineMocks.new_resource` receives each registration with its inputs already resolved (the Python
+SDK awaits every Output input, and every `depends_on` URN, before it calls the monitor; the monitor
+returns the URN only once `new_resource` has returned). So a resource is applied only after
+everything it depends on has been applied: the order the program declares is the order things start,
+and its own gates (an `apply` on a one-shot's `exit_code`) run on real values.
+
+Provider sources cited below (pulumi-docker 5.1/5.2 bridges kreuzwerker/terraform-provider-docker
+v4.5.0, commit 5074970c; `docker.Image` is pulumi-docker's own `provider/image.go`):
+  [funcs] internal/provider/resource_docker_container_funcs.go
+  [image-funcs] internal/provider/resource_docker_image_funcs.go
+  [image.go] pulumi-docker provider/image.go (v5.1.0)
+  [resources.go] pulumi-docker provider/resources.go (v5.1.0)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import os
+import secrets
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+
+from tests.rehearsal.engine import (
+    DOCKER_CLI,
+    SEQUENCE_LABEL,
+    STACK_LABEL,
+    URN_LABEL,
+    RehearsalError,
+    api_client,
+    go_duration_nanoseconds,
+    label_list_to_dict,
+)
+from tests.rehearsal.state import AppliedResource, StackState, inputs_digest
+
+NETWORK = "docker:index/network:Network"
+VOLUME = "docker:index/volume:Volume"
+REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
+IMAGE = "docker:index/image:Image"
+CONTAINER = "docker:index/container:Container"
+
+# Every Container input the rehearsal applies (wire names). Anything else the program sets is
+# refused with an error naming it, so a healthcheck or a read-only flag cannot vanish from the
+# rehearsal unnoticed.
+CONTAINER_INPUTS: dict[str, str] = {
+    "name": "container name; unset: `<resource>-<7 hex>` ([resources.go] SetAutonaming)",
+    "image": "image id or name, found locally ([funcs] L49-53 findImage; no pull here)",
+    "command": "Cmd ([funcs] L82-89; an empty element is an error)",
+    "entrypoints": "Entrypoint",
+    "envs": "Env",
+    "user": "User",
+    "workingDir": "WorkingDir",
+    "hostname": "Hostname",
+    "domainname": "Domainname",
+    "labels": "Labels (plus the rehearsal's own)",
+    "healthcheck": "Healthcheck ([funcs] L140-160)",
+    "stopSignal": "StopSignal (used by `docker stop`)",
+    "stopTimeout": "StopTimeout (used by `docker stop`)",
+    "ports": "ExposedPorts + PortBindings",
+    "publishAllPorts": "PublishAllPorts",
+    "networksAdvanced": "bridge disconnected, then NetworkConnect with aliases ([funcs] L461-503)",
+    "networkMode": "NetworkMode",
+    "mounts": "Mounts: bind, volume, tmpfs ([funcs] L165-246)",
+    "volumes": "Binds / named volumes / VolumesFrom",
+    "tmpfs": "Tmpfs",
+    "readOnly": "ReadonlyRootfs",
+    "capabilities": "CapAdd / CapDrop",
+    "securityOpts": "SecurityOpt",
+    "privileged": "Privileged",
+    "init": "Init (always sent, [funcs] L446-447)",
+    "restart": "RestartPolicy.Name (default 'no')",
+    "maxRetryCount": "RestartPolicy.MaximumRetryCount",
+    "logDriver": "LogConfig.Type",
+    "logOpts": "LogConfig.Config",
+    "memory": "Memory, MB",
+    "memorySwap": "MemorySwap, MB (-1 unlimited)",
+    "memoryReservation": "MemoryReservation, MB",
+    "cpus": "NanoCPUs ([funcs] L363-378)",
+    "cpuShares": "CPUShares",
+    "cpuSet": "CpusetCpus",
+    "shmSize": "ShmSize, MB",
+    "ulimits": "Ulimits",
+    "sysctls": "Sysctls",
+    "groupAdds": "GroupAdd",
+    "hosts": "ExtraHosts",
+    "dns": "DNS",
+    "dnsOpts": "DNSOptions",
+    "dnsSearches": "DNSSearch",
+    "pidMode": "PidMode",
+    "ipcMode": "IpcMode",
+    "usernsMode": "UsernsMode",
+    "tty": "Tty",
+    "stdinOpen": "OpenStdin",
+    "rm": "AutoRemove",
+    "uploads": "CopyToContainer before start ([funcs] L505-582)",
+    "start": "start after create (default true, [funcs] L584)",
+    "wait": "poll once a second until healthy, fail at waitTimeout ([funcs] L590-628)",
+    "waitTimeout": "seconds, default 60",
+    "attach": "wait until not running, exit code ignored ([funcs] L631-671)",
+    "logs": "with attach: containerLogs output ([funcs] L634-668)",
+    "mustRun": "default true; a stopped container is started on the next up ([funcs] L813-824)",
+    "destroyGraceSeconds": "stop timeout on delete; unset = kill at once ([funcs] L1085-1096)",
+    "removeVolumes": "remove anonymous volumes on delete (default true)",
+    "containerReadRefreshTimeoutMilliseconds": "provider read knob, no effect on what runs",
+    "platform": "create platform",
+}
+HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "startPeriod", "retries"}
+PORT_INPUTS = {"internal", "external", "ip", "protocol"}
+NETWORK_ATTACHMENT_INPUTS = {"name", "aliases", "ipv4Address", "ipv6Address"}
+MOUNT_INPUTS = {
+    "target",
+    "type",
+    "source",
+    "readOnly",
+    "bindOptions",
+    "volumeOptions",
+    "tmpfsOptions",
+}
+VOLUME_BINDING_INPUTS = {"containerPath", "hostPath", "volumeName", "readOnly", "fromContainer"}
+CAPABILITIES_INPUTS = {"adds", "drops"}
+UPLOAD_INPUTS = {"file", "content", "contentBase64", "source", "executable", "permissions"}
+ULIMIT_INPUTS = {"name", "soft", "hard"}
+HOST_INPUTS = {"host", "ip"}
+
+NETWORK_INPUTS = {
+    "name",
+    "driver",
+    "internal",
+    "attachable",
+    "ipv6",
+    "labels",
+    "options",
+    "ipamConfigs",
+}
+IPAM_CONFIG_INPUTS = {"subnet", "gateway", "ipRange", "auxAddress"}
+VOLUME_INPUTS = {"name", "driver", "driverOpts", "labels"}
+REMOTE_IMAGE_INPUTS = {"name", "keepLocally", "platform", "forceRemove"}
+IMAGE_INPUTS = {"imageName", "build", "skipPush"}
+IMAGE_BUILD_INPUTS = {"context", "dockerfile", "args", "target", "platform", "builderVersion"}
+
+
+def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str]) -> None:
+    unknown = sorted(set(given) - set(handled))
+    if unknown:
+        raise RehearsalError(
+            f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
+            "(add them to tests/rehearsal/applier.py, following the provider's semantics)"
+        )
+
+
+def _megabytes(value: Any) -> int:
+    return int(value) * 1024 * 1024
+
+
+@dataclass
+class RegistrationOptions:
+    """Resource options the monitor receives but `MockResourceArgs` does not carry."""
+
+    urn: str
+    dependencies: list[str] = field(default_factory=list)
+    protect: bool = False
+    retain_on_delete: bool = False
+
+
+_current_registration = threading.local()
+
+
+class RecordingMonitor(MockMonitor):
+    """Hands each registration's URN and options to `new_resource` (same thread, synchronously)."""
+
+    def RegisterResource(self, request: Any) -> Any:
+        _current_registration.options = RegistrationOptions(
+            urn=self.make_urn(request.parent, request.type, request.name),
+            dependencies=list(request.dependencies),
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+        )
+        try:
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        finally:
+            _current_registration.options = None
+
+
+def _registration_options(args: MockResourceArgs) -> RegistrationOptions:
+    options = getattr(_current_registration, "options", None)
+    if isinstance(options, RegistrationOptions):
+        return options
+    return RegistrationOptions(urn=f"{args.typ}::{args.name}")
+
+
+@dataclass
+class AppliedEvent:
+    urn: str
+    started: float
+    finished: float
+
+
+class EngineMocks(Mocks):
+    """`pulumi.runtime.Mocks` whose `new_resource` applies the registration to the Docker engine."""
+
+    def __init__(
+        self, stack: str, state: StackState, *, log: Callable[[str], None] = print
+    ) -> None:
+        self.stack = stack
+        self.state = state
+        self.log = log
+        self.registered: list[str] = []
+        self.events: list[AppliedEvent] = []
+        self._lock = threading.Lock()
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        raise RehearsalError(f"function {args.token} is not rehearsed")
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        options = _registration_options(args)
+        with self._lock:
+            self.registered.append(options.urn)
+        appliers: dict[
+            str, Callable[[MockResourceArgs, RegistrationOptions], tuple[str, dict[str, Any]]]
+        ]
+        appliers = {
+            NETWORK: self._network,
+            VOLUME: self._volume,
+            REMOTE_IMAGE: self._remote_image,
+            IMAGE: self._image,
+            CONTAINER: self._container,
+        }
+        if not args.custom:
+            # A ComponentResource: nothing to apply, Pulumi records it only.
+            return None, {}
+        applier = appliers.get(args.typ)
+        if applier is None:
+            raise RehearsalError(f"{options.urn}: resource type {args.typ} is not rehearsed")
+        started = time.monotonic()
+        resource_id, outputs = applier(args, options)
+        with self._lock:
+            self.events.append(AppliedEvent(options.urn, started, time.monotonic()))
+        return resource_id, outputs
+
+    # -- shared
+    # ---------------------------------------------------------------------------------------
+
+    def _labels(self, own: Mapping[str, str], urn: str, sequence: int) -> dict[str, str]:
+        return {**own, STACK_LABEL: self.stack, URN_LABEL: urn, SEQUENCE_LABEL: str(sequence)}
+
+    def _unchanged(self, urn: str, digest: str) -> AppliedResource | None:
+        """The recorded resource when its inputs did not change (a no-op update), else None."""
+        recorded = self.state.get(urn)
+        if recorded is None or recorded.digest != digest or recorded.tainted:
+            return None
+        return recorded
+
+    def _replace_recorded(self, urn: str) -> None:
+        recorded = self.state.get(urn)
+        if recorded is not None:
+            # Containers are delete-before-replace in pulumi-docker ([resources.go]
+            # DeleteBeforeReplace).
+            self.log(f"  replacing {urn}")
+            delete_resource(api_client(), recorded, keep_volumes=False)
+            self.state.forget(urn)
+
+    # -- networks and volumes
+    # -------------------------------------------------------------------------
+
+    def _network(
+        self, args: MockResourceArgs, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
+        inputs = args.inputs
+        refuse_unknown(options.urn, inputs, NETWORK_INPUTS)
+        for ipam in inputs.get("ipamConfigs") or []:
+            refuse_unknown(f"{options.urn} ipamConfigs", ipam, IPAM_CONFIG_INPUTS)
+        digest = inputs_digest(inputs)
+        client = api_client()
+        unchanged = self._unchanged(options.urn, digest)
+        if unchanged is not None and _exists(client.inspect_network, unchanged.id):
+            return unchanged.id, {**inputs, **unchanged.outputs}
+        self._replace_recorded(options.urn)
+        name = inputs.get("name") or _autoname(args.name)
+        ipam = None
+        if inputs.get("ipamConfigs"):
+            ipam = docker.types.IPAMConfig(
+                pool_configs=[
+                    docker.types.IPAMPool(
+                        subnet=pool.get("subnet"),
+                        gateway=pool.get("gateway"),
+                        iprange=pool.get("ipRange"),
+                        aux_addresses=pool.get("auxAddress"),
+                    )
+                    for pool in inputs["ipamConfigs"]
+                ]
+            )
+        sequence = self.state.take_sequence()
+        created = client.create_network(
+            name,
+            driver=inputs.get("driver") or "bridge",
+            options=inputs.get("options"),
+            ipam=ipam,
+            internal=bool(inputs.get("internal", False)),
+            labels=self._labels(label_list_to_dict(inputs.get("labels")), options.urn, sequence),
+            enable_ipv6=bool(inputs.get("ipv6", False)),
+            attachable=inputs.get("attachable"),
+        )
+        network_id = str(created["Id"])
+        inspected = client.inspect_network(network_id)
+        outputs = {"name": name, "driver": inspected["Driver"], "scope": inspected["Scope"]}
+        self.state.record(
+            AppliedResource(options.urn, args.typ, network_id, name, digest, sequence, outputs)
+        )
+        self.log(f"  created network {name}")
+        return network_id, {**inputs, **outputs}
+
+    def _volume(
+        self, args: MockResourceArgs, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
+        inputs = args.inputs
+        refuse_unknown(options.urn, inputs, VOLUME_INPUTS)
+        digest = inputs_digest(inputs)
+        client = api_client()
+        unchanged = self._unchanged(options.urn, digest)
+        if unchanged is not None and _exists(client.inspect_volume, unchanged.id):
+            return unchanged.id, {**inputs, **unchanged.outputs}
+        recorded = self.state.get(options.urn)
+        if recorded is not None and (options.protect or recorded.delete.get("protect")):
+            raise RehearsalError(
+                f"{options.urn}: inputs changed, which replaces the volume, but it is protected"
+            )
+        self._replace_recorded(options.urn)
+        name = inputs.get("name") or _autoname(args.name)
+        sequence = self.state.take_sequence()
+        # VolumeCreate of an existing name returns that volume: a volume kept by an earlier `down`
+        # (or `retain_on_delete`) is adopted with its data, as the engine does for the provider.
+        created = client.create_volume(
+            name=name,
+            driver=inputs.get("driver") or "local",
+            driver_opts=inputs.get("driverOpts"),
+            labels=self._labels(label_list_to_dict(inputs.get("labels")), options.urn, sequence),
+        )
+        outputs = {"name": name, "driver": created["Driver"], "mountpoint": created["Mountpoint"]}
+        delete = {"protect": options.protect, "retainOnDelete": options.retain_on_delete}
+        self.state.record(
+            AppliedResource(options.urn, args.typ, name, name, digest, sequence, outputs, delete)
+        )
+        self.log(f"  volume {name} ready")
+        return name, {**inputs, **outputs}
+
+    # -- images
+    # ---------------------------------------------------------------------------------------
+
+    def _remote_image(
+        self, args: MockResourceArgs, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
+        inputs = args.inputs
+        refuse_unknown(options.urn, inputs, REMOTE_IMAGE_INPUTS)
+        name = str(inputs["name"])
+        if not inputs.get("keepLocally", False):
+            # [image-funcs] removeImage L187-220: without keep_locally, destroy runs `docker rmi`.
+            # Here that would delete a base image nothing can pull back, so the rehearsal refuses
+            # it.
+            raise RehearsalError(
+                f"{options.urn}: keepLocally is not set, so destroy would remove {name} "
+                "from the engine"
+            )
+        client = api_client()
+        # [image-funcs] findImage L343-377: a local image of that name is used as is; only a missing
+        # one is pulled, which cannot work here.
+        try:
+            found = client.inspect_image(name)
+        except docker.errors.ImageNotFound as missing:
+            raise RehearsalError(
+                f"{options.urn}: image {name} is not on the engine and nothing can be pulled here "
+                "(bash ../shared/offline-docker/images builds the stand-ins)"
+            ) from missing
+        image_id = str(found["Id"])
+        repo_digest = next(
+            (d for d in found.get("RepoDigests") or [] if d.split("@")[0] == name.split(":")[0]), ""
+        )
+        outputs = {"name": name, "imageId": image_id, "repoDigest": repo_digest}
+        resource_id = image_id + name  # [image-funcs] L54: d.SetId(apiImage.ID + name)
+        self.state.record(
+            AppliedResource(
+                options.urn,
+                args.typ,
+                resource_id,
+                name,
+                inputs_digest(inputs),
+                self.state.take_sequence(),
+                outputs,
+            )
+        )
+        return resource_id, {**inputs, **outputs}
+
+    def _image(
+        self, args: MockResourceArgs, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
+        inputs = args.inputs
+        refuse_unknown(options.urn, inputs, IMAGE_INPUTS)
+        if not inputs.get("skipPush", False):
+            raise RehearsalError(
+                f"{options.urn}: skipPush is not set and there is no registry to push to"
+            )
+        build = dict(inputs.get("build") or {})
+        refuse_unknown(f"{options.urn} build", build, IMAGE_BUILD_INPUTS)
+        image_name = str(inputs["imageName"])
+        # [image.go] marshalBuildAndApplyDefaults L535-562: context defaults to ".", the Dockerfile
+        # to <context>/Dockerfile, both relative to the working directory.
+        context = str(build.get("context") or ".")
+        dockerfile = str(build.get("dockerfile") or os.path.join(context, "Dockerfile"))
+        command = [
+            DOCKER_CLI,
+            "build",
+            "--progress=plain",
+            "--tag",
+            image_name,
+            "--file",
+            dockerfile,
+        ]
+        for key, value in sorted((build.get("args") or {}).items()):
+            command += ["--build-arg", f"{key}={value}"]
+        if build.get("target"):
+            command += ["--target", str(build["target"])]
+        if build.get("platform"):
+            command += ["--platform", str(build["platform"])]
+        command.append(context)
+        # [image.go] L218-236: BuildKit unless builderVersion is BuilderV1.
+        buildkit = "0" if build.get("builderVersion") == "BuilderV1" else "1"
+        self.log(f"  building {image_name} from {dockerfile}")
+        started = time.monotonic()
+        completed = subprocess.run(
+            command,
+            env={**os.environ, "DOCKER_BUILDKIT": buildkit},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-60:])
+            raise RehearsalError(f"{options.urn}: docker build failed:\n{tail}")
+        image_id = str(api_client().inspect_image(image_name)["Id"])
+        self.log(f"  built {image_name} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
+        # [image.go] L287-299: with skipPush, repoDigest is the local image id; the resource id is
+        # the name.
+        outputs = {
+            "imageName": image_name,
+            "baseImageName": image_name,
+            "repoDigest": image_id,
+            "dockerfile": os.path.relpath(dockerfile, context),
+            "context": context,
+            "platform": build.get("platform"),
+            "registryServer": None,
+        }
+        self.state.record(
+            AppliedResource(
+                options.urn,
+                args.typ,
+                image_name,
+                image_name,
+                inputs_digest(inputs),
+                self.state.take_sequence(),
+                {"repoDigest": image_id},
+            )
+        )
+        return image_name, {**inputs, **outputs}
+
+    # -- containers
+    # -----------------------------------------------------------------------------------
+
+    def _container(
+        self, args: MockResourceArgs, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
+        inputs = args.inputs
+        validate_container_inputs(options.urn, inputs)
+        digest = inputs_digest(inputs)
+        client = api_client()
+        unchanged = self._unchanged(options.urn, digest)
+        if unchanged is not None and _exists(client.inspect_container, unchanged.id):
+            state = client.inspect_container(unchanged.id)["State"]
+            if inputs.get("mustRun", True) and not state["Running"]:
+                # [funcs] L813-824 Read sets must_run=false for a stopped container, the diff
+                # triggers Update, which starts it again (L997-1010). Same container, same id.
+                self.log(f"  starting stopped container {unchanged.physical_name} (mustRun)")
+                client.start(unchanged.id)
+            return unchanged.id, {**inputs, **unchanged.outputs}
+        self._replace_recorded(options.urn)
+        name = inputs.get("name") or _autoname(args.name)
+        sequence = self.state.take_sequence()
+        create, host_config, attachments = container_create_spec(inputs)
+        image = str(inputs["image"])
+        try:
+            client.inspect_image(image)
+        except docker.errors.ImageNotFound as missing:
+            raise RehearsalError(
+                f"{options.urn}: Unable to create container with image {image}: not on the engine "
+                "and nothing can be pulled here"
+            ) from missing
+        container_id = str(
+            client.create_container(
+                image,
+                name=name,
+                labels=self._labels(
+                    label_list_to_dict(inputs.get("labels")), options.urn, sequence
+                ),
+                host_config=client.create_host_config(**host_config),
+                use_config_proxy=False,
+                **create,
+            )["Id"]
+        )
+        delete = {
+            "destroyGraceSeconds": inputs.get("destroyGraceSeconds"),
+            "attach": bool(inputs.get("attach", False)),
+            "removeVolumes": bool(inputs.get("removeVolumes", True)),
+        }
+        record = AppliedResource(
+            options.urn, args.typ, container_id, name, digest, sequence, {}, delete
+        )
+        # Recorded as tainted until the create finishes, so a failure half way is replaced next
+        # time.
+        record.tainted = True
+        self.state.record(record)
+        outputs = self._run_container(client, options.urn, container_id, name, inputs, attachments)
+        record.outputs = outputs
+        record.tainted = False
+        self.state.record(record)
+        return container_id, {**inputs, **outputs}
+
+    def _run_container(
+        self,
+        client: docker.APIClient,
+        urn: str,
+        container_id: str,
+        name: str,
+        inputs: Mapping[str, Any],
+        attachments: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        if attachments:
+            # [funcs] L461-503: with networks_advanced the default bridge is disconnected, then each
+            # network is connected with its aliases.
+            client.disconnect_container_from_network(container_id, "bridge")
+            for attachment in attachments:
+                client.connect_container_to_network(container_id, **attachment)
+        for upload in inputs.get("uploads") or []:
+            client.put_archive(container_id, "/", _upload_archive(upload))
+        if inputs.get("start", True):
+            client.start(container_id)
+            self.log(f"  started {name}")
+            if inputs.get("wait", False):
+                _wait_until_healthy(client, urn, container_id, int(inputs.get("waitTimeout", 60)))
+                self.log(f"  {name} is healthy")
+        outputs: dict[str, Any] = {"name": name}
+        if inputs.get("attach", False):
+            # [funcs] L631-671: wait until the container is not running; the exit code is NOT
+            # checked.
+            client.wait(container_id, timeout=None, condition="not-running")
+            if inputs.get("logs", False):
+                outputs["containerLogs"] = client.logs(
+                    container_id, stdout=True, stderr=True
+                ).decode(errors="replace")
+        return {**outputs, **_read_container(client, container_id, inputs)}
+
+
+def _read_container(
+    client: docker.APIClient, container_id: str, inputs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What the provider's Read puts in state after create ([funcs] L750-830)."""
+    inspected = client.inspect_container(container_id)
+    outputs: dict[str, Any] = {"name": inspected["Name"].lstrip("/")}
+    settings = inspected.get("NetworkSettings") or {}
+    outputs["bridge"] = settings.get("Bridge", "")
+    outputs["networkDatas"] = [
+        {
+            "networkName": network_name,
+            "ipAddress": network.get("IPAddress", ""),
+            "ipPrefixLength": network.get("IPPrefixLen", 0),
+            "gateway": network.get("Gateway", ""),
+            "macAddress": network.get("MacAddress", ""),
+            "globalIpv6Address": network.get("GlobalIPv6Address", ""),
+            "globalIpv6PrefixLength": network.get("GlobalIPv6PrefixLen", 0),
+            "ipv6Gateway": network.get("IPv6Gateway", ""),
+        }
+        for network_name, network in sorted((settings.get("Networks") or {}).items())
+    ]
+    if not inspected["State"]["Running"]:
+        outputs["exitCode"] = inspected["State"]["ExitCode"]
+        if inputs.get("mustRun", True):
+            outputs["mustRun"] = False
+    return outputs
+
+
+def _wait_until_healthy(
+    client: docker.APIClient, urn: str, container_id: str, timeout: int
+) -> None:
+    # [funcs] L590-628: poll inspect once a second until Health.Status is healthy. No health state
+    # at all is an error at once; "unhealthy" is NOT: it keeps polling until wait_timeout, then
+    # fails with "container failed to be in healthy state". The container stays (and is replaced on
+    # the next up).
+    deadline = time.monotonic() + timeout
+    while True:
+        state = client.inspect_container(container_id)["State"]
+        health = state.get("Health")
+        if health is None:
+            raise RehearsalError(
+                f"{urn}: you have supplied a 'wait' argument, but the container does not have a "
+                "healthcheck defined. Please remove the 'wait' argument or add a 'healthcheck' "
+                "attribute"
+            )
+        if health.get("Status") == "healthy":
+            return
+        if time.monotonic() >= deadline:
+            probes = health.get("Log") or []
+            last = probes[-1].get("Output", "").strip() if probes else "(no probe ran)"
+            logs = client.logs(container_id, stdout=True, stderr=True, tail=30).decode(
+                errors="replace"
+            )
+            raise RehearsalError(
+                f"{urn}: container failed to be in healthy state within {timeout}s "
+                f"(status {health.get('Status')}, container {state.get('Status')}; "
+                f"last probe: {last})\n--- last container logs ---\n{logs}"
+            )
+        time.sleep(1)
+
+
+def validate_container_inputs(urn: str, inputs: Mapping[str, Any]) -> None:
+    refuse_unknown(urn, inputs, CONTAINER_INPUTS)
+    nested: list[tuple[str, Collection[str]]] = [
+        ("ports", PORT_INPUTS),
+        ("networksAdvanced", NETWORK_ATTACHMENT_INPUTS),
+        ("mounts", MOUNT_INPUTS),
+        ("volumes", VOLUME_BINDING_INPUTS),
+        ("uploads", UPLOAD_INPUTS),
+        ("ulimits", ULIMIT_INPUTS),
+        ("hosts", HOST_INPUTS),
+    ]
+    for key, handled in nested:
+        for index, item in enumerate(inputs.get(key) or []):
+            refuse_unknown(f"{urn} {key}[{index}]", item, handled)
+    if inputs.get("healthcheck"):
+        refuse_unknown(f"{urn} healthcheck", inputs["healthcheck"], HEALTHCHECK_INPUTS)
+    if inputs.get("capabilities"):
+        refuse_unknown(f"{urn} capabilities", inputs["capabilities"], CAPABILITIES_INPUTS)
+    for index, item in enumerate(inputs.get("mounts") or []):
+        refuse_unknown(
+            f"{urn} mounts[{index}].bindOptions", item.get("bindOptions") or {}, {"propagation"}
+        )
+        refuse_unknown(
+            f"{urn} mounts[{index}].volumeOptions",
+            item.get("volumeOptions") or {},
+            {"noCopy", "labels", "driverName", "driverOptions"},
+        )
+        refuse_unknown(
+            f"{urn} mounts[{index}].tmpfsOptions",
+            item.get("tmpfsOptions") or {},
+            {"sizeBytes", "mode"},
+        )
+    if any(part == "" for part in inputs.get("command") or []):
+        raise RehearsalError(f"{urn}: values for command may not be empty")  # [funcs] L82-89
+
+
+def container_create_spec(
+    inputs: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The Engine API create call the provider makes ([funcs] L43-456): config, host, networks."""
+    create: dict[str, Any] = {
+        "command": inputs.get("command"),
+        "entrypoint": inputs.get("entrypoints"),
+        "environment": list(inputs.get("envs") or []) or None,
+        "user": inputs.get("user") or None,
+        "working_dir": inputs.get("workingDir") or None,
+        "hostname": inputs.get("hostname") or None,
+        "domainname": inputs.get("domainname") or None,
+        "stop_signal": inputs.get("stopSignal") or None,
+        "stop_timeout": inputs.get("stopTimeout"),
+        "tty": bool(inputs.get("tty", False)),
+        "stdin_open": bool(inputs.get("stdinOpen", False)),
+        "platform": inputs.get("platform") or None,
+    }
+    healthcheck = inputs.get("healthcheck")
+    if healthcheck:
+        create["healthcheck"] = {
+            "test": list(healthcheck["tests"]),
+            "interval": go_duration_nanoseconds(healthcheck.get("interval", "0")),
+            "timeout": go_duration_nanoseconds(healthcheck.get("timeout", "0")),
+            "start_period": go_duration_nanoseconds(healthcheck.get("startPeriod", "0")),
+            "retries": int(healthcheck.get("retries", 0)),
+        }
+    host: dict[str, Any] = {
+        "privileged": bool(inputs.get("privileged", False)),
+        "publish_all_ports": bool(inputs.get("publishAllPorts", False)),
+        "restart_policy": {
+            "Name": inputs.get("restart", "no"),
+            "MaximumRetryCount": int(inputs.get("maxRetryCount", 0)),
+        },
+        "auto_remove": bool(inputs.get("rm", False)),
+        "read_only": bool(inputs.get("readOnly", False)),
+        "init": bool(inputs.get("init", False)),
+        "log_config": docker.types.LogConfig(
+            type=inputs.get("logDriver", "json-file"), config=dict(inputs.get("logOpts") or {})
+        ),
+    }
+    exposed: list[tuple[int, str]] = []
+    bindings: dict[str, Any] = {}
+    for port in inputs.get("ports") or []:
+        protocol = port.get("protocol", "tcp")
+        key = f"{int(port['internal'])}/{protocol}"
+        exposed.append((int(port["internal"]), protocol))
+        if port.get("external") is not None:
+            bindings[key] = (port.get("ip", "0.0.0.0"), int(port["external"]))
+        else:
+            bindings[key] = (port.get("ip", "0.0.0.0"),)
+    if exposed:
+        create["ports"] = exposed
+        host["port_bindings"] = bindings
+    if inputs.get("networkMode"):
+        host["network_mode"] = inputs["networkMode"]
+    if inputs.get("tmpfs"):
+        host["tmpfs"] = dict(inputs["tmpfs"])
+    if inputs.get("mounts"):
+        host["mounts"] = [_mount(item) for item in inputs["mounts"]]
+    binds: dict[str, dict[str, str]] = {}
+    volumes_from: list[str] = []
+    for volume in inputs.get("volumes") or []:
+        mode = "ro" if volume.get("readOnly") else "rw"
+        if volume.get("fromContainer"):
+            volumes_from.append(str(volume["fromContainer"]))
+            continue
+        source = volume.get("hostPath") or volume.get("volumeName")
+        if not source:
+            raise RehearsalError(
+                "volumes: an anonymous volume (no hostPath or volumeName) is not rehearsed"
+            )
+        binds[str(source)] = {"bind": str(volume["containerPath"]), "mode": mode}
+    if binds:
+        host["binds"] = binds
+        create["volumes"] = [spec["bind"] for spec in binds.values()]
+    if volumes_from:
+        host["volumes_from"] = volumes_from
+    capabilities = inputs.get("capabilities") or {}
+    if capabilities.get("adds"):
+        host["cap_add"] = list(capabilities["adds"])
+    if capabilities.get("drops"):
+        host["cap_drop"] = list(capabilities["drops"])
+    simple_host_settings = {
+        "securityOpts": "security_opt",
+        "groupAdds": "group_add",
+        "dns": "dns",
+        "dnsOpts": "dns_opt",
+        "dnsSearches": "dns_search",
+        "pidMode": "pid_mode",
+        "ipcMode": "ipc_mode",
+        "usernsMode": "userns_mode",
+        "cpuShares": "cpu_shares",
+        "cpuSet": "cpuset_cpus",
+        "sysctls": "sysctls",
+    }
+    for key, setting in simple_host_settings.items():
+        if inputs.get(key):
+            value = inputs[key]
+            host[setting] = list(value) if isinstance(value, list | tuple) else value
+    if inputs.get("memory"):
+        host["mem_limit"] = _megabytes(inputs["memory"])
+    if inputs.get("memoryReservation"):
+        host["mem_reservation"] = _megabytes(inputs["memoryReservation"])
+    if inputs.get("memorySwap"):
+        swap = int(inputs["memorySwap"])
+        host["memswap_limit"] = _megabytes(swap) if swap > 0 else swap
+    if inputs.get("shmSize"):
+        host["shm_size"] = _megabytes(inputs["shmSize"])
+    if inputs.get("cpus"):
+        host["nano_cpus"] = int(float(inputs["cpus"]) * 1_000_000_000)
+    if inputs.get("ulimits"):
+        host["ulimits"] = [
+            docker.types.Ulimit(name=u["name"], soft=int(u["soft"]), hard=int(u["hard"]))
+            for u in inputs["ulimits"]
+        ]
+    if inputs.get("hosts"):
+        host["extra_hosts"] = {h["host"]: h["ip"] for h in inputs["hosts"]}
+    attachments = [
+        {
+            "net_id": network["name"],
+            "aliases": list(network.get("aliases") or []) or None,
+            "ipv4_address": network.get("ipv4Address") or None,
+            "ipv6_address": network.get("ipv6Address") or None,
+        }
+        for network in inputs.get("networksAdvanced") or []
+    ]
+    return create, host, attachments
+
+
+def _mount(item: Mapping[str, Any]) -> docker.types.Mount:
+    volume_options = item.get("volumeOptions") or {}
+    tmpfs_options = item.get("tmpfsOptions") or {}
+    driver = None
+    if volume_options.get("driverName") or volume_options.get("driverOptions"):
+        driver = docker.types.DriverConfig(
+            volume_options.get("driverName", ""), volume_options.get("driverOptions")
+        )
+    return docker.types.Mount(
+        target=item["target"],
+        source=item.get("source"),
+        type=item["type"],
+        read_only=bool(item.get("readOnly", False)),
+        propagation=(item.get("bindOptions") or {}).get("propagation"),
+        no_copy=bool(volume_options.get("noCopy", False)),
+        labels=label_list_to_dict(volume_options.get("labels")) or None,
+        driver_config=driver,
+        tmpfs_size=tmpfs_options.get("sizeBytes"),
+        tmpfs_mode=tmpfs_options.get("mode"),
+    )
+
+
+def _upload_archive(upload: Mapping[str, Any]) -> bytes:
+    # [funcs] L505-582: exactly one of content, contentBase64, source; mode from permissions
+    # (octal), else 0744 when executable, else 0644; extracted at "/".
+    given = [key for key in ("content", "contentBase64", "source") if upload.get(key)]
+    if len(given) != 1:
+        raise RehearsalError("uploads: exactly one of content, contentBase64, source must be set")
+    if upload.get("content"):
+        payload = str(upload["content"]).encode()
+    elif upload.get("contentBase64"):
+        payload = base64.b64decode(str(upload["contentBase64"]))
+    else:
+        with open(str(upload["source"]), "rb") as source:
+            payload = source.read()
+    if upload.get("permissions"):
+        mode = int(str(upload["permissions"]), 8)
+    else:
+        mode = 0o744 if upload.get("executable") else 0o644
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name=str(upload["file"]).lstrip("/"))
+        info.size = len(payload)
+        info.mode = mode
+        info.mtime = int(time.time())
+        archive.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+def _autoname(resource_name: str) -> str:
+    # [resources.go] prov.SetAutonaming(255, "-"): the logical name plus a 7-character random
+    # suffix.
+    return f"{resource_name}-{secrets.token_hex(4)[:7]}"
+
+
+def _exists(inspect: Callable[[str], Any], resource_id: str) -> bool:
+    try:
+        inspect(resource_id)
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def delete_resource(
+    client: docker.APIClient, resource: AppliedResource, *, keep_volumes: bool
+) -> bool:
+    """Delete one recorded resource as the provider's Delete does. Returns False when it is kept."""
+    if resource.type == CONTAINER:
+        delete_container(
+            client,
+            resource.id,
+            grace_seconds=resource.delete.get("destroyGraceSeconds"),
+            attach=bool(resource.delete.get("attach", False)),
+            remove_volumes=bool(resource.delete.get("removeVolumes", True)),
+        )
+        return True
+    if resource.type == NETWORK:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.remove_network(resource.id)
+        return True
+    if resource.type == VOLUME:
+        if keep_volumes:
+            return False
+        with contextlib.suppress(docker.errors.NotFound):
+            client.remove_volume(resource.id)
+        return True
+    # docker.Image: Delete is a no-op, the tag stays ([image.go]); RemoteImage, keepLocally: no rmi.
+    return True
+
+
+def delete_container(
+    client: docker.APIClient,
+    container_id: str,
+    *,
+    grace_seconds: int | None,
+    attach: bool,
+    remove_volumes: bool,
+) -> None:
+    # [funcs] L1085-1096: unless attach, stop with destroy_grace_seconds as the timeout; unset means
+    # 0, so the container is killed at once. Then a forced remove ([funcs] L1100-1110).
+    try:
+        if not attach:
+            client.stop(container_id, timeout=int(grace_seconds or 0))
+        client.remove_container(container_id, v=remove_volumes, force=True)
+    except docker.errors.NotFound:
+        pass

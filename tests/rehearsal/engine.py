@@ -1,0 +1,64 @@
+"""The Docker engine the rehearsal applies to: client, labels, conversions the provider does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import docker
+
+# The engine's own client: the `docker` first on PATH may be a newer CLI that wants buildx.
+DOCKER_CLI = "/usr/bin/docker"
+
+# Labels the rehearsal adds to every container, network and volume it creates (on top of the
+# program's own).
+STACK_LABEL = "com.taskstack.rehearsal"
+URN_LABEL = "com.taskstack.rehearsal.urn"
+SEQUENCE_LABEL = "com.taskstack.rehearsal.sequence"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = REPO_ROOT / ".pulumi-state" / "rehearsal"
+
+
+class RehearsalError(Exception):
+    """A registration the rehearsal cannot apply, or that failed as the provider would fail it."""
+
+
+def api_client() -> docker.APIClient:
+    # The low-level client maps one to one onto the Engine API calls the provider makes.
+    return docker.APIClient(base_url="unix:///var/run/docker.sock", version="auto", timeout=300)
+
+
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNIT_NANOSECONDS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def go_duration_nanoseconds(text: str) -> int:
+    """Parse a Go duration ("10s", "1m30s", "500ms") as `time.ParseDuration` does, in nanoseconds.
+
+    The provider parses healthcheck durations with `time.ParseDuration`
+    (resource_docker_container_funcs.go L147-158 at v4.5.0) and silently turns a bad value into 0;
+    here a bad value is an error instead.
+    """
+    if text == "0":
+        return 0
+    parts = _GO_DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise RehearsalError(f"not a Go duration: {text!r}")
+    return int(sum(float(number) * _GO_UNIT_NANOSECONDS[unit] for number, unit in parts))
+
+
+def label_list_to_dict(labels: Any) -> dict[str, str]:
+    """The provider's `labels` blocks (`[{label, value}]`) as a plain mapping."""
+    if not labels:
+        return {}
+    return {str(item["label"]): str(item["value"]) for item in labels}

@@ -1,0 +1,171 @@
+"""`up` and `down` for a rehearsed stack.
+
+`up` runs the Pulumi program the way the Python language host does (`runpy.run_path` on the program
+directory, with that directory as the working directory, inside the SDK's `run_pulumi_func`) with
+the stack's config and `EngineMocks` as the engine, then removes what the program no longer
+declares. `down` deletes everything recorded for the stack in reverse creation order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import runpy
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker.errors
+import pulumi
+import pulumi.runtime
+from pulumi.runtime.settings import SETTINGS, get_root_resource, reset_options
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from tests.rehearsal.applier import (
+    CONTAINER,
+    NETWORK,
+    VOLUME,
+    AppliedEvent,
+    EngineMocks,
+    RecordingMonitor,
+    delete_container,
+    delete_resource,
+)
+from tests.rehearsal.engine import REPO_ROOT, SEQUENCE_LABEL, STACK_LABEL, api_client
+from tests.rehearsal.stack_config import StackConfig
+from tests.rehearsal.state import StackState
+
+
+@dataclass
+class UpResult:
+    outputs: dict[str, Any]
+    registered: list[str]
+    events: list[AppliedEvent] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def remove_leftovers(
+    stack: str, state: StackState, log: Callable[[str], None] = print
+) -> list[str]:
+    """Containers and networks labelled for this stack that the state does not know (an interrupted
+    earlier run): removed before anything is applied, containers first, newest first."""
+    client = api_client()
+    known = {resource.id for resource in state.resources()}
+    selector = {"label": f"{STACK_LABEL}={stack}"}
+    removed: list[str] = []
+    containers = [c for c in client.containers(all=True, filters=selector) if c["Id"] not in known]
+    for container in sorted(containers, key=_sequence, reverse=True):
+        delete_container(
+            client, container["Id"], grace_seconds=0, attach=False, remove_volumes=True
+        )
+        removed.append(container["Names"][0].lstrip("/"))
+    networks = [n for n in client.networks(filters=selector) if n["Id"] not in known]
+    for network in sorted(networks, key=_sequence, reverse=True):
+        with contextlib.suppress(docker.errors.NotFound):
+            client.remove_network(network["Id"])
+        removed.append(network["Name"])
+    for name in removed:
+        log(f"  removed leftover {name}")
+    # Volumes are never leftovers: a named volume of the stack is adopted with its data by the next
+    # up.
+    return removed
+
+
+def _sequence(listed: dict[str, Any]) -> int:
+    return int((listed.get("Labels") or {}).get(SEQUENCE_LABEL, "0"))
+
+
+def up(
+    stack: str,
+    config: StackConfig,
+    *,
+    log: Callable[[str], None] = print,
+    state: StackState | None = None,
+) -> UpResult:
+    state = state or StackState(stack)
+    remove_leftovers(stack, state, log)
+    mocks = EngineMocks(stack, state, log=log)
+    outputs = run_program(stack, config, mocks)
+    # Like `pulumi up`: what the program no longer declares is deleted once the rest has been
+    # applied.
+    removed = []
+    client = api_client()
+    for resource in reversed(state.resources()):
+        if resource.urn not in mocks.registered:
+            log(f"  deleting {resource.urn} (no longer declared)")
+            delete_resource(
+                client, resource, keep_volumes=bool(resource.delete.get("retainOnDelete"))
+            )
+            state.forget(resource.urn)
+            removed.append(resource.urn)
+    return UpResult(
+        outputs=outputs, registered=list(mocks.registered), events=mocks.events, removed=removed
+    )
+
+
+def run_program(stack: str, config: StackConfig, mocks: EngineMocks) -> dict[str, Any]:
+    """Run the program under `mocks` as the language host would; return the stack's exports."""
+    reset_options(project=config.project, stack=stack, root_directory=str(REPO_ROOT), preview=False)
+    pulumi.runtime.set_all_config(config.values, config.secret_keys)
+    pulumi.runtime.set_mocks(
+        mocks,
+        project=config.project,
+        stack=stack,
+        preview=False,
+        monitor=RecordingMonitor(mocks),
+    )
+    # The language host passes the project root (where Pulumi.yaml is) to the program.
+    SETTINGS.root_directory = str(REPO_ROOT)
+    exports: dict[str, Any] = {}
+
+    def program() -> Awaitable[None]:
+        runpy.run_path(str(config.program_dir), run_name="__main__")
+
+        async def collect() -> None:
+            root = get_root_resource()
+            stack_outputs = dict(getattr(root, "outputs", {}))
+            if stack_outputs:
+                exports.update(await pulumi.Output.all(**stack_outputs).future() or {})
+
+        return collect()
+
+    previous_directory = os.getcwd()
+    previous_path = list(sys.path)
+    os.chdir(config.program_dir)
+    try:
+        _sync_await(run_pulumi_func(program))
+    finally:
+        os.chdir(previous_directory)
+        sys.path[:] = previous_path
+    return exports
+
+
+def down(
+    stack: str,
+    *,
+    volumes: bool = False,
+    log: Callable[[str], None] = print,
+    state: StackState | None = None,
+) -> list[str]:
+    """Delete the stack in reverse creation order; named volumes stay unless `volumes`."""
+    state = state or StackState(stack)
+    remove_leftovers(stack, state, log)
+    client = api_client()
+    deleted = []
+    for resource in reversed(state.resources()):
+        if delete_resource(client, resource, keep_volumes=not volumes):
+            if resource.type in (CONTAINER, NETWORK, VOLUME):
+                log(f"  deleted {resource.physical_name}")
+            state.forget(resource.urn)
+            deleted.append(resource.urn)
+        else:
+            log(f"  kept volume {resource.physical_name} (down --volumes deletes it)")
+    if volumes:
+        for volume in (client.volumes(filters={"label": f"{STACK_LABEL}={stack}"}) or {}).get(
+            "Volumes"
+        ) or []:
+            client.remove_volume(volume["Name"])
+            log(f"  deleted volume {volume['Name']}")
+    return deleted

@@ -1,0 +1,188 @@
+"""The applier against a real engine, on a small hand-written program (sample_program/)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.rehearsal.applier import delete_container
+from tests.rehearsal.engine import STACK_LABEL, RehearsalError, api_client
+from tests.rehearsal.runner import down, up
+from tests.rehearsal.stack_config import StackConfig
+from tests.rehearsal.state import StackState
+
+SAMPLE_PROGRAM = Path(__file__).resolve().parent / "sample_program"
+STACK = "applier-test"
+PREFIX = f"rehearsal-sample-{STACK}"
+
+
+def _config(variant: str) -> StackConfig:
+    return StackConfig(
+        project="sample", program_dir=SAMPLE_PROGRAM, values={"sample:variant": variant}
+    )
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StackState]:
+    stack_state = StackState(STACK, tmp_path / "state")
+    yield stack_state
+    down(STACK, volumes=True, state=stack_state, log=lambda _: None)
+
+
+@pytest.fixture
+def client() -> docker.APIClient:
+    return api_client()
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_program_is_applied_with_the_provider_semantics(
+    state: StackState, client: docker.APIClient
+) -> None:
+    result = up(STACK, _config("ok"), state=state, log=_quiet)
+
+    server = client.inspect_container(f"{PREFIX}-server")
+    assert server["State"]["Health"]["Status"] == "healthy"
+    assert server["Config"]["User"] == "1000:1000"
+    assert server["HostConfig"]["ReadonlyRootfs"] is True
+    assert server["HostConfig"]["CapDrop"] == ["ALL"]
+    assert server["HostConfig"]["SecurityOpt"] == ["no-new-privileges:true"]
+    assert server["HostConfig"]["Tmpfs"] == {"/tmp": "rw,size=8m"}  # noqa: S108
+    # networks_advanced replaces the default bridge, with the declared alias.
+    networks = server["NetworkSettings"]["Networks"]
+    assert list(networks) == [f"{PREFIX}-net"]
+    assert "web" in networks[f"{PREFIX}-net"]["Aliases"]
+    assert server["Config"]["Labels"]["com.taskstack.sample"] == "yes"
+    assert server["Config"]["Labels"][STACK_LABEL] == STACK
+
+    # attach: the one-shot's non-zero exit does not fail the up; its code and output are outputs.
+    assert result.outputs["oneShotExitCode"] == 3
+    assert "hello from the one-shot" in result.outputs["oneShotLogs"]
+
+    # depends_on alone (no data dependency) holds the client back until the server is healthy.
+    finished = {event.urn.rsplit("::", 1)[1]: event for event in result.events}
+    assert finished["client"].started >= finished["server"].finished
+    assert finished["one-shot"].started >= finished["server"].finished
+    logs = b""
+    for _ in range(30):
+        logs = client.logs(f"{PREFIX}-client")
+        if b"reached web" in logs:
+            break
+        time.sleep(1)
+    assert b"reached web" in logs
+
+
+def test_second_up_changes_nothing_and_restarts_a_stopped_container(
+    state: StackState, client: docker.APIClient
+) -> None:
+    up(STACK, _config("ok"), state=state, log=_quiet)
+    names = ("server", "one-shot", "client")
+    before = {name: client.inspect_container(f"{PREFIX}-{name}") for name in names}
+    client.stop(f"{PREFIX}-client", timeout=0)
+
+    up(STACK, _config("ok"), state=state, log=_quiet)
+
+    after = {name: client.inspect_container(f"{PREFIX}-{name}") for name in names}
+    assert {n: c["Id"] for n, c in after.items()} == {n: c["Id"] for n, c in before.items()}
+    # must_run=False: the one-shot is not run again.
+    assert after["one-shot"]["State"]["StartedAt"] == before["one-shot"]["State"]["StartedAt"]
+    # must_run (default true): the stopped container is started again, same container.
+    assert after["client"]["State"]["Running"] is True
+
+
+def test_down_removes_in_reverse_order_and_keeps_named_volumes(
+    state: StackState, client: docker.APIClient
+) -> None:
+    up(STACK, _config("ok"), state=state, log=_quiet)
+    deleted = down(STACK, state=state, log=_quiet)
+
+    names = [urn.rsplit("::", 1)[1] for urn in deleted]
+    assert names.index("client") < names.index("server") < names.index("net")
+    assert client.containers(all=True, filters={"label": f"{STACK_LABEL}={STACK}"}) == []
+    assert client.networks(filters={"label": f"{STACK_LABEL}={STACK}"}) == []
+    assert client.inspect_volume(f"{PREFIX}-data")["Name"] == f"{PREFIX}-data"
+
+    down(STACK, volumes=True, state=state, log=_quiet)
+    with pytest.raises(docker.errors.NotFound):
+        client.inspect_volume(f"{PREFIX}-data")
+
+
+def test_a_leftover_of_an_earlier_run_is_removed_first(
+    state: StackState, client: docker.APIClient
+) -> None:
+    leftover = client.create_container(
+        "python:3.13-slim",
+        command=["sleep", "600"],
+        name=f"{PREFIX}-client",
+        labels={STACK_LABEL: STACK},
+    )["Id"]
+
+    up(STACK, _config("ok"), state=state, log=_quiet)
+
+    assert client.inspect_container(f"{PREFIX}-client")["Id"] != leftover
+    with pytest.raises(docker.errors.NotFound):
+        client.inspect_container(leftover)
+
+
+def test_an_input_the_rehearsal_does_not_apply_is_refused_by_name(state: StackState) -> None:
+    with pytest.raises(RehearsalError, match=r"input\(s\) gpus not applied"):
+        up(STACK, _config("unknown-input"), state=state, log=_quiet)
+
+
+def test_wait_without_a_healthcheck_is_an_error(state: StackState) -> None:
+    with pytest.raises(RehearsalError, match="does not have a healthcheck defined"):
+        up(STACK, _config("no-healthcheck"), state=state, log=_quiet)
+
+
+def test_an_unhealthy_container_fails_only_at_wait_timeout(
+    state: StackState, client: docker.APIClient
+) -> None:
+    with pytest.raises(RehearsalError, match="container failed to be in healthy state"):
+        up(STACK, _config("unhealthy"), state=state, log=_quiet)
+    health = client.inspect_container(f"{PREFIX}-server")["State"]["Health"]
+    # retries=1: unhealthy after the first failing probe, yet the wait went on probing.
+    assert health["Status"] == "unhealthy"
+    assert health["FailingStreak"] > 2
+    # Nothing that depends on it was created.
+    assert client.containers(all=True, filters={"name": f"{PREFIX}-client"}) == []
+
+
+def _trapping_container(client: docker.APIClient, marker_dir: Path) -> str:
+    # On SIGTERM: 2 s of "work", then the marker file: present only after a graceful stop.
+    script = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    time.sleep(2)\n"
+        "    open('/marker/finished', 'w').write('yes')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    container = client.create_container(
+        "python:3.13-slim",
+        command=["python", "-c", script],
+        labels={STACK_LABEL: STACK},
+        host_config=client.create_host_config(binds={str(marker_dir): {"bind": "/marker"}}),
+    )["Id"]
+    client.start(container)
+    for _ in range(30):
+        if b"ready" in client.logs(container):
+            break
+        time.sleep(0.5)
+    return str(container)
+
+
+@pytest.mark.parametrize(("grace", "finished"), [(None, False), (10, True)])
+def test_destroy_grace_seconds_is_the_stop_timeout(
+    client: docker.APIClient, tmp_path: Path, grace: int | None, finished: bool
+) -> None:
+    container = _trapping_container(client, tmp_path)
+    delete_container(client, container, grace_seconds=grace, attach=False, remove_volumes=True)
+    assert (tmp_path / "finished").exists() is finished
