@@ -218,6 +218,9 @@ def run_program(
 
     Raises what the program raises (a configuration error, a failed migration gate).
     """
+    # Each run gets its own event loop, as each `pulumi up` is its own process; other test modules
+    # (the app's async tests) may have closed or unset the thread's loop.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     mocks = mocks or ProgramMocks()
     monitor = RecordingMonitor(mocks)
     all_config = {f"{PROJECT}:{k}": str(v) for k, v in config.items()}
@@ -244,6 +247,11 @@ def _drain_event_loop() -> None:
     # A failed run leaves tasks (outputs that will never resolve) behind; cancel them so that the
     # next run starts with an empty loop.
     loop = asyncio.get_event_loop()
-    for task in asyncio.all_tasks(loop):
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
         task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     settings.SETTINGS.outputs.clear()
+    loop.close()
+    asyncio.set_event_loop(None)
