@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 from tests.rehearsal.runner import down, up
 from tests.rehearsal.stack_config import load_stack_config
@@ -16,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used")
     parser.add_argument(
         "--name",
-        help="stack name the program sees and the engine objects carry (default: --stack)",
+        help="stack name the program sees and the engine objects carry (default: rehearsal-STACK)",
     )
     parser.add_argument(
         "--config",
@@ -33,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         help="as `pulumi config set --secret KEY VALUE`",
     )
     parser.add_argument("--volumes", action="store_true", help="down: delete named volumes too")
+    parser.add_argument(
+        "--outputs-json", type=Path, help="up: write the stack's non-secret outputs to this file"
+    )
     args = parser.parse_args(argv)
-    name = args.name or args.stack
+    name = args.name or f"rehearsal-{args.stack}"
     started = time.monotonic()
     try:
         if args.command == "down":
@@ -49,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearsal {name}: up failed: {error}", file=sys.stderr)
         return 1
     print(f"rehearsal {name}: up in {time.monotonic() - started:.0f}s")
+    if args.outputs_json:
+        # Secret outputs (connection strings) are left out.
+        shown = {k: v for k, v in result.outputs.items() if k not in result.secret_outputs}
+        args.outputs_json.parent.mkdir(parents=True, exist_ok=True)
+        args.outputs_json.write_text(json.dumps(shown, indent=2, sort_keys=True))
     for key in ("apiUrl", "docsUrl", "flowerUrl"):
         if key in result.outputs:
             print(f"  {key}: {result.outputs[key]}")

@@ -33,6 +33,7 @@ import docker
 import docker.errors
 import docker.types
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from tests.rehearsal.engine import (
     DOCKER_CLI,
@@ -148,8 +149,19 @@ NETWORK_INPUTS = {
 IPAM_CONFIG_INPUTS = {"subnet", "gateway", "ipRange", "auxAddress"}
 VOLUME_INPUTS = {"name", "driver", "driverOpts", "labels"}
 REMOTE_IMAGE_INPUTS = {"name", "keepLocally", "platform", "forceRemove"}
-IMAGE_INPUTS = {"imageName", "build", "skipPush"}
+# buildOnPreview only matters to a preview, which the rehearsal never runs.
+IMAGE_INPUTS = {"imageName", "build", "skipPush", "buildOnPreview"}
 IMAGE_BUILD_INPUTS = {"context", "dockerfile", "args", "target", "platform", "builderVersion"}
+
+
+def reveal_secrets(value: Any) -> Any:
+    if is_rpc_secret(value):
+        return reveal_secrets(unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {key: reveal_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [reveal_secrets(item) for item in value]
+    return value
 
 
 def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str]) -> None:
@@ -159,6 +171,10 @@ def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str
             f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
             "(add them to tests/rehearsal/applier.py, following the provider's semantics)"
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _megabytes(value: Any) -> int:
@@ -238,6 +254,8 @@ class EngineMocks(Mocks):
             IMAGE: self._image,
             CONTAINER: self._container,
         }
+        # Secret inputs arrive wrapped ({<sig>: ..., "value": ...}); the provider gets values.
+        args.inputs = reveal_secrets(args.inputs)
         if not args.custom:
             # A ComponentResource: nothing to apply, Pulumi records it only.
             return None, {}
@@ -518,7 +536,7 @@ class EngineMocks(Mocks):
             )["Id"]
         )
         delete = {
-            "destroyGraceSeconds": inputs.get("destroyGraceSeconds"),
+            "destroyGraceSeconds": _optional_int(inputs.get("destroyGraceSeconds")),
             "attach": bool(inputs.get("attach", False)),
             "removeVolumes": bool(inputs.get("removeVolumes", True)),
         }
@@ -680,7 +698,8 @@ def container_create_spec(
         "hostname": inputs.get("hostname") or None,
         "domainname": inputs.get("domainname") or None,
         "stop_signal": inputs.get("stopSignal") or None,
-        "stop_timeout": inputs.get("stopTimeout"),
+        # Numbers arrive as floats (protobuf Struct); the Engine API wants integers.
+        "stop_timeout": _optional_int(inputs.get("stopTimeout")),
         "tty": bool(inputs.get("tty", False)),
         "stdin_open": bool(inputs.get("stdinOpen", False)),
         "platform": inputs.get("platform") or None,
@@ -759,7 +778,6 @@ def container_create_spec(
         "pidMode": "pid_mode",
         "ipcMode": "ipc_mode",
         "usernsMode": "userns_mode",
-        "cpuShares": "cpu_shares",
         "cpuSet": "cpuset_cpus",
         "sysctls": "sysctls",
     }
@@ -767,6 +785,8 @@ def container_create_spec(
         if inputs.get(key):
             value = inputs[key]
             host[setting] = list(value) if isinstance(value, list | tuple) else value
+    if inputs.get("cpuShares"):
+        host["cpu_shares"] = int(inputs["cpuShares"])
     if inputs.get("memory"):
         host["mem_limit"] = _megabytes(inputs["memory"])
     if inputs.get("memoryReservation"):
@@ -814,8 +834,8 @@ def _mount(item: Mapping[str, Any]) -> docker.types.Mount:
         no_copy=bool(volume_options.get("noCopy", False)),
         labels=label_list_to_dict(volume_options.get("labels")) or None,
         driver_config=driver,
-        tmpfs_size=tmpfs_options.get("sizeBytes"),
-        tmpfs_mode=tmpfs_options.get("mode"),
+        tmpfs_size=_optional_int(tmpfs_options.get("sizeBytes")),
+        tmpfs_mode=_optional_int(tmpfs_options.get("mode")),
     )
 
 

@@ -41,6 +41,7 @@ from tests.rehearsal.state import StackState
 @dataclass
 class UpResult:
     outputs: dict[str, Any]
+    secret_outputs: set[str]
     registered: list[str]
     events: list[AppliedEvent] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -87,7 +88,7 @@ def up(
     state = state or StackState(stack)
     remove_leftovers(stack, state, log)
     mocks = EngineMocks(stack, state, log=log)
-    outputs = run_program(stack, config, mocks)
+    outputs, secret_outputs = run_program(stack, config, mocks)
     # Like `pulumi up`: what the program no longer declares is deleted once the rest has been
     # applied.
     removed = []
@@ -101,12 +102,19 @@ def up(
             state.forget(resource.urn)
             removed.append(resource.urn)
     return UpResult(
-        outputs=outputs, registered=list(mocks.registered), events=mocks.events, removed=removed
+        outputs=outputs,
+        secret_outputs=secret_outputs,
+        registered=list(mocks.registered),
+        events=mocks.events,
+        removed=removed,
     )
 
 
-def run_program(stack: str, config: StackConfig, mocks: EngineMocks) -> dict[str, Any]:
-    """Run the program under `mocks` as the language host would; return the stack's exports."""
+def run_program(
+    stack: str, config: StackConfig, mocks: EngineMocks
+) -> tuple[dict[str, Any], set[str]]:
+    """Run the program under `mocks` as the language host would: its exports, and which are
+    secret."""
     reset_options(project=config.project, stack=stack, root_directory=str(REPO_ROOT), preview=False)
     pulumi.runtime.set_all_config(config.values, config.secret_keys)
     pulumi.runtime.set_mocks(
@@ -119,15 +127,18 @@ def run_program(stack: str, config: StackConfig, mocks: EngineMocks) -> dict[str
     # The language host passes the project root (where Pulumi.yaml is) to the program.
     SETTINGS.root_directory = str(REPO_ROOT)
     exports: dict[str, Any] = {}
+    secret_outputs: set[str] = set()
 
     def program() -> Awaitable[None]:
         runpy.run_path(str(config.program_dir), run_name="__main__")
 
         async def collect() -> None:
             root = get_root_resource()
-            stack_outputs = dict(getattr(root, "outputs", {}))
-            if stack_outputs:
-                exports.update(await pulumi.Output.all(**stack_outputs).future() or {})
+            for key, value in dict(getattr(root, "outputs", {})).items():
+                output = pulumi.Output.from_input(value)
+                exports[key] = await output.future()
+                if await output.is_secret():
+                    secret_outputs.add(key)
 
         return collect()
 
@@ -135,11 +146,12 @@ def run_program(stack: str, config: StackConfig, mocks: EngineMocks) -> dict[str
     previous_path = list(sys.path)
     os.chdir(config.program_dir)
     try:
-        _sync_await(run_pulumi_func(program))
+        # run_pulumi_func awaits what the function returns; its stub says None.
+        _sync_await(run_pulumi_func(program))  # type: ignore[arg-type]
     finally:
         os.chdir(previous_directory)
         sys.path[:] = previous_path
-    return exports
+    return exports, secret_outputs
 
 
 def down(
