@@ -30,6 +30,9 @@ from tests.rehearsal.engine import REPO_ROOT, STATE_DIR, RehearsalError
 # Per stack: the secret keys the rehearsal supplies when the layers leave them unset (what
 # `pulumi config set --secret` holds on a real machine), and the shape of each generated value.
 GENERATED_SECRETS: dict[str, dict[str, str]] = {
+    # Flower's API answers only behind basic auth (or with FLOWER_UNAUTHENTICATED_API, which the
+    # program does not set): the rehearsed dev stack gets credentials too.
+    "dev": {"flowerBasicAuth": "rehearsal:{token}"},
     "prod": {
         "postgresPassword": "{token}",
         "redisPassword": "{token}",

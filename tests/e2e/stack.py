@@ -1,0 +1,149 @@
+"""A rehearsed stack as the end-to-end tests see it: the CLI that brings it up, its containers, its
+database, its URLs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.models.containers
+import httpx
+
+from tests.rehearsal.engine import REPO_ROOT
+from tests.rehearsal.stack_config import read_rehearsal_secrets
+
+ARTIFACTS = REPO_ROOT / "artifacts"
+T = TypeVar("T")
+
+
+def rehearse(
+    *args: str, check: bool = True, timeout: int = 1200
+) -> subprocess.CompletedProcess[str]:
+    """`python -m tests.rehearsal ...`, as `make rehearse` runs it."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.rehearsal", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and completed.returncode != 0:
+        raise AssertionError(
+            f"rehearsal {' '.join(args[:3])} failed ({completed.returncode}):\n"
+            f"{completed.stdout[-4000:]}\n{completed.stderr[-8000:]}"
+        )
+    return completed
+
+
+def eventually(probe: Callable[[], T | None], *, within: float, every: float = 1.0) -> T:
+    """The first truthy result of `probe`, polling; fails after `within` seconds (a generous bound
+    for something that must happen, not a performance assertion)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {within:.0f}s: {probe.__doc__ or probe}")
+        time.sleep(every)
+
+
+@dataclass
+class RehearsedStack:
+    base: str  # dev or prod: the Pulumi.<base>.yaml the rehearsal reads
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"rehearsal-{self.base}"
+
+    @property
+    def outputs_file(self) -> Path:
+        return ARTIFACTS / f"{self.name}-outputs.json"
+
+    def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        import json
+
+        completed = rehearse(
+            "up",
+            "--stack",
+            self.base,
+            "--outputs-json",
+            str(self.outputs_file),
+            *extra,
+            check=check,
+        )
+        if completed.returncode == 0:
+            self.outputs = json.loads(self.outputs_file.read_text())
+        return completed
+
+    def down(self, *, volumes: bool = False) -> None:
+        rehearse("down", "--stack", self.base, *(["--volumes"] if volumes else []))
+
+    @property
+    def api_url(self) -> str:
+        return str(self.outputs["apiUrl"])
+
+    @property
+    def flower_url(self) -> str:
+        return str(self.outputs["flowerUrl"])
+
+    @property
+    def image_name(self) -> str:
+        return str(self.outputs["imageName"])
+
+    def names(self, role: str) -> list[str]:
+        return [str(name) for name in self.outputs["containerNames"][role]]
+
+    def container(self, name: str) -> docker.models.containers.Container:
+        return docker.from_env().containers.get(name)
+
+    def logs(self, name: str) -> str:
+        return str(self.container(name).logs().decode(errors="replace"))
+
+    def all_containers(self) -> list[docker.models.containers.Container]:
+        return list(
+            docker.from_env().containers.list(
+                all=True, filters={"label": f"com.taskstack.stack={self.name}"}
+            )
+        )
+
+    def psql(self, sql: str) -> str:
+        """Run SQL in the postgres container (its own socket: nothing published is needed)."""
+        postgres = self.container(self.names("postgres")[0])
+        exit_code, output = postgres.exec_run(
+            ["psql", "-U", "taskstack", "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql]
+        )
+        text = str(output.decode())
+        assert exit_code == 0, text
+        return text.strip()
+
+    def flower_auth(self) -> tuple[str, str]:
+        secrets = read_rehearsal_secrets(self.name)
+        user, _, password = secrets["taskstack:flowerBasicAuth"].partition(":")
+        return user, password
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30)
+
+    def submit_and_wait(self, item_id: int, *, within: float = 120) -> dict[str, Any]:
+        """The tutorial: POST /process/{id}, then GET /task/{task_id} until SUCCESS."""
+        with self.api() as client:
+            accepted = client.post(f"/process/{item_id}")
+            assert accepted.status_code == 202, accepted.text
+            task_id = accepted.json()["task_id"]
+
+            def succeeded() -> dict[str, Any] | None:
+                body: dict[str, Any] = client.get(f"/task/{task_id}").json()
+                assert body["status"] != "FAILURE", body
+                return body if body["status"] == "SUCCESS" else None
+
+            return eventually(succeeded, within=within)

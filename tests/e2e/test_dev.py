@@ -1,0 +1,271 @@
+"""The dev stack, rehearsed on the Docker engine: every role, the tutorial, load, beat, Flower, a
+stopped worker, the image, and a migration that fails."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.stack import ARTIFACTS, RehearsedStack, eventually
+from tests.rehearsal.engine import REPO_ROOT
+
+SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
+
+
+def _submit(stack: RehearsedStack, count: int, first_item: int) -> list[str]:
+    def post(item_id: int) -> str:
+        with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+            response = client.post(f"/process/{item_id}")
+            assert response.status_code == 202, response.text
+            return str(response.json()["task_id"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(post, range(first_item, first_item + count)))
+
+
+def _statuses(stack: RehearsedStack, ids: list[str]) -> dict[str, int]:
+    listed = ",".join(f"'{uuid.UUID(job_id)}'" for job_id in ids)
+    # Every id went through uuid.UUID above: nothing but hex digits and dashes reaches the SQL.
+    rows = stack.psql(f"SELECT status, count(*) FROM jobs WHERE id IN ({listed}) GROUP BY status")  # noqa: S608
+    return {status: int(n) for status, n in (row.split("|") for row in rows.splitlines() if row)}
+
+
+def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
+    state = {
+        name: dev_stack.container(name).attrs["State"]
+        for role in ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
+        for name in dev_stack.names(role)
+    }
+    (migrate,) = dev_stack.names("migrate")
+    assert state[migrate]["Status"] == "exited"
+    assert state[migrate]["ExitCode"] == 0
+    for role in ("postgres", "redis", "api", "worker"):
+        for name in dev_stack.names(role):
+            assert state[name]["Health"]["Status"] == "healthy", name
+    assert len(dev_stack.names("worker")) == 2
+    for role in ("beat", "flower"):
+        (name,) = dev_stack.names(role)
+        assert state[name]["Running"] is True, name
+    # The image the containers run is the one built from the Dockerfile for this up.
+    (api,) = dev_stack.names("api")
+    assert dev_stack.container(api).attrs["Image"] == dev_stack.outputs["imageId"]
+
+
+def test_tutorial_flow_against_the_published_port(dev_stack: RehearsedStack) -> None:
+    body = dev_stack.submit_and_wait(42)
+    assert body["result"] == {"item_id": 42, "status": "processed"}
+    with dev_stack.api() as client:
+        unknown = client.get(f"/task/{uuid.uuid4()}")
+    assert unknown.status_code == 404
+
+
+def test_500_jobs_through_two_workers(dev_stack: RehearsedStack) -> None:
+    ids = _submit(dev_stack, 500, first_item=1000)
+
+    def all_finished() -> dict[str, int] | None:
+        """all 500 jobs finished"""
+        statuses = _statuses(dev_stack, ids)
+        finished = statuses.get("succeeded", 0) + statuses.get("failed", 0)
+        return statuses if finished == 500 else None
+
+    assert eventually(all_finished, within=600, every=2) == {"succeeded": 500}
+    # Both workers took a share, and together they ran every one.
+    by_worker = {
+        name: set(SUCCEEDED_LINE.findall(dev_stack.logs(name)))
+        for name in dev_stack.names("worker")
+    }
+    ours = set(ids)
+    assert all(done & ours for done in by_worker.values()), {
+        n: len(d) for n, d in by_worker.items()
+    }
+    assert set().union(*by_worker.values()) >= ours
+
+
+def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: RehearsedStack) -> None:
+    (beat,) = dev_stack.names("beat")
+
+    def sent_twice() -> bool:
+        """beat sent requeue-stale-jobs at least twice"""
+        logs = dev_stack.logs(beat)
+        return logs.count("Sending due task requeue-stale-jobs") >= 2
+
+    # REAPER_INTERVAL_SECONDS=5 (Pulumi.rehearsal-dev.yaml): the default would be a minute apart.
+    eventually(sent_twice, within=60)
+
+    def ran_on_a_worker() -> bool:
+        """a worker ran app.tasks.requeue_stale_jobs"""
+        return any(
+            bool(re.search(r"app\.tasks\.requeue_stale_jobs\[[0-9a-f-]+\] succeeded", logs))
+            for logs in (dev_stack.logs(n) for n in dev_stack.names("worker"))
+        )
+
+    eventually(ran_on_a_worker, within=60)
+
+
+def _worker_hostnames(stack: RehearsedStack) -> set[str]:
+    return {
+        f"celery@{stack.container(name).attrs['Config']['Hostname']}"
+        for name in stack.names("worker")
+    }
+
+
+def test_flower_api_lists_both_workers(dev_stack: RehearsedStack) -> None:
+    expected = _worker_hostnames(dev_stack)
+
+    def listed() -> set[str] | None:
+        """Flower's API lists both workers"""
+        response = httpx.get(
+            f"{dev_stack.flower_url}/api/workers",
+            params={"refresh": "1"},
+            auth=dev_stack.flower_auth(),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        workers = set(response.json())
+        return workers if workers >= expected else None
+
+    assert eventually(listed, within=60, every=3) == expected
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    assert found, (
+        "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+    )
+    return found
+
+
+def test_flower_dashboard_in_headless_chromium(dev_stack: RehearsedStack) -> None:
+    user, password = dev_stack.flower_auth()
+    host = dev_stack.flower_url.removeprefix("http://")
+    # Credentials in the URL: Chromium answers the basic-auth challenge of the top-level page.
+    url = f"http://{user}:{password}@{host}/workers"
+    screenshot = ARTIFACTS / "flower-dashboard.png"
+    screenshot.unlink(missing_ok=True)
+    expected = _worker_hostnames(dev_stack)
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            f"--user-data-dir={profile}",
+            "--window-size=1400,900",
+            # Let the dashboard's scripts fill the table before the page is captured.
+            "--virtual-time-budget=10000",
+        ]
+
+        def shows_workers() -> str | None:
+            """the dashboard shows both workers"""
+            dom = subprocess.run(
+                [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+            ).stdout
+            return dom if all(name in dom for name in expected) else None
+
+        eventually(shows_workers, within=90, every=3)
+        subprocess.run(
+            [*flags, f"--screenshot={screenshot}", url],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    assert screenshot.stat().st_size > 10_000
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_stopped_worker_finishes_its_jobs_and_leaves_none_started(
+    dev_stack: RehearsedStack,
+) -> None:
+    worker_name = dev_stack.names("worker")[0]
+    worker = dev_stack.container(worker_name)
+    ids = _submit(dev_stack, 200, first_item=5000)
+
+    def running() -> bool:
+        """jobs of the batch are running"""
+        return _statuses(dev_stack, ids).get("started", 0) > 0
+
+    eventually(running, within=60, every=0.2)
+    # `docker stop`: SIGTERM, then the container's own stop timeout before a kill.
+    worker.stop()
+    worker.reload()
+    try:
+        # 0, not 137: Celery's warm shutdown finished the tasks in hand within the stop timeout.
+        assert worker.attrs["State"]["ExitCode"] == 0
+        assert "warm shutdown" in dev_stack.logs(worker_name).lower()
+
+        def drained() -> dict[str, int] | None:
+            """the batch drained through the remaining worker"""
+            statuses = _statuses(dev_stack, ids)
+            return statuses if statuses.get("succeeded", 0) == 200 else None
+
+        assert eventually(drained, within=300, every=2) == {"succeeded": 200}
+    finally:
+        worker.start()
+
+
+def test_image_size_user_and_hadolint(dev_stack: RehearsedStack) -> None:
+    import docker
+
+    image = docker.from_env().images.get(dev_stack.image_name)
+    size_mb = image.attrs["Size"] / 1_000_000
+    user = image.attrs["Config"]["User"]
+    (api,) = dev_stack.names("api")
+    exit_code, identity = dev_stack.container(api).exec_run(["id"])
+    assert exit_code == 0
+    report = (
+        f"image {dev_stack.image_name} ({image.id})\n"
+        f"size: {size_mb:.0f} MB\n"
+        f"configured user: {user}\n"
+        f"api process identity: {identity.decode().strip()}\n"
+    )
+    (ARTIFACTS / "image-report.txt").write_text(report)
+    print(report)
+    assert user == "10001:10001"
+    assert identity.decode().startswith("uid=10001(app) gid=10001(app)")
+    hadolint = Path(sys.executable).parent / "hadolint"
+    linted = subprocess.run(
+        [str(hadolint), "Dockerfile"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "beat", "flower"])
+def test_app_roles_exist_before_the_failed_migration_case(
+    dev_stack: RehearsedStack, role: str
+) -> None:
+    # The control for the next test: these containers do exist after a good up.
+    assert dev_stack.names(role)
+    for name in dev_stack.names(role):
+        assert dev_stack.container(name).attrs["State"]["Running"] is True
+
+
+def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: RehearsedStack) -> None:
+    # The data volume keeps the password PostgreSQL was initialised with; a stack config that now
+    # gives another one points the migration at a wrong password.
+    dev_stack.down()
+    wrong = f"postgresPassword={secrets.token_urlsafe(18)}"
+    failed = dev_stack.up("--secret", wrong, check=False)
+
+    assert failed.returncode != 0
+    assert "the migration (alembic upgrade head) exited with code" in failed.stderr
+    assert "password authentication failed" in failed.stderr
+    names = {c.name for c in dev_stack.all_containers()}
+    assert not any(
+        name.startswith(f"taskstack-{dev_stack.name}-{role}")
+        for name in names
+        for role in ("api", "worker", "beat", "flower")
+    ), names
+    assert {
+        f"taskstack-{dev_stack.name}-{role}" for role in ("postgres", "redis", "migrate")
+    } <= names
