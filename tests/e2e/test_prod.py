@@ -1,0 +1,127 @@
+"""The prod stack, rehearsed on the Docker engine: hardened, authenticated, closed to this machine,
+idempotent, and its data outlives a down and up."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from tests.e2e.stack import RehearsedStack
+
+APP_ROLES = ("migrate", "api", "worker", "beat", "flower")
+
+
+def _app_containers(stack: RehearsedStack) -> list[str]:
+    return [name for role in APP_ROLES for name in stack.names(role)]
+
+
+def test_every_app_container_is_hardened(prod_stack: RehearsedStack) -> None:
+    for name in _app_containers(prod_stack):
+        attrs = prod_stack.container(name).attrs
+        assert attrs["Config"]["User"] == "10001:10001", name
+        assert attrs["HostConfig"]["ReadonlyRootfs"] is True, name
+        assert attrs["HostConfig"]["CapDrop"] == ["ALL"], name
+        assert not attrs["HostConfig"]["CapAdd"], name
+        assert "no-new-privileges:true" in attrs["HostConfig"]["SecurityOpt"], name
+        assert attrs["HostConfig"]["Privileged"] is False, name
+
+
+@pytest.mark.parametrize("role", ["api", "worker", "beat", "flower"])
+def test_running_processes_are_unprivileged_and_cannot_write_the_image(
+    prod_stack: RehearsedStack, role: str
+) -> None:
+    container = prod_stack.container(prod_stack.names(role)[0])
+    exit_code, identity = container.exec_run(["id", "-u"])
+    assert (exit_code, identity.decode().strip()) == (0, "10001")
+    exit_code, status = container.exec_run(["grep", "-E", "^(NoNewPrivs|CapEff)", "/proc/1/status"])
+    assert exit_code == 0
+    assert "NoNewPrivs:\t1" in status.decode()
+    assert "CapEff:\t0000000000000000" in status.decode()
+    exit_code, output = container.exec_run(["touch", "/app/written"])
+    assert exit_code != 0
+    assert "Read-only file system" in output.decode()
+
+
+def test_tutorial_flow_on_the_hardened_stack(prod_stack: RehearsedStack) -> None:
+    body = prod_stack.submit_and_wait(42)
+    assert body["result"] == {"item_id": 42, "status": "processed"}
+
+
+def _redis_ping_from_api(stack: RehearsedStack, url_expression: str) -> tuple[int, str]:
+    (api,) = stack.names("api")
+    script = f"import os, redis; print(redis.Redis.from_url({url_expression}).ping())"
+    exit_code, output = stack.container(api).exec_run(["python", "-c", script])
+    return exit_code, output.decode()
+
+
+def test_redis_refuses_a_client_without_the_password(prod_stack: RehearsedStack) -> None:
+    # From inside the data network (where Redis is reachable at all): with the app's URL it answers.
+    assert _redis_ping_from_api(prod_stack, "os.environ['REDIS_URL']") == (0, "True\n")
+    exit_code, output = _redis_ping_from_api(prod_stack, "'redis://redis:6379/0'")
+    assert exit_code != 0
+    assert "redis.exceptions.AuthenticationError" in output, output
+
+
+def test_flower_requires_its_credentials(prod_stack: RehearsedStack) -> None:
+    anonymous = httpx.get(prod_stack.flower_url, timeout=30)
+    assert anonymous.status_code == 401
+    wrong = httpx.get(prod_stack.flower_url, auth=("rehearsal", "not-the-password"), timeout=30)
+    assert wrong.status_code == 401
+    allowed = httpx.get(
+        f"{prod_stack.flower_url}/api/workers", auth=prod_stack.flower_auth(), timeout=30
+    )
+    assert allowed.status_code == 200
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(3)
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: RehearsedStack) -> None:
+    for role in ("postgres", "redis"):
+        (name,) = prod_stack.names(role)
+        attrs = prod_stack.container(name).attrs
+        assert not attrs["HostConfig"]["PortBindings"], name
+        assert not any(attrs["NetworkSettings"]["Ports"].values()), name
+        # Only the internal data network: no route out, none in from the host's bridge.
+        networks = list(attrs["NetworkSettings"]["Networks"])
+        assert networks == [f"taskstack-{prod_stack.name}-data"], networks
+    import docker
+
+    data_network = docker.from_env().networks.get(f"taskstack-{prod_stack.name}-data")
+    assert data_network.attrs["Internal"] is True
+    # Where the dev stack would publish them (Pulumi.yaml defaults): nothing listens.
+    assert _refused(15432)
+    assert _refused(16379)
+    # The published API port, for contrast, does answer.
+    assert not _refused(int(prod_stack.api_url.rsplit(":", 1)[1]))
+
+
+def test_a_second_up_changes_nothing(prod_stack: RehearsedStack) -> None:
+    before = {c.name: c.id for c in prod_stack.all_containers()}
+    prod_stack.up()
+    after = {c.name: c.id for c in prod_stack.all_containers()}
+    assert after == before
+
+
+def test_data_survives_down_and_up(prod_stack: RehearsedStack) -> None:
+    body = prod_stack.submit_and_wait(7)
+    task_id = body["task_id"]
+    before = {c.name: c.id for c in prod_stack.all_containers()}
+
+    prod_stack.down()
+    assert prod_stack.all_containers() == []
+    prod_stack.up()
+
+    after = {c.name: c.id for c in prod_stack.all_containers()}
+    assert set(after) == set(before)
+    assert not set(after.values()) & set(before.values())  # new containers, same volumes
+    with prod_stack.api() as client:
+        again = client.get(f"/task/{task_id}")
+    assert again.status_code == 200
+    assert again.json()["status"] == "SUCCESS"
+    assert again.json()["result"] == {"item_id": 7, "status": "processed"}
