@@ -29,3 +29,13 @@ up: sync  ## provision the dev stack with Pulumi (needs the Pulumi CLI and a Doc
 
 down: sync
 	bash scripts/pulumi-down.sh $(STACK)
+
+# The rehearsal (docs/rehearsal.md): the Pulumi program applied to this machine's Docker engine.
+e2e: sync  ## the rehearsal's own tests, then end-to-end tests on rehearsed dev and prod stacks
+	uv run pytest tests/rehearsal tests/e2e
+
+rehearse: sync  ## bring STACK (dev|prod) up on the local Docker engine and leave it running
+	uv run python -m tests.rehearsal up --stack $(STACK)
+
+rehearse-down: sync  ## tear STACK down; VOLUMES=1 deletes its named volumes too
+	uv run python -m tests.rehearsal down --stack $(STACK) $(if $(VOLUMES),--volumes)
