@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         "--outputs-json", type=Path, help="up: write the stack's non-secret outputs to this file"
     )
     args = parser.parse_args(argv)
+    # A failed registration also surfaces as "Future exception was never retrieved" on the asyncio
+    # logger; the error itself is reported once, below.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     name = args.name or f"rehearsal-{args.stack}"
     started = time.monotonic()
     try:

@@ -12,7 +12,7 @@ import contextlib
 import os
 import runpy
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,7 @@ def run_program(
     exports: dict[str, Any] = {}
     secret_outputs: set[str] = set()
 
-    def program() -> Awaitable[None]:
+    def program() -> Any:  # the coroutine collecting the exports, awaited by run_pulumi_func
         runpy.run_path(str(config.program_dir), run_name="__main__")
 
         async def collect() -> None:
@@ -146,8 +146,7 @@ def run_program(
     previous_path = list(sys.path)
     os.chdir(config.program_dir)
     try:
-        # run_pulumi_func awaits what the function returns; its stub says None.
-        _sync_await(run_pulumi_func(program))  # type: ignore[arg-type]
+        _sync_await(run_pulumi_func(program))
     finally:
         os.chdir(previous_directory)
         sys.path[:] = previous_path
