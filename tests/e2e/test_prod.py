@@ -103,8 +103,12 @@ def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: Rehearse
 
 def test_a_second_up_changes_nothing(prod_stack: RehearsedStack) -> None:
     before = {c.name: c.id for c in prod_stack.all_containers()}
+    image_before = prod_stack.outputs["imageId"]
     prod_stack.up()
     after = {c.name: c.id for c in prod_stack.all_containers()}
+    # The image is rebuilt on every up; BuildKit gives the same id unless the context changed (a
+    # file under app/ or alembic/, pyproject.toml, uv.lock edited while the test ran).
+    assert prod_stack.outputs["imageId"] == image_before, "the build context changed between ups"
     assert after == before
 
 
