@@ -3,6 +3,7 @@ database, its URLs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -70,8 +71,6 @@ class RehearsedStack:
         return ARTIFACTS / f"{self.name}-outputs.json"
 
     def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        import json
-
         completed = rehearse(
             "up",
             "--stack",

@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
@@ -215,8 +216,6 @@ def test_a_stopped_worker_finishes_its_jobs_and_leaves_none_started(
 
 
 def test_image_size_user_and_hadolint(dev_stack: RehearsedStack) -> None:
-    import docker
-
     image = docker.from_env().images.get(dev_stack.image_name)
     size_mb = image.attrs["Size"] / 1_000_000
     user = image.attrs["Config"]["User"]

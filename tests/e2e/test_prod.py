@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import docker
 import httpx
 import pytest
 
@@ -90,8 +91,6 @@ def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: Rehearse
         # Only the internal data network: no route out, none in from the host's bridge.
         networks = list(attrs["NetworkSettings"]["Networks"])
         assert networks == [f"taskstack-{prod_stack.name}-data"], networks
-    import docker
-
     data_network = docker.from_env().networks.get(f"taskstack-{prod_stack.name}-data")
     assert data_network.attrs["Internal"] is True
     # Where the dev stack would publish them (Pulumi.yaml defaults): nothing listens.
