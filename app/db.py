@@ -34,6 +34,16 @@ def get_async_engine() -> AsyncEngine:
 
 
 @lru_cache
+def get_autocommit_engine() -> AsyncEngine:
+    """The API engine (same pool) in autocommit: a single-statement request is one round trip.
+
+    A session's transaction costs BEGIN and COMMIT/ROLLBACK round trips around each statement;
+    a lone INSERT or SELECT is atomic on its own, and an INSERT is committed when it returns.
+    """
+    return get_async_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
+@lru_cache
 def get_async_sessionmaker() -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(get_async_engine(), expire_on_commit=False)
 

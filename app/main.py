@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from app.api import health, jobs, notifications, process, tasks
 from app.api.deps import get_broker_client
+from app.broker import close_publisher
 from app.config import get_settings
 from app.db import alembic_head, get_async_engine
 
@@ -19,6 +20,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
     await get_broker_client().aclose()
     get_broker_client.cache_clear()
+    await close_publisher()
     await get_async_engine().dispose()
 
 
