@@ -33,6 +33,9 @@ Environment = Literal["dev", "prod"]
 Target = Literal["docker", "swarm"]
 RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
 Platform = Literal["linux/amd64", "linux/arm64"]
+EndpointMode = Literal["vip", "dnsrr"]
+PublishMode = Literal["ingress", "host"]
+UpdateOrder = Literal["start-first", "stop-first"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Keys whose value is a credential: read as secrets, never rendered in plain text.
@@ -69,6 +72,8 @@ _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CPUS = re.compile(r"^(?:[0-9]+(?:\.[0-9]{1,2})?)$")
+# A Swarm node label as `docker node update --label-add` takes it: key=value, key in DNS style.
+_NODE_LABEL = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*=[A-Za-z0-9_.-]+$")
 
 # A working example value per key: the "fix" half of every error message.
 _EXAMPLES: Mapping[str, str] = {
@@ -78,6 +83,10 @@ _EXAMPLES: Mapping[str, str] = {
     "appEnv": "'[\"VISIBILITY_TIMEOUT_SECONDS=300\"]'",
     "publishAddress": "127.0.0.1",
     "appImageTag": "v1",
+    "postgresNodeLabels": "'[\"taskstack.postgres=true\"]'",
+    "redisNodeLabels": "'[\"taskstack.redis=true\"]'",
+    "endpointMode": "dnsrr",
+    "publishMode": "host",
 }
 
 
@@ -130,6 +139,17 @@ class StackConfig(BaseModel):
 
     app_env: tuple[str, ...] = ()
 
+    # target swarm only (docs/swarm.md); a docker stack accepts and ignores them.
+    api_replicas: PositiveInt = 2
+    postgres_node_labels: tuple[str, ...] = ("taskstack.postgres=true",)
+    redis_node_labels: tuple[str, ...] = ("taskstack.redis=true",)
+    endpoint_mode: EndpointMode = "vip"
+    publish_mode: PublishMode = "ingress"
+    update_parallelism: PositiveInt = 1
+    update_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 10
+    update_monitor_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    api_update_order: UpdateOrder = "start-first"
+
     postgres_password: SecretStr | None = None
     redis_password: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
@@ -178,15 +198,27 @@ class StackConfig(BaseModel):
             raise ValueError("must be a positive number of CPUs such as 0.5 or 2")
         return value
 
-    @field_validator("app_env", mode="before")
+    @field_validator("app_env", "postgres_node_labels", "redis_node_labels", mode="before")
     @classmethod
-    def _decode_app_env(cls, value: Any) -> Any:
+    def _decode_json_array(cls, value: Any) -> Any:
         # The CLI hands arrays to the program as JSON text.
         if isinstance(value, str):
             try:
                 return json.loads(value)
             except json.JSONDecodeError:
-                raise ValueError("must be a JSON array of NAME=value strings") from None
+                raise ValueError("must be a JSON array of strings") from None
+        return value
+
+    @field_validator("postgres_node_labels", "redis_node_labels")
+    @classmethod
+    def _node_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # The data services keep their volume on one node: an empty list would let Swarm move them
+        # to a node without their data.
+        if not value:
+            raise ValueError("must name at least one node label (the data volume is node-local)")
+        for entry in value:
+            if not _NODE_LABEL.match(entry):
+                raise ValueError(f"entry {entry!r} must be a node label as key=value")
         return value
 
     @field_validator("app_env")
@@ -233,6 +265,11 @@ class StackConfig(BaseModel):
             if port in seen:
                 raise ValueError(f"{key}: port {port} is already used by {seen[port]}")
             seen[port] = key
+        if self.endpoint_mode == "dnsrr" and self.publish_mode == "ingress":
+            # Swarm rejects the pair: the routing mesh balances over a virtual IP.
+            raise ValueError(
+                "publishMode: ingress publishing needs endpointMode vip; with dnsrr use host"
+            )
         return self
 
     @property

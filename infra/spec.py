@@ -2,8 +2,14 @@
 
 `describe_stack` turns a validated `StackConfig` into plain data: roles, images, commands,
 environment (plain and secret parts kept apart), health checks, ports, volumes, hardening, limits,
-replicas and ordering. A target renderer (`infra/targets/docker.py` today, a Swarm renderer later)
-turns that into resources; nothing here imports Pulumi, so the description stands on its own.
+replicas and ordering. A target renderer (`infra/targets/docker.py`: containers on one host,
+`infra/targets/swarm.py`: services on a swarm) turns that into resources; nothing here imports
+Pulumi, so the description stands on its own.
+
+Credentials are described twice, as the two kinds of target deliver them: as environment variables
+(`secret_env`, for plain containers) and as files under /run/secrets (`file_secrets`, for targets
+with a secret store), where each consumer has its own way to read a file (PostgreSQL's
+`POSTGRES_PASSWORD_FILE`, the app's pydantic-settings `secrets_dir`, a shell `$(cat ...)`).
 """
 
 from __future__ import annotations
@@ -18,10 +24,16 @@ from pydantic import SecretStr
 
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD, PROJECT, StackConfig
 
+# Where a secret store (Swarm) mounts credentials; app/config.py reads this directory.
+SECRETS_DIR = "/run/secrets"
+
 Role = Literal["postgres", "redis", "migrate", "api", "worker", "beat", "flower"]
 ImageKind = Literal["app", "postgres", "redis"]
 NetworkKey = Literal["app", "data"]
 VolumeKey = Literal["postgres", "redis", "beat"]
+SecretKey = Literal[
+    "postgres_password", "redis_password", "flower_basic_auth", "database_url", "redis_url"
+]
 
 ROLES: tuple[Role, ...] = ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
@@ -109,6 +121,20 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class FileSecrets:
+    """The service's credentials as files in SECRETS_DIR instead of environment variables.
+
+    `files` maps a file name to the stack secret it holds; `env`, `command` and `healthcheck` are
+    what the service needs instead of its own to read them (None: unchanged).
+    """
+
+    files: Mapping[str, SecretKey]
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None
+    healthcheck: HealthCheck | None = None
+
+
+@dataclass(frozen=True)
 class Service:
     """One role. `replicas` copies; a `one_shot` runs to completion and gates its dependants."""
 
@@ -134,6 +160,7 @@ class Service:
     one_shot: bool = False
     stop_signal: str = "SIGTERM"
     stop_grace_seconds: int = 10
+    file_secrets: FileSecrets = field(default_factory=lambda: FileSecrets(files={}))
 
 
 @dataclass(frozen=True)
@@ -174,6 +201,20 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class SwarmSettings:
+    """How services are spread, published and rolled out on a swarm (target swarm only)."""
+
+    api_replicas: int
+    placement: Mapping[Role, tuple[str, ...]]  # node labels (key=value) a role is pinned to
+    endpoint_mode: str
+    publish_mode: str
+    update_parallelism: int
+    update_delay_seconds: int
+    update_monitor_seconds: int
+    api_update_order: str
+
+
+@dataclass(frozen=True)
 class StackDescription:
     project: str
     stack: str
@@ -190,6 +231,8 @@ class StackDescription:
     endpoints: Endpoints
     database_url: SecretStr
     redis_url: SecretStr
+    secrets: Mapping[SecretKey, SecretStr]
+    swarm: SwarmSettings
 
     def service(self, role: Role) -> Service:
         return next(s for s in self.services if s.role == role)
@@ -248,6 +291,14 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         "CELERY_RESULT_BACKEND": redis_url,
     }
 
+    # pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`).
+    connection_files: dict[str, SecretKey] = {
+        "database_url": "database_url",
+        "redis_url": "redis_url",
+        "celery_broker_url": "redis_url",
+        "celery_result_backend": "redis_url",
+    }
+
     def app_service(role: Role, command: tuple[str, ...], **overrides: object) -> Service:
         fields: dict[str, object] = {
             "role": role,
@@ -263,6 +314,7 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
             "tmpfs": tmp,
             "limits": limits(role),
             "depends_on": ("postgres", "redis", "migrate"),
+            "file_secrets": FileSecrets(files=connection_files),
         }
         fields.update(overrides)
         return Service(**fields)  # type: ignore[arg-type]
@@ -301,13 +353,37 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         volumes=(VolumeMount("postgres", "/var/lib/postgresql/data"),),
         tmpfs={**tmp, "/var/run/postgresql": "rw,noexec,nosuid,nodev,size=16m,mode=1777"},
         limits=limits("postgres"),
+        # The official image reads the password from a file when POSTGRES_PASSWORD_FILE is set.
+        file_secrets=FileSecrets(
+            files={"postgres_password": "postgres_password"},
+            env={"POSTGRES_PASSWORD_FILE": f"{SECRETS_DIR}/postgres_password"},
+        ),
         stop_signal="SIGINT",  # PostgreSQL's fast shutdown, as the official image declares
         stop_grace_seconds=60,
     )
 
     redis_command: tuple[str, ...] = ("redis-server", "--appendonly", "yes")
     redis_secret_env: dict[str, SecretStr] = {}
+    redis_check = "redis-cli ping | grep -q PONG"
+    redis_file_secrets = FileSecrets(files={})
     if redis_password is not None:
+        # From a file: the shell reads it when the process starts, so no resource input holds it.
+        password_file = f"{SECRETS_DIR}/redis_password"
+        redis_file_secrets = FileSecrets(
+            files={"redis_password": "redis_password"},
+            command=(
+                "sh",
+                "-c",
+                f'exec redis-server --appendonly yes --requirepass "$(cat {password_file})"',
+            ),
+            healthcheck=HealthCheck(
+                test=("CMD-SHELL", f'REDISCLI_AUTH="$(cat {password_file})" {redis_check}'),
+                interval="5s",
+                timeout="5s",
+                retries=5,
+                start_period="30s",
+            ),
+        )
         # The password reaches redis-server through the environment, never through the command (a
         # plain resource input). REDISCLI_AUTH is also what the healthcheck's redis-cli reads.
         redis_command = (
@@ -329,7 +405,7 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         labels=labels("redis"),
         # grep: redis-cli prints an error reply (NOAUTH, LOADING) but may still exit 0.
         healthcheck=HealthCheck(
-            test=("CMD-SHELL", "redis-cli ping | grep -q PONG"),
+            test=("CMD-SHELL", redis_check),
             interval="5s",
             timeout="5s",
             retries=5,
@@ -340,6 +416,7 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         volumes=(VolumeMount("redis", "/data"),),
         tmpfs=tmp,
         limits=limits("redis"),
+        file_secrets=redis_file_secrets,
         stop_grace_seconds=30,
     )
 
@@ -420,36 +497,65 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         ("celery", "-A", "app.worker", "beat", "--loglevel=INFO"),
         env={**app_env, "BEAT_SCHEDULE_PATH": BEAT_SCHEDULE_PATH},
         volumes=(VolumeMount("beat", STATE_DIR),),
+        # Beat's persistent scheduler rewrites its schedule file at least every few minutes
+        # (celery's sync_every is 3 min; ticks come at least every beat_max_loop_interval, 5 min).
+        healthcheck=HealthCheck(
+            test=(
+                "CMD-SHELL",
+                f"test -n \"$(find {STATE_DIR} -name 'celerybeat-schedule*' -mmin -10"
+                ' 2>/dev/null)"',
+            ),
+            interval="30s",
+            timeout="5s",
+            retries=3,
+            start_period="1m0s",
+        ),
         replicas=1,  # exactly one: two beats would schedule every periodic task twice
     )
 
     flower_secret_env = dict(connection_env)
+    flower_command: tuple[str, ...] = (
+        "celery",
+        "-A",
+        "app.worker",
+        "flower",
+        f"--port={FLOWER_PORT}",
+    )
+    flower_file_secrets = FileSecrets(files=connection_files)
     if config.flower_basic_auth is not None:
         flower_secret_env["FLOWER_BASIC_AUTH"] = config.flower_basic_auth
+        # Flower reads FLOWER_BASIC_AUTH from its environment only: the shell exports it from the
+        # file for the Flower process alone; the healthcheck reads the file itself.
+        auth_file = f"{SECRETS_DIR}/flower_basic_auth"
+        flower_file_secrets = FileSecrets(
+            files={**connection_files, "flower_basic_auth": "flower_basic_auth"},
+            command=(
+                "sh",
+                "-c",
+                f'FLOWER_BASIC_AUTH="$(cat {auth_file})"; export FLOWER_BASIC_AUTH; '
+                f"exec {' '.join(flower_command)}",
+            ),
+            healthcheck=_flower_healthcheck(f"open('{auth_file}').read().strip()"),
+        )
     flower = app_service(
         "flower",
-        ("celery", "-A", "app.worker", "flower", f"--port={FLOWER_PORT}"),
+        flower_command,
         secret_env=flower_secret_env,
         # Reads the credentials from the environment, so they never appear in the healthcheck input.
-        healthcheck=HealthCheck(
-            test=(
-                "CMD",
-                "python",
-                "-c",
-                "import base64, os, urllib.request as u; "
-                f"r = u.Request('http://127.0.0.1:{FLOWER_PORT}/healthcheck'); "
-                "a = os.environ.get('FLOWER_BASIC_AUTH', '').split(',')[0]; "
-                "a and r.add_header('Authorization', "
-                "'Basic ' + base64.b64encode(a.encode()).decode()); "
-                "u.urlopen(r, timeout=5)",
-            ),
-            interval="10s",
-            timeout="10s",
-            retries=3,
-            start_period="30s",
-        ),
+        healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
+        file_secrets=flower_file_secrets,
         ports=(PublishedPort(FLOWER_PORT, config.flower_port, config.publish_address),),
     )
+
+    secrets: dict[SecretKey, SecretStr] = {
+        "postgres_password": postgres_password,
+        "database_url": database_url,
+        "redis_url": redis_url,
+    }
+    if redis_password is not None:
+        secrets["redis_password"] = redis_password
+    if config.flower_basic_auth is not None:
+        secrets["flower_basic_auth"] = config.flower_basic_auth
 
     shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
     api_url = f"http://{shown_host}:{config.api_port}"
@@ -490,4 +596,39 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         ),
         database_url=database_url,
         redis_url=redis_url,
+        secrets=secrets,
+        swarm=SwarmSettings(
+            api_replicas=config.api_replicas,
+            placement={
+                "postgres": config.postgres_node_labels,
+                "redis": config.redis_node_labels,
+            },
+            endpoint_mode=config.endpoint_mode,
+            publish_mode=config.publish_mode,
+            update_parallelism=config.update_parallelism,
+            update_delay_seconds=config.update_delay_seconds,
+            update_monitor_seconds=config.update_monitor_seconds,
+            api_update_order=config.api_update_order,
+        ),
+    )
+
+
+def _flower_healthcheck(credentials: str) -> HealthCheck:
+    """GET Flower's /healthcheck, with the first user:password that `credentials` evaluates to."""
+    return HealthCheck(
+        test=(
+            "CMD",
+            "python",
+            "-c",
+            "import base64, os, urllib.request as u; "
+            f"r = u.Request('http://127.0.0.1:{FLOWER_PORT}/healthcheck'); "
+            f"a = {credentials}.split(',')[0]; "
+            "a and r.add_header('Authorization', "
+            "'Basic ' + base64.b64encode(a.encode()).decode()); "
+            "u.urlopen(r, timeout=5)",
+        ),
+        interval="10s",
+        timeout="10s",
+        retries=3,
+        start_period="30s",
     )

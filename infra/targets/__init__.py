@@ -12,7 +12,8 @@ from infra.spec import Role, StackDescription
 
 @dataclass(frozen=True)
 class Rendered:
-    """What a target hands back for the stack outputs: the app image and each role's names."""
+    """What a target hands back for the stack outputs: the app image and each role's names
+    (containers on docker, services on swarm)."""
 
     image_name: pulumi.Output[str]
     image_id: pulumi.Output[str]
@@ -29,7 +30,13 @@ def render(description: StackDescription) -> Rendered:
             image_id=stack.app_image.image_id,
             names={role: [c.name for c in cs] for role, cs in stack.containers.items()},
         )
-    raise pulumi.RunError(
-        f"target {description.target!r} is accepted by the configuration but not implemented yet; "
-        "fix: pulumi config set taskstack:target docker"
-    )
+    if description.target == "swarm":
+        from infra.targets import swarm
+
+        services = swarm.render(description)
+        return Rendered(
+            image_name=services.app_image.image.image_name,
+            image_id=services.app_image.image_id,
+            names={role: [service.name] for role, service in services.services.items()},
+        )
+    raise pulumi.RunError(f"unknown target {description.target!r}")

@@ -222,8 +222,14 @@ def _remote_image(name: str, resource_name: str, parent: pulumi.Resource) -> doc
 class AppImage(pulumi.ComponentResource):
     """The app image, built from the repository's Dockerfile by the engine (never pushed)."""
 
-    def __init__(self, name: str, image: AppImageSpec, opts: pulumi.ResourceOptions) -> None:
-        super().__init__(f"{TYPE_PREFIX}:AppImage", name, None, opts)
+    def __init__(
+        self,
+        name: str,
+        image: AppImageSpec,
+        opts: pulumi.ResourceOptions,
+        type_prefix: str = TYPE_PREFIX,
+    ) -> None:
+        super().__init__(f"{type_prefix}:AppImage", name, None, opts)
         self.image = docker.Image(
             "app-image",
             docker.ImageArgs(

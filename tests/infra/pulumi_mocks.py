@@ -37,6 +37,10 @@ IMAGE = "docker:index/image:Image"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
+SERVICE = "docker:index/service:Service"
+SECRET = "docker:index/secret:Secret"  # noqa: S105 - a type token
+# The suffix Pulumi's auto-naming would add (random per resource; fixed here so runs compare).
+AUTONAME_SUFFIX = "-a1b2c3d"
 
 
 def is_secret(value: Any) -> bool:
@@ -141,6 +145,8 @@ class ProgramMocks(pulumi_mocks.Mocks):
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
+        if args.typ == SECRET and "name" not in state:
+            state["name"] = f"{args.name}{AUTONAME_SUFFIX}"  # the provider auto-names secrets
         name = str(reveal(state.get("name", args.name)))
         if args.typ == CONTAINER:
             state |= {"exitCode": 0, "containerLogs": ""}

@@ -51,6 +51,15 @@ INVALID: dict[str, tuple[Any, str]] = {
     "redisMemoryMb": ("0", "greater than 0"),
     "redisCpus": ("0.0", "positive number of CPUs"),
     "appEnv": ('["DATABASE_URL=sqlite://"]', "NAME=value"),
+    "apiReplicas": ("0", "greater than 0"),
+    "postgresNodeLabels": ("[]", "at least one node label"),
+    "redisNodeLabels": ('["no value"]', "key=value"),
+    "endpointMode": ("round-robin", "'vip' or 'dnsrr'"),
+    "publishMode": ("mesh", "'ingress' or 'host'"),
+    "updateParallelism": ("0", "greater than 0"),
+    "updateDelaySeconds": ("-1", "greater than or equal to 0"),
+    "updateMonitorSeconds": ("0", "greater than or equal to 1"),
+    "apiUpdateOrder": ("random", "'start-first' or 'stop-first'"),
     "postgresPassword": ("short", "at least 16 characters"),
     "redisPassword": ("tiny", "at least 16 characters"),
     "flowerBasicAuth": ("no-colon-in-this-value", "user:password"),
@@ -141,12 +150,6 @@ def test_published_ports_must_differ() -> None:
     with pytest.raises(StackConfigError) as failure:
         run_program({"environment": "dev", "flowerPort": "8000"}, stack="dev")
     assert "taskstack:flowerPort: port 8000 is already used by apiPort" in str(failure.value)
-
-
-def test_swarm_is_accepted_by_the_model_but_not_rendered_yet() -> None:
-    assert StackConfig.model_validate({"target": "swarm"}).target == "swarm"
-    with pytest.raises(Exception, match="not implemented yet"):
-        run_program({"environment": "dev", "target": "swarm"}, stack="dev")
 
 
 def test_app_env_passes_allowed_settings_to_every_app_container() -> None:
