@@ -24,11 +24,16 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await get_async_engine().dispose()
 
 
+# The largest valid body (a notification of 2000 characters, JSON-escaped) is well under this;
+# anything bigger is refused with 413 before it is read into memory.
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+
 app = FastAPI(
     title="taskstack",
     summary="Accepts jobs, queues them on Celery and reports their state from PostgreSQL.",
     version="0.1.0",
     lifespan=lifespan,
+    max_body_size=MAX_REQUEST_BODY_BYTES,
 )
 for module in (process, tasks, jobs, notifications, health):
     app.include_router(module.router)

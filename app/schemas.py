@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.models import JobStatus
 
@@ -59,8 +59,18 @@ class JobPage(BaseModel):
 
 
 class NotificationIn(BaseModel):
-    user_id: int = Field(ge=0, le=2**63 - 1)
+    # At most 2**53 - 1: larger JSON numbers lose precision in most clients (JavaScript, floats).
+    user_id: int = Field(ge=0, le=2**53 - 1)
     message: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        # Lax mode would take `false` or "7" as a user id; JSON Schema's integer (the OpenAPI
+        # contract) is a number, so only numbers pass (345.0 is one; 345.5 still fails below).
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("user_id must be a JSON integer")
+        return value
 
 
 class Readiness(BaseModel):
