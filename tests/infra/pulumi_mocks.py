@@ -86,6 +86,8 @@ class Registration:
     delete_before_replace: bool
     replace_on_changes: tuple[str, ...]
     outputs: dict[str, Any] = field(default_factory=dict)
+    ignore_changes: tuple[str, ...] = ()
+    id: str = ""  # the provider's id (custom resources)
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -121,6 +123,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 replace_on_changes=tuple(request.replaceOnChanges),
                 outputs=rpc.deserialize_properties(response.object),
+                ignore_changes=tuple(request.ignoreChanges),
+                id=response.id,
             )
         )
         return response

@@ -1,0 +1,93 @@
+"""The swarm settings: validated with the other keys, before any resource, each error its fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.config import StackConfig, StackConfigError
+from tests.infra.pulumi_mocks import SERVICE, ProgramMocks, run_program
+
+
+class CountingMocks(ProgramMocks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+
+    def new_resource(self, args):  # type: ignore[no-untyped-def]
+        self.created.append(args.name)
+        return super().new_resource(args)
+
+
+def failure(config: dict[str, Any]) -> str:
+    mocks = CountingMocks()
+    with pytest.raises(StackConfigError) as raised:
+        run_program({"environment": "dev", "target": "swarm", **config}, stack="dev", mocks=mocks)
+    assert mocks.created == [], "resources were declared before the configuration was valid"
+    return str(raised.value)
+
+
+def test_swarm_defaults_are_swarms_own() -> None:
+    config = StackConfig.model_validate({"target": "swarm"})
+    assert (config.endpoint_mode, config.publish_mode) == ("vip", "ingress")
+    assert config.api_update_order == "start-first"
+    assert config.postgres_node_labels == ("taskstack.postgres=true",)
+    assert config.redis_node_labels == ("taskstack.redis=true",)
+
+
+def test_dnsrr_with_the_ingress_mesh_is_refused_with_its_fix() -> None:
+    message = failure({"endpointMode": "dnsrr"})
+    assert "taskstack:publishMode: ingress publishing needs endpointMode vip" in message
+    assert "fix: pulumi config set taskstack:publishMode host" in message
+
+
+def test_dnsrr_with_host_publishing_is_accepted() -> None:
+    run = run_program(
+        {"environment": "dev", "target": "swarm", "endpointMode": "dnsrr", "publishMode": "host"},
+        stack="dev",
+    )
+    assert len(run.of_type(SERVICE)) == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("[]", "at least one node label"),
+        ('["taskstack.postgres"]', "must be a node label as key=value"),
+        ('["Bad Key=true"]', "must be a node label as key=value"),
+        ("not json", "JSON array"),
+    ],
+)
+def test_node_labels_are_checked(value: str, fragment: str) -> None:
+    message = failure({"postgresNodeLabels": value})
+    lines = [line for line in message.splitlines() if line.startswith("taskstack:")]
+    assert len(lines) == 1, message
+    assert lines[0].startswith("taskstack:postgresNodeLabels: ")
+    assert fragment in lines[0]
+    assert "fix: pulumi config set taskstack:postgresNodeLabels " in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("apiReplicas", "0", "greater than 0"),
+        ("updateParallelism", "-1", "greater than 0"),
+        ("updateDelaySeconds", "soon", "integer"),
+        ("updateMonitorSeconds", "0", "greater than or equal to 1"),
+        ("endpointMode", "ipvs", "'vip' or 'dnsrr'"),
+        ("publishMode", "mesh", "'ingress' or 'host'"),
+        ("apiUpdateOrder", "whenever", "'start-first' or 'stop-first'"),
+    ],
+)
+def test_each_swarm_key_names_itself(key: str, value: str, fragment: str) -> None:
+    message = failure({key: value})
+    assert f"taskstack:{key}: " in message
+    assert fragment in message
+    assert f"fix: pulumi config set taskstack:{key} " in message
+
+
+def test_several_mistakes_are_reported_together() -> None:
+    message = failure({"apiReplicas": "0", "redisNodeLabels": "[]"})
+    assert "taskstack:apiReplicas" in message
+    assert "taskstack:redisNodeLabels" in message
