@@ -1,0 +1,104 @@
+"""Private servers for the session, a fresh database and fresh processes for each scenario."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.faults.servers import AppProcesses, PrivatePostgres, PrivateRedis
+
+# The recovery timings, short so that a scenario recovers in seconds (their defaults and the
+# trade-off are in RELIABILITY.md). VISIBILITY_TIMEOUT_SECONDS is at its minimum, 10.
+FAULT_SETTINGS = {
+    "JOB_WORK_SECONDS": "0.01",
+    "JOB_MAX_RETRIES": "3",
+    "JOB_RETRY_BACKOFF_SECONDS": "1",
+    "JOB_RETRY_BACKOFF_MAX_SECONDS": "2",
+    "VISIBILITY_TIMEOUT_SECONDS": "10",
+    "REAPER_INTERVAL_SECONDS": "2",
+    # Above the longest queue wait of a 1,000-job batch here, so the reaper only republishes
+    # jobs that a fault stranded.
+    "REAPER_STALE_AFTER_SECONDS": "20",
+    "WORKER_HEARTBEAT_SECONDS": "1",
+    "READINESS_TIMEOUT_SECONDS": "1",
+    "DATABASE_POOL_SIZE": "5",
+}
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def fault_dir() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="taskstack-faults-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(fault_dir: Path) -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres(fault_dir / "postgres")
+    server.init()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(fault_dir: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(fault_dir / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Stack:
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+    processes: AppProcesses
+    database: str
+
+    @property
+    def dsn(self) -> str:
+        return self.postgres.dsn(self.database)
+
+
+@pytest.fixture
+def stack(
+    postgres: PrivatePostgres, redis_server: PrivateRedis, fault_dir: Path
+) -> Iterator[Stack]:
+    """A migrated database and an empty Redis; the test starts the API, workers and beat."""
+    if redis_server.process is None:  # a previous scenario failed with Redis down
+        redis_server.start()
+    redis_server.flush()
+    database = f"faults_{secrets.token_hex(4)}"
+    postgres.execute(f'CREATE DATABASE "{database}"')
+    run_dir = fault_dir / database
+    run_dir.mkdir()
+    env = {
+        **os.environ,
+        **FAULT_SETTINGS,
+        "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{postgres.port}/{database}",
+        "REDIS_URL": redis_server.url,
+        "CELERY_BROKER_URL": redis_server.url,
+        "CELERY_RESULT_BACKEND": redis_server.url,
+        "BEAT_SCHEDULE_PATH": str(run_dir / "beat-schedule"),
+        "WORKER_HEARTBEAT_PATH": str(run_dir / "worker.heartbeat"),
+    }
+    processes = AppProcesses(run_dir, env)
+    processes.migrate()
+    try:
+        yield Stack(postgres, redis_server, processes, database)
+    finally:
+        processes.stop_all()
+        postgres.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
