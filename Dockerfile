@@ -4,7 +4,7 @@ ARG PYTHON_IMAGE=python:3.13-slim
 
 # --- builder: resolve the locked dependencies into /app/.venv (uv comes from the package index) ---
 FROM ${PYTHON_IMAGE} AS builder
-ARG UV_VERSION=0.9.5
+ARG UV_VERSION=0.13.9
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
