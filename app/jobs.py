@@ -101,6 +101,8 @@ def mark_started(
             error=None,
         )
         .returning(Job.attempts, Job.item_id, Job.payload)
+        # No ORM object of this row is loaded in the session: skip evaluating the WHERE on it.
+        .execution_options(synchronize_session=False)
     ).one_or_none()
     session.commit()
     return job
@@ -128,6 +130,7 @@ def mark_succeeded(session: Session, job_id: uuid.UUID, result: dict[str, Any]) 
             finished_at=func.now(),
         )
         .returning(Job.id)
+        .execution_options(synchronize_session=False)
     ).one_or_none()
     session.commit()
     return finished is not None
