@@ -1,0 +1,1 @@
+"""`make bench`: throughput and latency of the rehearsed dev stack (docs/bench.md)."""
