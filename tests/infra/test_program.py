@@ -72,7 +72,7 @@ def urn_of(run: ProgramRun, name: str, type_: str = CONTAINER) -> str:
 
 
 def test_dev_stack_registers_the_whole_stack(dev: ProgramRun) -> None:
-    assert registered(dev) == expected_resources(workers=1)
+    assert registered(dev) == expected_resources(workers=2)
 
 
 def test_prod_stack_registers_the_whole_stack(prod: ProgramRun) -> None:
