@@ -3,7 +3,9 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.api import health, jobs, notifications, process, tasks
 from app.api.deps import get_broker_client
@@ -37,3 +39,14 @@ app = FastAPI(
 )
 for module in (process, tasks, jobs, notifications, health):
     app.include_router(module.router)
+
+
+@app.exception_handler(OperationalError)
+@app.exception_handler(InterfaceError)
+async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
+    """PostgreSQL down or restarting: a 503 the client may retry (no job was accepted), not 500."""
+    return JSONResponse(
+        {"detail": f"database unavailable: {type(error).__name__}"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "1"},
+    )
