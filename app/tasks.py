@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Task
 from celery.utils.log import get_task_logger
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app import jobs
 from app.config import get_settings
@@ -36,6 +37,12 @@ class JobTask(Task):  # type: ignore[misc]
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
+        if isinstance(exc, OperationalError | InterfaceError):
+            # The database went away (a restart): the job did not fail. Left unfinished, it is
+            # republished by the reaper; marking it failed here (the server may be back by now)
+            # would lose it.
+            logger.warning("job %s interrupted by the database: %s", task_id, _describe(exc))
+            return
         with get_sync_sessionmaker()() as session:
             jobs.mark_failed(session, uuid.UUID(task_id), _describe(exc))
 
