@@ -19,7 +19,7 @@ import platform
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,12 +107,13 @@ class JobCounts:
     lost: int  # accepted jobs not succeeded (or without a row)
     attempts: int  # sum of attempts over the accepted jobs
     last_finished_at: float | None  # wall clock (epoch) of the last accepted job's success
+    lost_rows: list[tuple[str, str | None]] = field(default_factory=list)  # (status, error)
 
 
 def count_jobs(dsn: str, accepted: set[uuid.UUID]) -> JobCounts:
     with psycopg.connect(dsn, connect_timeout=5) as connection:
         rows = connection.execute(
-            "SELECT id, status::text, attempts, extract(epoch FROM finished_at) FROM jobs"
+            "SELECT id, status::text, attempts, extract(epoch FROM finished_at), error FROM jobs"
         ).fetchall()
     by_id = {row[0]: row for row in rows}
     done = [by_id[job_id] for job_id in accepted if job_id in by_id]
@@ -123,6 +124,7 @@ def count_jobs(dsn: str, accepted: set[uuid.UUID]) -> JobCounts:
         lost=len(accepted) - len(succeeded),
         attempts=sum(row[2] for row in done),
         last_finished_at=max((float(row[3]) for row in succeeded), default=None),
+        lost_rows=[(row[1], row[4]) for row in done if row[1] != "succeeded"][:10],
     )
 
 
@@ -166,9 +168,7 @@ def report(scenario: str, **figures: Any) -> dict[str, Any]:
     return line
 
 
-def batch_figures(
-    results: list[Submission], counts: JobCounts, fault_at: float
-) -> dict[str, Any]:
+def batch_figures(results: list[Submission], counts: JobCounts, fault_at: float) -> dict[str, Any]:
     accepted = sum(1 for result in results if result.status_code == 202)
     recovery = (
         round(counts.last_finished_at - fault_at, 2)
@@ -182,6 +182,7 @@ def batch_figures(
         "duplicated_deliveries": counts.attempts - counts.succeeded if counts.lost == 0 else None,
         "lost": counts.lost,
         "recovery_seconds": recovery,
+        **({"lost_rows": counts.lost_rows} if counts.lost_rows else {}),
     }
 
 

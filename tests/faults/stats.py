@@ -17,7 +17,9 @@ WORKER_LOST = "WorkerLostError"
 def succeeded_count(dsn: str) -> int:
     try:
         with psycopg.connect(dsn, connect_timeout=5) as connection:
-            row = connection.execute("SELECT count(*) FROM jobs WHERE status = 'succeeded'").fetchone()
+            row = connection.execute(
+                "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
+            ).fetchone()
     except psycopg.OperationalError:
         return 0
     return int(row[0]) if row else 0
