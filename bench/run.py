@@ -171,7 +171,16 @@ async def post_jobs(api_url: str, count: int, concurrency: int = 32) -> None:
 
 
 def clear_jobs(stack: Stack) -> None:
-    """Empty the jobs table: the stack is the benchmark's own, so a phase counts every row."""
+    """Empty the jobs table: the stack is the benchmark's own, so a phase counts every row.
+
+    Waits first until every job of the previous phase has finished, so no queued message of an
+    earlier phase competes with the next one.
+    """
+    deadline = time.monotonic() + 600
+    while stack.sql("SELECT count(*) FROM jobs WHERE status <> 'succeeded'") != "0":
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs of the previous phase did not finish within 600 s")
+        time.sleep(0.5)
     stack.sql("TRUNCATE jobs")
 
 
@@ -187,11 +196,11 @@ def wait_finished(stack: Stack, expected: int, limit_seconds: float) -> None:
 
 
 def bench_drain(stack: Stack, processes: int) -> dict[str, Any]:
+    clear_jobs(stack)
     workers = stack.containers("worker")
     for worker in workers:
         worker.stop(timeout=30)
     log(f"drain: enqueue {DRAIN_JOBS} jobs with the workers stopped")
-    clear_jobs(stack)
     asyncio.run(post_jobs(stack.api_url, DRAIN_JOBS))
     log(f"drain: start {len(workers)} worker container(s) x {processes} processes")
     started = time.monotonic()
