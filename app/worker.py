@@ -7,12 +7,18 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
+from kombu.entity import Queue
 
 from app.config import get_settings
 from app.db import get_sync_engine
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
+
+# Jobs travel on `celery`; the periodic tasks on `maintenance`, so a backlog of jobs cannot starve
+# the reaper (its messages expire after one interval). A worker consumes both queues, alternating.
+JOBS_QUEUE = "celery"
+MAINTENANCE_QUEUE = "maintenance"
 
 celery_app = Celery("taskstack", include=["app.tasks"])
 celery_app.conf.update(
@@ -34,6 +40,12 @@ celery_app.conf.update(
     # (work time plus the longest retry countdown, which a worker holds unacknowledged).
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
     broker_connection_retry_on_startup=True,
+    task_queues=(Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)),  # type: ignore[no-untyped-call]
+    task_default_queue=JOBS_QUEUE,
+    task_routes={
+        "app.tasks.requeue_stale_jobs": {"queue": MAINTENANCE_QUEUE},
+        "app.tasks.purge_finished_jobs": {"queue": MAINTENANCE_QUEUE},
+    },
     beat_schedule_filename=str(settings.beat_schedule_path),
     beat_schedule={
         "requeue-stale-jobs": {

@@ -14,7 +14,7 @@ import pytest
 
 from app.config import get_settings
 from app.tasks import process_data, publish_job, purge_finished_jobs, requeue_stale_jobs
-from app.worker import celery_app
+from app.worker import MAINTENANCE_QUEUE, celery_app
 from tests.app.conftest import REPO_ROOT, RUN_DIR, TEST_ENV, WORKER_LOG, stop_process
 from tests.app.helpers import (
     create_queued_job,
@@ -151,6 +151,9 @@ def test_beat_schedule_holds_both_periodic_tasks() -> None:
         "app.tasks.purge_finished_jobs": timedelta(seconds=settings.purge_interval_seconds),
     }
     assert set(entries) <= set(celery_app.tasks)
+    # Off the jobs queue, so a backlog of jobs cannot starve them (RELIABILITY.md).
+    for task in entries:
+        assert celery_app.amqp.router.route({}, task)["queue"].name == MAINTENANCE_QUEUE
     assert celery_app.conf.beat_schedule_filename == TEST_ENV["BEAT_SCHEDULE_PATH"]
 
 
