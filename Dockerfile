@@ -3,6 +3,7 @@
 ARG PYTHON_IMAGE=python:3.13-slim
 
 # --- builder: resolve the locked dependencies into /app/.venv (uv comes from the package index) ---
+# checkov:skip=CKV_DOCKER_7: the base image is ARG PYTHON_IMAGE (default python:3.13-slim, a version tag); checkov does not expand ARGs
 FROM ${PYTHON_IMAGE} AS builder
 ARG UV_VERSION=0.13.9
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"

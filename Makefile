@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: uv sync services lint test e2e up down rehearse rehearse-down bench
+.PHONY: uv sync services lint scan test faults e2e up down rehearse rehearse-down bench
 
 uv:  ## install uv (pinned) when missing
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -22,6 +22,11 @@ lint: sync
 	$(UV) run ruff format --check .
 	$(UV) run mypy
 	$(UV) run hadolint Dockerfile
+	$(MAKE) --no-print-directory scan
+
+scan: uv  ## checkov on the Dockerfile, in an environment of its own (its pins conflict with the app's)
+	$(UV) run --isolated --only-group scan checkov -f Dockerfile --framework dockerfile \
+		--quiet --compact --skip-download
 
 test: sync services lint
 	$(UV) run pytest tests/app tests/infra
@@ -33,8 +38,11 @@ down: sync
 	bash scripts/pulumi-down.sh $(STACK)
 
 # The rehearsal (docs/rehearsal.md): the Pulumi program applied to this machine's Docker engine.
-e2e: sync  ## the rehearsal's own tests, then end-to-end tests on rehearsed dev and prod stacks
+e2e: sync faults  ## fault injection, the rehearsal's own tests, end-to-end tests on rehearsed stacks
 	$(UV) run pytest tests/rehearsal tests/e2e
+
+faults: sync services  ## RELIABILITY.md: faults injected into private servers and real processes
+	$(UV) run pytest tests/faults
 
 rehearse: sync  ## bring STACK (dev|prod) up on the local Docker engine and leave it running
 	$(UV) run python -m tests.rehearsal up --stack $(STACK)
