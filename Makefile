@@ -49,3 +49,7 @@ rehearse: sync  ## bring STACK (dev|prod) up on the local Docker engine and leav
 
 rehearse-down: sync  ## tear STACK down; VOLUMES=1 deletes its named volumes too
 	$(UV) run python -m tests.rehearsal down --stack $(STACK) $(if $(VOLUMES),--volumes)
+
+# Never part of the tests (docs/bench.md): the rehearsed dev stack under wrk, drains, ceilings.
+bench: sync  ## benchmark the rehearsed dev stack; needs Docker + base images, wrk, redis-benchmark
+	$(UV) run --group bench python -m bench.run
