@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = up(name, config)
     except Exception as error:  # the program's own errors (a failed migration gate) included
-        print(f"rehearsal {name}: up failed: {error}", file=sys.stderr)
+        print(f"rehearsal {name}: {args.command} failed: {error}", file=sys.stderr)
         return 1
     print(f"rehearsal {name}: up in {time.monotonic() - started:.0f}s")
     if args.outputs_json:

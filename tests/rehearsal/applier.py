@@ -20,7 +20,6 @@ import base64
 import contextlib
 import io
 import os
-import secrets
 import subprocess
 import tarfile
 import threading
@@ -37,15 +36,25 @@ from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
 
 from tests.rehearsal.engine import (
     DOCKER_CLI,
-    SEQUENCE_LABEL,
-    STACK_LABEL,
-    URN_LABEL,
     RehearsalError,
     api_client,
+    autoname,
     go_duration_nanoseconds,
     label_list_to_dict,
+    refuse_unknown,
+    rehearsal_labels,
 )
 from tests.rehearsal.state import AppliedResource, StackState, inputs_digest
+from tests.rehearsal.swarm_applier import (
+    SECRET,
+    SERVICE,
+    SERVICE_CONFIG,
+    apply_secret,
+    apply_service,
+    apply_service_config,
+    delete_blob,
+    delete_service,
+)
 
 NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
@@ -164,15 +173,6 @@ def reveal_secrets(value: Any) -> Any:
     return value
 
 
-def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str]) -> None:
-    unknown = sorted(set(given) - set(handled))
-    if unknown:
-        raise RehearsalError(
-            f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
-            "(add them to tests/rehearsal/applier.py, following the provider's semantics)"
-        )
-
-
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -235,6 +235,9 @@ class EngineMocks(Mocks):
         self.log = log
         self.registered: list[str] = []
         self.events: list[AppliedEvent] = []
+        # Replaced create-before-delete (secrets, configs, services): deleted once the program has
+        # run, as Pulumi deletes replaced resources at the end of a deployment.
+        self.superseded: list[AppliedResource] = []
         self._lock = threading.Lock()
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -253,6 +256,9 @@ class EngineMocks(Mocks):
             REMOTE_IMAGE: self._remote_image,
             IMAGE: self._image,
             CONTAINER: self._container,
+            SERVICE: lambda a, o: apply_service(self, a.name, a.inputs, o.urn),
+            SECRET: lambda a, o: apply_secret(self, a.name, a.inputs, o.urn),
+            SERVICE_CONFIG: lambda a, o: apply_service_config(self, a.name, a.inputs, o.urn),
         }
         # Secret inputs arrive wrapped ({<sig>: ..., "value": ...}); the provider gets values.
         args.inputs = reveal_secrets(args.inputs)
@@ -272,7 +278,7 @@ class EngineMocks(Mocks):
     # ---------------------------------------------------------------------------------------
 
     def _labels(self, own: Mapping[str, str], urn: str, sequence: int) -> dict[str, str]:
-        return {**own, STACK_LABEL: self.stack, URN_LABEL: urn, SEQUENCE_LABEL: str(sequence)}
+        return rehearsal_labels(own, self.stack, urn, sequence)
 
     def _unchanged(self, urn: str, digest: str) -> AppliedResource | None:
         """The recorded resource when its inputs did not change (a no-op update), else None."""
@@ -306,7 +312,7 @@ class EngineMocks(Mocks):
         if unchanged is not None and _exists(client.inspect_network, unchanged.id):
             return unchanged.id, {**inputs, **unchanged.outputs}
         self._replace_recorded(options.urn)
-        name = inputs.get("name") or _autoname(args.name)
+        name = inputs.get("name") or autoname(args.name)
         ipam = None
         if inputs.get("ipamConfigs"):
             ipam = docker.types.IPAMConfig(
@@ -356,7 +362,7 @@ class EngineMocks(Mocks):
                 f"{options.urn}: inputs changed, which replaces the volume, but it is protected"
             )
         self._replace_recorded(options.urn)
-        name = inputs.get("name") or _autoname(args.name)
+        name = inputs.get("name") or autoname(args.name)
         sequence = self.state.take_sequence()
         # VolumeCreate of an existing name returns that volume: a volume kept by an earlier `down`
         # (or `retain_on_delete`) is adopted with its data, as the engine does for the provider.
@@ -512,7 +518,7 @@ class EngineMocks(Mocks):
                 client.start(unchanged.id)
             return unchanged.id, {**inputs, **unchanged.outputs}
         self._replace_recorded(options.urn)
-        name = inputs.get("name") or _autoname(args.name)
+        name = inputs.get("name") or autoname(args.name)
         sequence = self.state.take_sequence()
         create, host_config, attachments = container_create_spec(inputs)
         image = str(inputs["image"])
@@ -866,12 +872,6 @@ def _upload_archive(upload: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def _autoname(resource_name: str) -> str:
-    # [resources.go] prov.SetAutonaming(255, "-"): the logical name plus a 7-character random
-    # suffix.
-    return f"{resource_name}-{secrets.token_hex(4)[:7]}"
-
-
 def _exists(inspect: Callable[[str], Any], resource_id: str) -> bool:
     try:
         inspect(resource_id)
@@ -893,9 +893,14 @@ def delete_resource(
             remove_volumes=bool(resource.delete.get("removeVolumes", True)),
         )
         return True
+    if resource.type == SERVICE:
+        delete_service(client, resource)
+        return True
+    if resource.type in (SECRET, SERVICE_CONFIG):
+        delete_blob(client, resource)
+        return True
     if resource.type == NETWORK:
-        with contextlib.suppress(docker.errors.NotFound):
-            client.remove_network(resource.id)
+        remove_network(client, resource.id)
         return True
     if resource.type == VOLUME:
         if keep_volumes:
@@ -905,6 +910,22 @@ def delete_resource(
         return True
     # docker.Image: Delete is a no-op, the tag stays ([image.go]); RemoteImage, keepLocally: no rmi.
     return True
+
+
+def remove_network(client: docker.APIClient, network_id: str, *, within: float = 60) -> None:
+    """Remove a network; an overlay keeps "active endpoints" until the containers of the services
+    just removed are gone, so that refusal is retried for a while."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            client.remove_network(network_id)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as error:
+            if "active endpoints" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def delete_container(

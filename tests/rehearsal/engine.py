@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +64,24 @@ def label_list_to_dict(labels: Any) -> dict[str, str]:
     if not labels:
         return {}
     return {str(item["label"]): str(item["value"]) for item in labels}
+
+
+def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str]) -> None:
+    """Every input the program sets is applied or refused with an error naming it."""
+    unknown = sorted(set(given) - set(handled))
+    if unknown:
+        raise RehearsalError(
+            f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
+            "(add them to tests/rehearsal/, following the provider's semantics)"
+        )
+
+
+def autoname(resource_name: str) -> str:
+    """pulumi-docker's auto-naming (provider/resources.go `prov.SetAutonaming(255, "-")`): the
+    logical name plus a 7-character random suffix."""
+    return f"{resource_name}-{secrets.token_hex(4)[:7]}"
+
+
+def rehearsal_labels(own: Mapping[str, str], stack: str, urn: str, sequence: int) -> dict[str, str]:
+    """The program's labels plus the rehearsal's own (stack, URN, creation order)."""
+    return {**own, STACK_LABEL: stack, URN_LABEL: urn, SEQUENCE_LABEL: str(sequence)}

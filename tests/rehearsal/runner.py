@@ -32,10 +32,24 @@ from tests.rehearsal.applier import (
     RecordingMonitor,
     delete_container,
     delete_resource,
+    remove_network,
 )
 from tests.rehearsal.engine import REPO_ROOT, SEQUENCE_LABEL, STACK_LABEL, api_client
 from tests.rehearsal.stack_config import StackConfig
-from tests.rehearsal.state import StackState
+from tests.rehearsal.state import AppliedResource, StackState
+from tests.rehearsal.swarm_applier import (
+    SECRET,
+    SERVICE,
+    SERVICE_CONFIG,
+    delete_blob,
+    delete_service,
+)
+from tests.rehearsal.swarm_node import (
+    ensure_swarm,
+    node_labels_from_config,
+    release_swarm,
+    swarm_state,
+)
 
 
 @dataclass
@@ -50,22 +64,44 @@ class UpResult:
 def remove_leftovers(
     stack: str, state: StackState, log: Callable[[str], None] = print
 ) -> list[str]:
-    """Containers and networks labelled for this stack that the state does not know (an interrupted
-    earlier run): removed before anything is applied, containers first, newest first."""
+    """Services, containers, secrets, configs and networks labelled for this stack that the state
+    does not know (an interrupted earlier run): removed before anything is applied, services and
+    containers first, newest first."""
     client = api_client()
     known = {resource.id for resource in state.resources()}
     selector = {"label": f"{STACK_LABEL}={stack}"}
     removed: list[str] = []
-    containers = [c for c in client.containers(all=True, filters=selector) if c["Id"] not in known]
+    swarm = swarm_state(client)
+    manager = swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
+    if manager:
+        services = [s for s in client.services(filters=selector) if s["ID"] not in known]
+        for service in sorted(services, key=_spec_sequence, reverse=True):
+            delete_service(client, _leftover(SERVICE, service))
+            removed.append(service["Spec"]["Name"])
+    containers = [
+        c
+        for c in client.containers(all=True, filters=selector)
+        # A service's task containers belong to Swarm: they go with their service.
+        if c["Id"] not in known and SWARM_TASK_LABEL not in (c.get("Labels") or {})
+    ]
     for container in sorted(containers, key=_sequence, reverse=True):
         delete_container(
             client, container["Id"], grace_seconds=0, attach=False, remove_volumes=True
         )
         removed.append(container["Names"][0].lstrip("/"))
+    if manager:
+        for kind, listed in (
+            (SECRET, client.secrets(filters=selector)),
+            (SERVICE_CONFIG, client.configs(filters=selector)),
+        ):
+            for blob in listed:
+                if blob["ID"] not in known:
+                    delete_blob(client, _leftover(kind, blob))
+                    removed.append(blob["Spec"]["Name"])
     networks = [n for n in client.networks(filters=selector) if n["Id"] not in known]
     for network in sorted(networks, key=_sequence, reverse=True):
         with contextlib.suppress(docker.errors.NotFound):
-            client.remove_network(network["Id"])
+            remove_network(client, network["Id"])
         removed.append(network["Name"])
     for name in removed:
         log(f"  removed leftover {name}")
@@ -74,8 +110,33 @@ def remove_leftovers(
     return removed
 
 
+SWARM_TASK_LABEL = "com.docker.swarm.task.id"
+
+
 def _sequence(listed: dict[str, Any]) -> int:
     return int((listed.get("Labels") or {}).get(SEQUENCE_LABEL, "0"))
+
+
+def _spec_sequence(listed: dict[str, Any]) -> int:
+    return int((listed["Spec"].get("Labels") or {}).get(SEQUENCE_LABEL, "0"))
+
+
+def _leftover(kind: str, listed: dict[str, Any]) -> AppliedResource:
+    spec = listed["Spec"]
+    grace = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("StopGracePeriod")
+    return AppliedResource(
+        urn="",
+        type=kind,
+        id=str(listed["ID"]),
+        physical_name=str(spec["Name"]),
+        digest="",
+        sequence=0,
+        delete={"stopGracePeriod": f"{int(grace) // 1_000_000_000}s" if grace else None},
+    )
+
+
+def is_swarm_stack(config: StackConfig) -> bool:
+    return config.values.get(f"{config.project}:target") == "swarm"
 
 
 def up(
@@ -86,13 +147,29 @@ def up(
     state: StackState | None = None,
 ) -> UpResult:
     state = state or StackState(stack)
+    if is_swarm_stack(config):
+        # The provider talks to a swarm manager; the nodes carry the labels PostgreSQL and Redis
+        # are pinned to, as an operator sets them on a cluster (docs/swarm.md).
+        ensure_swarm(
+            stack,
+            node_labels_from_config(config.values, config.project),
+            log=log,
+            state_dir=state.path.parent,
+        )
     remove_leftovers(stack, state, log)
     mocks = EngineMocks(stack, state, log=log)
-    outputs, secret_outputs = run_program(stack, config, mocks)
+    try:
+        outputs, secret_outputs = run_program(stack, config, mocks)
+    finally:
+        # Resources replaced create-before-delete go once the program has run (or failed), as
+        # Pulumi deletes them at the end of the deployment.
+        client = api_client()
+        for superseded in mocks.superseded:
+            log(f"  deleting replaced {superseded.physical_name}")
+            delete_resource(client, superseded, keep_volumes=True)
     # Like `pulumi up`: what the program no longer declares is deleted once the rest has been
     # applied.
     removed = []
-    client = api_client()
     for resource in reversed(state.resources()):
         if resource.urn not in mocks.registered:
             log(f"  deleting {resource.urn} (no longer declared)")
@@ -167,16 +244,19 @@ def down(
     deleted = []
     for resource in reversed(state.resources()):
         if delete_resource(client, resource, keep_volumes=not volumes):
-            if resource.type in (CONTAINER, NETWORK, VOLUME):
+            if resource.type in (CONTAINER, NETWORK, VOLUME, SERVICE, SECRET, SERVICE_CONFIG):
                 log(f"  deleted {resource.physical_name}")
             state.forget(resource.urn)
             deleted.append(resource.urn)
         else:
             log(f"  kept volume {resource.physical_name} (down --volumes deletes it)")
+    # Volumes of services were created by the engine for the tasks: the stack's labels (the
+    # program's volume labels) find them.
     if volumes:
         for volume in (client.volumes(filters={"label": f"{STACK_LABEL}={stack}"}) or {}).get(
             "Volumes"
         ) or []:
             client.remove_volume(volume["Name"])
             log(f"  deleted volume {volume['Name']}")
+    release_swarm(stack, log=log, state_dir=state.path.parent)
     return deleted

@@ -3,8 +3,9 @@ does.
 
 Layers, later wins: the project's declared defaults (`Pulumi.yaml` `config:`),
 `Pulumi.<stack>.yaml`, `Pulumi.rehearsal-<stack>.yaml` (the rehearsal's own stack file: ports that
-do not collide, short schedules), then `--config key=value` as `pulumi config set` would. Values
-reach the program as strings (objects and lists as JSON), keys namespaced by the project name.
+do not collide, short schedules; a rehearsal-only stack such as `swarm` has this file alone),
+then `--config key=value` as `pulumi config set` would. Values reach the program as strings
+(objects and lists as JSON), keys namespaced by the project name.
 
 Secrets: `pulumi config set --secret` values are encrypted with a passphrase the rehearsal does not
 have, so every secret key (declared `secret: true` in `Pulumi.yaml`, or `secure:` in a stack file)
@@ -34,6 +35,13 @@ GENERATED_SECRETS: dict[str, dict[str, str]] = {
     # program does not set): the rehearsed dev stack gets credentials too.
     "dev": {"flowerBasicAuth": "rehearsal:{token}"},
     "prod": {
+        "postgresPassword": "{token}",
+        "redisPassword": "{token}",
+        "flowerBasicAuth": "rehearsal:{token}",
+    },
+    # The swarm rehearsal runs the prod environment (Pulumi.rehearsal-swarm.yaml): every credential
+    # becomes a Swarm secret.
+    "swarm": {
         "postgresPassword": "{token}",
         "redisPassword": "{token}",
         "flowerBasicAuth": "rehearsal:{token}",
@@ -99,7 +107,8 @@ def load_stack_config(
             values[full_key] = _as_config_string(declaration)
 
     stack_files = [repo / f"Pulumi.{stack}.yaml", repo / f"Pulumi.rehearsal-{stack}.yaml"]
-    if not stack_files[0].exists():
+    # A stack the rehearsal alone runs (swarm) has only its rehearsal stack file.
+    if not any(stack_file.exists() for stack_file in stack_files):
         raise RehearsalError(f"{stack_files[0]} not found: no such stack")
     for stack_file in stack_files:
         if not stack_file.exists():

@@ -41,6 +41,8 @@ class AppliedResource:
     # time, as Pulumi replaces a resource whose create reported an error after the object came into
     # being.
     tainted: bool = False
+    # Services: a digest of the inputs whose change replaces rather than updates (ForceNew).
+    replace_key: str = ""
 
 
 class StackState:
