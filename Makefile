@@ -53,3 +53,7 @@ rehearse-down: sync  ## tear STACK down; VOLUMES=1 deletes its named volumes too
 # Never part of the tests (docs/bench.md): the rehearsed dev stack under wrk, drains, ceilings.
 bench: sync  ## benchmark the rehearsed dev stack; needs Docker + base images, wrk, redis-benchmark
 	$(UV) run --group bench python -m bench.run
+
+.PHONY: e2e-swarm
+e2e-swarm: sync  ## the swarm rehearsal (docs/swarm.md): a single-node swarm on this engine, left afterwards
+	$(UV) run pytest tests/e2e_swarm

@@ -287,7 +287,10 @@ def service_spec(inputs: Mapping[str, Any], name: str, labels: Mapping[str, str]
         image=str(spec["image"]),
         command=list(spec["command"]) if spec.get("command") else None,
         args=list(spec["args"]) if spec.get("args") else None,
-        env=dict(spec["env"]) if spec.get("env") else None,
+        # The provider renders the env map in Go's map order, which varies from one run to the
+        # next, so a real in-place update can reorder Env and roll every task even when only the
+        # replicas changed (docs/swarm.md). Sorted here: the rehearsal rolls only on a real change.
+        env=dict(sorted(spec["env"].items())) if spec.get("env") else None,
         workdir=spec.get("dir") or None,
         user=spec.get("user") or None,
         groups=list(spec["groups"]) if spec.get("groups") else None,

@@ -1,0 +1,463 @@
+"""The prod stack as Swarm services, rehearsed on this engine made a single-node swarm: convergence,
+secrets, overlays, the tutorial, 500 jobs through the replicated workers, a release rolled out while
+jobs run, the API's rollout downtime, and scaling the workers from 2 to 4 by config.
+
+The tests run in file order on one stack: the release and the scaling build on what came before.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import httpx
+import pytest
+
+from tests.e2e.stack import ARTIFACTS, eventually
+from tests.e2e_swarm.stack import SwarmStack
+from tests.rehearsal.engine import STACK_LABEL
+
+SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
+ROLES_REPLICAS = {
+    "postgres": 1,
+    "redis": 1,
+    "migrate": 1,
+    "api": 1,
+    "worker": 2,
+    "beat": 1,
+    "flower": 1,
+}
+APP_ROLES = ("migrate", "api", "worker", "beat", "flower")
+CONNECTION_FILES = ("database_url", "redis_url", "celery_broker_url", "celery_result_backend")
+
+
+def _submit(stack: SwarmStack, count: int, first_item: int) -> list[str]:
+    def post(item_id: int) -> str:
+        with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+            response = client.post(f"/process/{item_id}")
+            assert response.status_code == 202, response.text
+            return str(response.json()["task_id"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(post, range(first_item, first_item + count)))
+
+
+def _statuses(stack: SwarmStack, ids: list[str]) -> dict[str, int]:
+    statuses: dict[str, int] = {}
+    for start in range(0, len(ids), 500):
+        listed = ",".join(f"'{uuid.UUID(job_id)}'" for job_id in ids[start : start + 500])
+        # Every id went through uuid.UUID: nothing but hex digits and dashes reaches the SQL.
+        rows = stack.psql(
+            f"SELECT status, count(*) FROM jobs WHERE id IN ({listed}) GROUP BY status"  # noqa: S608
+        )
+        for row in rows.splitlines():
+            status, count = row.split("|")
+            statuses[status] = statuses.get(status, 0) + int(count)
+    return statuses
+
+
+def _wait_all_succeeded(stack: SwarmStack, ids: list[str], *, within: float) -> dict[str, int]:
+    def finished() -> dict[str, int] | None:
+        """every job finished"""
+        statuses = _statuses(stack, ids)
+        done = statuses.get("succeeded", 0) + statuses.get("failed", 0)
+        return statuses if done == len(ids) else None
+
+    return eventually(finished, within=within, every=2)
+
+
+def _succeeded_by_container(stack: SwarmStack) -> dict[str, set[str]]:
+    return {
+        container.name: set(SUCCEEDED_LINE.findall(container.logs().decode(errors="replace")))
+        for container in stack.task_containers("worker")
+    }
+
+
+def _wait_rollouts_settled(stack: SwarmStack, roles: tuple[str, ...]) -> None:
+    """The provider's update convergence counts running tasks: it can return between two batches
+    of a rolling update, with every slot running (docs/swarm.md). Wait for Swarm's own verdict."""
+
+    def settled() -> bool:
+        """every rolling update finished and every replica runs"""
+        for role in roles:
+            attrs = stack.service(role).attrs
+            if (attrs.get("UpdateStatus") or {}).get("State") not in (None, "completed"):
+                return False
+            if len(stack.running_tasks(role)) != attrs["Spec"]["Mode"]["Replicated"]["Replicas"]:
+                return False
+        return True
+
+    eventually(settled, within=300, every=2)
+
+
+# -- convergence and the phase-1 assumptions
+# -------------------------------------------------------------------------
+
+
+def test_every_service_converged_healthy_with_its_replicas(swarm_stack: SwarmStack) -> None:
+    image_id = swarm_stack.outputs["imageId"]
+    for role, replicas in ROLES_REPLICAS.items():
+        service = swarm_stack.service(role)
+        assert service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == replicas, role
+        containers = swarm_stack.task_containers(role)
+        assert len(containers) == replicas, role
+        for container in containers:
+            # Converged means running, and Swarm reports running only once healthy.
+            assert container.attrs["State"]["Health"]["Status"] == "healthy", container.name
+        spec = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert spec["Healthcheck"]["Test"], role
+        if role in APP_ROLES:
+            # The image the program built, by its local id: Swarm runs it without a registry.
+            assert spec["Image"] == image_id
+            assert all(c.attrs["Image"] == image_id for c in containers)
+
+
+def test_postgres_and_redis_are_pinned_to_the_labelled_node(swarm_stack: SwarmStack) -> None:
+    client = docker.from_env()
+    for role, label in (("postgres", "taskstack.postgres"), ("redis", "taskstack.redis")):
+        placement = swarm_stack.service(role).attrs["Spec"]["TaskTemplate"]["Placement"]
+        assert placement["Constraints"] == [f"node.labels.{label}==true"]
+        (task,) = swarm_stack.running_tasks(role)
+        node = client.nodes.get(task["NodeID"])
+        assert node.attrs["Spec"]["Labels"][label] == "true"
+
+
+def test_credentials_are_secret_files_never_environment(swarm_stack: SwarmStack) -> None:
+    for role in ("api", "worker", "beat", "flower", "migrate"):
+        for container in swarm_stack.task_containers(role):
+            env = "\n".join(container.attrs["Config"]["Env"])
+            for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "FLOWER_BASIC_AUTH"):
+                assert f"{name}=" not in env, (container.name, name)
+            for file_name in CONNECTION_FILES:
+                code, out = container.exec_run(
+                    ["stat", "-c", "%a %u:%g", f"/run/secrets/{file_name}"]
+                )
+                assert code == 0, out
+                assert out.decode().strip() == "400 10001:10001", (container.name, file_name)
+    (postgres,) = swarm_stack.task_containers("postgres")
+    postgres_env = postgres.attrs["Config"]["Env"]
+    assert "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password" in postgres_env
+    assert not any(item.startswith("POSTGRES_PASSWORD=") for item in postgres_env)
+    # Redis took its password from the secret file: a client without it is refused.
+    (redis,) = swarm_stack.task_containers("redis")
+    code, out = redis.exec_run(["redis-cli", "ping"])
+    assert b"NOAUTH" in out, out
+    code, out = redis.exec_run(
+        ["sh", "-c", 'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli ping']
+    )
+    assert out.strip() == b"PONG", out
+
+
+def test_overlays_are_encrypted_attachable_and_resolve_tasks_by_dns(
+    swarm_stack: SwarmStack,
+) -> None:
+    client = docker.from_env()
+    networks = {
+        n.name: n.attrs
+        for n in client.networks.list(filters={"label": f"{STACK_LABEL}={swarm_stack.name}"})
+    }
+    assert set(networks) == {
+        f"taskstack-{swarm_stack.name}-app",
+        f"taskstack-{swarm_stack.name}-data",
+    }
+    for attrs in networks.values():
+        assert attrs["Driver"] == "overlay"
+        assert attrs["Scope"] == "swarm"
+        assert attrs["Attachable"] is True
+        assert "encrypted" in attrs["Options"]
+    assert networks[f"taskstack-{swarm_stack.name}-data"]["Internal"] is True
+    # dnsrr: `postgres` resolves to the task's own address on the data overlay, no virtual IP.
+    assert swarm_stack.service("postgres").attrs["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"
+    (postgres,) = swarm_stack.task_containers("postgres")
+    task_address = postgres.attrs["NetworkSettings"]["Networks"][
+        f"taskstack-{swarm_stack.name}-data"
+    ]["IPAddress"]
+    (api,) = swarm_stack.task_containers("api")
+    code, out = api.exec_run(
+        ["python", "-c", "import socket; print(socket.gethostbyname('postgres'))"]
+    )
+    assert code == 0, out
+    assert out.decode().strip() == task_address
+
+
+def test_a_task_is_running_only_once_its_healthcheck_passed(swarm_stack: SwarmStack) -> None:
+    # What convergence relies on (the provider counts running tasks): a probe service whose check
+    # passes only after 8 s must not be reported running before its container is healthy.
+    client = docker.from_env()
+    probe = client.services.create(
+        swarm_stack.outputs["imageId"],
+        command=["sh", "-c", "sleep 8; touch /tmp/ready; exec sleep 600"],
+        name=f"taskstack-{swarm_stack.name}-health-probe",
+        labels={STACK_LABEL: swarm_stack.name},
+        container_labels={STACK_LABEL: swarm_stack.name},
+        healthcheck=docker.types.Healthcheck(
+            test=["CMD", "test", "-f", "/tmp/ready"],  # noqa: S108 - inside the probe container
+            interval=1_000_000_000,
+            retries=30,
+        ),
+    )
+    observed: list[tuple[str, str]] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            tasks = probe.tasks()
+            if tasks and tasks[0]["Status"].get("ContainerStatus", {}).get("ContainerID"):
+                task = tasks[0]
+                container_id = task["Status"]["ContainerStatus"]["ContainerID"]
+                try:
+                    state = client.api.inspect_container(container_id)["State"]
+                except docker.errors.NotFound:
+                    state = {}
+                health = (state.get("Health") or {}).get("Status", "none")
+                # The task state is read after the container's health: running then implies the
+                # container was healthy when the state was read.
+                task_state = client.api.inspect_task(task["ID"])["Status"]["State"]
+                observed.append((task_state, health))
+                if task_state == "running":
+                    break
+            time.sleep(0.3)
+    finally:
+        probe.remove()
+    assert observed, "the probe task never got a container"
+    assert observed[-1][0] == "running", observed
+    starting = [health for task_state, health in observed if task_state == "starting"]
+    assert starting, observed
+    assert set(starting) <= {"starting", "healthy"}, observed
+    assert ("running", "starting") not in observed, observed
+
+
+# -- the running stack
+# -------------------------------------------------------------------------------------------
+
+
+def test_tutorial_flow_against_the_published_port(swarm_stack: SwarmStack) -> None:
+    body = swarm_stack.submit_and_wait(42)
+    assert body["result"] == {"item_id": 42, "status": "processed"}
+    with swarm_stack.api() as client:
+        assert client.get(f"/task/{uuid.uuid4()}").status_code == 404
+
+
+def test_500_jobs_through_the_replicated_workers(swarm_stack: SwarmStack) -> None:
+    ids = _submit(swarm_stack, 500, first_item=1000)
+    assert _wait_all_succeeded(swarm_stack, ids, within=300) == {"succeeded": 500}
+    by_container = _succeeded_by_container(swarm_stack)
+    assert len(by_container) == 2
+    ours = set(ids)
+    assert all(done & ours for done in by_container.values()), {
+        name: len(done & ours) for name, done in by_container.items()
+    }
+    assert set().union(*by_container.values()) >= ours
+
+
+def test_beat_is_one_task_and_fires_its_periodic_task(swarm_stack: SwarmStack) -> None:
+    (beat,) = swarm_stack.task_containers("beat")
+
+    def sent_twice() -> bool:
+        """beat sent requeue-stale-jobs twice"""
+        logs = str(beat.logs().decode(errors="replace"))
+        return logs.count("Sending due task requeue-stale-jobs") >= 2
+
+    eventually(sent_twice, within=60)
+
+
+# -- a release rolled out while jobs run
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class Release:
+    """What a client saw while `up` rolled a new release out."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused_submissions: int = 0
+    polls: list[tuple[float, bool]] = field(default_factory=list)
+    up_seconds: float = 0.0
+    settled_seconds: float = 0.0
+    old_worker_tasks: set[str] = field(default_factory=set)
+    old_api_tasks: set[str] = field(default_factory=set)
+
+    def outages(self) -> list[tuple[float, float]]:
+        """Windows (start, end) in which every poll of the API failed."""
+        windows: list[tuple[float, float]] = []
+        start: float | None = None
+        for at, ok in self.polls:
+            if not ok and start is None:
+                start = at
+            elif ok and start is not None:
+                windows.append((start, at))
+                start = None
+        if start is not None:
+            windows.append((start, self.polls[-1][0]))
+        return windows
+
+
+def _poll_api(stack: SwarmStack, release: Release, stop: threading.Event) -> None:
+    with httpx.Client(base_url=stack.api_url, timeout=1.0) as client:
+        while not stop.is_set():
+            at = time.monotonic()
+            try:
+                ok = client.get("/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            release.polls.append((at, ok))
+            time.sleep(0.05)
+
+
+def _submit_continuously(stack: SwarmStack, release: Release, stop: threading.Event) -> None:
+    item = 100_000
+    with httpx.Client(base_url=stack.api_url, timeout=2.0) as client:
+        while not stop.is_set():
+            item += 1
+            try:
+                response = client.post(f"/process/{item}")
+            except httpx.HTTPError:
+                release.refused_submissions += 1  # never accepted, so not a job to lose
+                time.sleep(0.1)
+                continue
+            if response.status_code == 202:
+                release.accepted.append(str(response.json()["task_id"]))
+            else:
+                release.refused_submissions += 1
+            time.sleep(0.08)
+
+
+@pytest.fixture(scope="module")
+def release(swarm_stack: SwarmStack) -> Release:
+    """`up` with a new image tag and a changed app setting (a new spec for every app service), while
+    a client submits jobs and another polls the API."""
+    outcome = Release(
+        old_worker_tasks={t["ID"] for t in swarm_stack.running_tasks("worker")},
+        old_api_tasks={t["ID"] for t in swarm_stack.running_tasks("api")},
+    )
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_poll_api, args=(swarm_stack, outcome, stop), daemon=True),
+        threading.Thread(
+            target=_submit_continuously, args=(swarm_stack, outcome, stop), daemon=True
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)  # jobs in flight before the rollout starts
+    started = time.monotonic()
+    try:
+        swarm_stack.configure(
+            appImageTag="rehearsal-swarm-2",
+            appEnv=json.dumps(
+                ["JOB_WORK_SECONDS=0.2", "REAPER_INTERVAL_SECONDS=5", "READINESS_TIMEOUT_SECONDS=3"]
+            ),
+        )
+        outcome.up_seconds = time.monotonic() - started
+        _wait_rollouts_settled(swarm_stack, APP_ROLES)
+        outcome.settled_seconds = time.monotonic() - started
+        time.sleep(3)  # and after it
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    return outcome
+
+
+def test_worker_rollout_while_jobs_run_loses_no_job(
+    swarm_stack: SwarmStack, release: Release
+) -> None:
+    new_tasks = {t["ID"] for t in swarm_stack.running_tasks("worker")}
+    assert len(new_tasks) == 2
+    assert not new_tasks & release.old_worker_tasks  # every worker was replaced
+    spec_env = swarm_stack.service("worker").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert "READINESS_TIMEOUT_SECONDS=3" in spec_env
+    assert swarm_stack.service("worker").attrs["UpdateStatus"]["State"] == "completed"
+    # The old workers stopped with a warm shutdown inside their grace period: exit code 0.
+    client = docker.from_env()
+    for task_id in release.old_worker_tasks:
+        task = client.api.inspect_task(task_id)
+        assert task["Status"]["State"] == "shutdown", task["Status"]
+        assert task["Status"]["ContainerStatus"]["ExitCode"] == 0, task["Status"]
+    assert len(release.accepted) >= 100, len(release.accepted)
+    statuses = _wait_all_succeeded(swarm_stack, release.accepted, within=300)
+    assert statuses == {"succeeded": len(release.accepted)}
+
+
+def test_api_rollout_downtime_is_measured_and_reported(
+    swarm_stack: SwarmStack, release: Release
+) -> None:
+    new_tasks = {t["ID"] for t in swarm_stack.running_tasks("api")}
+    assert new_tasks
+    assert not new_tasks & release.old_api_tasks
+    outages = release.outages()
+    longest = max((end - start for start, end in outages), default=0.0)
+    report: dict[str, Any] = {
+        "stack": swarm_stack.name,
+        "api_replicas": 1,
+        "api_update_order": "stop-first",
+        "publish_mode": "host",
+        "note": (
+            "host-mode publishing on one node: the new API task cannot bind the published port "
+            "until the old one has released it, so the update is stop-first and a client sees "
+            "the gap between the old task stopping and the new one answering"
+        ),
+        "poll": "GET /health every 50 ms, 1 s timeout",
+        "polls": len(release.polls),
+        "failed_polls": sum(1 for _, ok in release.polls if not ok),
+        "outages_seconds": [round(end - start, 2) for start, end in outages],
+        "longest_outage_seconds": round(longest, 2),
+        "release_up_seconds": round(release.up_seconds, 1),
+        "release_settled_seconds": round(release.settled_seconds, 1),
+        "jobs_accepted_during_release": len(release.accepted),
+        "submissions_refused_during_release": release.refused_submissions,
+    }
+    (ARTIFACTS / "swarm-rollout.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nAPI rollout: {json.dumps(report, indent=2)}")
+    # Measured, not bounded: the API was replaced, and the polls saw it come back.
+    assert release.polls
+    assert release.polls[-1][1] is True
+
+
+# -- scaling
+# -----------------------------------------------------------------------------------------------
+
+
+def test_scaling_workers_from_2_to_4_by_config(swarm_stack: SwarmStack) -> None:
+    before = {t["ID"] for t in swarm_stack.running_tasks("worker")}
+    swarm_stack.configure(workerReplicas="4")
+    _wait_rollouts_settled(swarm_stack, ("worker",))
+    # A scale: the two running workers stay, two are added (no rolling restart).
+    assert before <= {t["ID"] for t in swarm_stack.running_tasks("worker")}
+    assert swarm_stack.service("worker").attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 4
+    containers = swarm_stack.task_containers("worker")
+    assert len(containers) == 4
+    assert all(c.attrs["State"]["Health"]["Status"] == "healthy" for c in containers)
+
+    ids = _submit(swarm_stack, 400, first_item=200_000)
+    assert _wait_all_succeeded(swarm_stack, ids, within=300) == {"succeeded": 400}
+    ours = set(ids)
+    by_container = {
+        name: done & ours for name, done in _succeeded_by_container(swarm_stack).items()
+    }
+    assert len(by_container) == 4
+    assert all(by_container.values()), {name: len(done) for name, done in by_container.items()}
+
+    # Flower sees the four workers too (celery@<task container hostname>).
+    expected = {f"celery@{c.attrs['Config']['Hostname']}" for c in containers}
+
+    def listed() -> set[str] | None:
+        """Flower's API lists the four workers"""
+        response = httpx.get(
+            f"{swarm_stack.flower_url}/api/workers",
+            params={"refresh": "1"},
+            auth=swarm_stack.flower_auth(),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        workers = set(response.json())
+        return workers if workers >= expected else None
+
+    eventually(listed, within=60, every=3)
