@@ -38,10 +38,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def fault_dir() -> Iterator[Path]:
+def fault_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="taskstack-faults-"))
     yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    if request.session.testsfailed:
+        # The servers' and processes' logs are what explains a failure: keep them.
+        print(f"\n[faults] a test failed; logs kept in {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import platform
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,10 +129,20 @@ def count_jobs(dsn: str, accepted: set[uuid.UUID]) -> JobCounts:
     )
 
 
-def wait_for_jobs(dsn: str, accepted: set[uuid.UUID], seconds: float = SETTLE_SECONDS) -> JobCounts:
-    """Counts once every accepted job succeeded, or when the deadline passes (then lost > 0)."""
+def wait_for_jobs(
+    dsn: str,
+    accepted: set[uuid.UUID],
+    seconds: float = SETTLE_SECONDS,
+    on_poll: Callable[[], None] | None = None,
+) -> JobCounts:
+    """Counts once every accepted job succeeded, or when the deadline passes (then lost > 0).
+
+    `on_poll` runs before each count (a restart policy watching the worker, say).
+    """
     deadline = time.monotonic() + seconds
     while True:
+        if on_poll is not None:
+            on_poll()
         try:
             counts = count_jobs(dsn, accepted)
         except psycopg.OperationalError:
