@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pulumi
 import pulumi_docker as docker
@@ -341,19 +342,24 @@ def _require_success(exit_code: int, logs: str | None) -> str:
 
 
 class _AppService(pulumi.ComponentResource):
-    """A role of the app image that needs PostgreSQL, Redis and a migrated schema."""
+    """A role of the app image that needs PostgreSQL, Redis and a migrated schema.
+
+    Each subclass names its component type (`taskstack:docker:<TYPE_NAME>`) and its role.
+    """
+
+    TYPE_NAME: ClassVar[str]
+    ROLE: ClassVar[Role]
 
     def __init__(
         self,
-        type_name: str,
         name: str,
         shared: _Shared,
-        role: Role,
         after: Sequence[pulumi.Resource],
         gate: pulumi.Output[str],
         opts: pulumi.ResourceOptions,
     ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:{type_name}", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}:{self.TYPE_NAME}", name, None, opts)
+        role = self.ROLE
         description = shared.description
         service = description.service(role)
         volumes = {
@@ -379,51 +385,19 @@ class _AppService(pulumi.ComponentResource):
 
 
 class Api(_AppService):
-    def __init__(
-        self,
-        name: str,
-        shared: _Shared,
-        after: Sequence[pulumi.Resource],
-        gate: pulumi.Output[str],
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        super().__init__("Api", name, shared, "api", after, gate, opts)
+    TYPE_NAME, ROLE = "Api", "api"
 
 
 class Workers(_AppService):
-    def __init__(
-        self,
-        name: str,
-        shared: _Shared,
-        after: Sequence[pulumi.Resource],
-        gate: pulumi.Output[str],
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        super().__init__("Workers", name, shared, "worker", after, gate, opts)
+    TYPE_NAME, ROLE = "Workers", "worker"
 
 
 class Beat(_AppService):
-    def __init__(
-        self,
-        name: str,
-        shared: _Shared,
-        after: Sequence[pulumi.Resource],
-        gate: pulumi.Output[str],
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        super().__init__("Beat", name, shared, "beat", after, gate, opts)
+    TYPE_NAME, ROLE = "Beat", "beat"
 
 
 class Flower(_AppService):
-    def __init__(
-        self,
-        name: str,
-        shared: _Shared,
-        after: Sequence[pulumi.Resource],
-        gate: pulumi.Output[str],
-        opts: pulumi.ResourceOptions,
-    ) -> None:
-        super().__init__("Flower", name, shared, "flower", after, gate, opts)
+    TYPE_NAME, ROLE = "Flower", "flower"
 
 
 @dataclass(frozen=True)
