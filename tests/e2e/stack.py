@@ -7,7 +7,9 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,6 +126,32 @@ class RehearsedStack:
         text = str(output.decode())
         assert exit_code == 0, text
         return text.strip()
+
+    def submit_jobs(self, count: int, first_item: int) -> list[str]:
+        """POST /process for `count` items from `first_item` on; the task ids, all answered 202."""
+
+        def post(item_id: int) -> str:
+            with httpx.Client(base_url=self.api_url, timeout=30) as client:
+                response = client.post(f"/process/{item_id}")
+                assert response.status_code == 202, response.text
+                return str(response.json()["task_id"])
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(post, range(first_item, first_item + count)))
+
+    def job_statuses(self, ids: list[str]) -> dict[str, int]:
+        """How many of these jobs are in each status, read from the database."""
+        statuses: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            listed = ",".join(f"'{uuid.UUID(job_id)}'" for job_id in ids[start : start + 500])
+            # Every id went through uuid.UUID: nothing but hex digits and dashes reaches the SQL.
+            rows = self.psql(
+                f"SELECT status, count(*) FROM jobs WHERE id IN ({listed}) GROUP BY status"  # noqa: S608
+            )
+            for row in rows.splitlines():
+                status, count = row.split("|")
+                statuses[status] = statuses.get(status, 0) + int(count)
+        return statuses
 
     def flower_auth(self) -> tuple[str, str]:
         secrets = read_rehearsal_secrets(self.name)

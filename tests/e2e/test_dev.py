@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -21,24 +20,6 @@ from tests.e2e.stack import ARTIFACTS, RehearsedStack, eventually
 from tests.rehearsal.engine import REPO_ROOT
 
 SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
-
-
-def _submit(stack: RehearsedStack, count: int, first_item: int) -> list[str]:
-    def post(item_id: int) -> str:
-        with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-            response = client.post(f"/process/{item_id}")
-            assert response.status_code == 202, response.text
-            return str(response.json()["task_id"])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(post, range(first_item, first_item + count)))
-
-
-def _statuses(stack: RehearsedStack, ids: list[str]) -> dict[str, int]:
-    listed = ",".join(f"'{uuid.UUID(job_id)}'" for job_id in ids)
-    # Every id went through uuid.UUID above: nothing but hex digits and dashes reaches the SQL.
-    rows = stack.psql(f"SELECT status, count(*) FROM jobs WHERE id IN ({listed}) GROUP BY status")  # noqa: S608
-    return {status: int(n) for status, n in (row.split("|") for row in rows.splitlines() if row)}
 
 
 def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
@@ -71,11 +52,11 @@ def test_tutorial_flow_against_the_published_port(dev_stack: RehearsedStack) -> 
 
 
 def test_500_jobs_through_two_workers(dev_stack: RehearsedStack) -> None:
-    ids = _submit(dev_stack, 500, first_item=1000)
+    ids = dev_stack.submit_jobs(500, first_item=1000)
 
     def all_finished() -> dict[str, int] | None:
         """all 500 jobs finished"""
-        statuses = _statuses(dev_stack, ids)
+        statuses = dev_stack.job_statuses(ids)
         finished = statuses.get("succeeded", 0) + statuses.get("failed", 0)
         return statuses if finished == 500 else None
 
@@ -190,11 +171,11 @@ def test_a_stopped_worker_finishes_its_jobs_and_leaves_none_started(
 ) -> None:
     worker_name = dev_stack.names("worker")[0]
     worker = dev_stack.container(worker_name)
-    ids = _submit(dev_stack, 200, first_item=5000)
+    ids = dev_stack.submit_jobs(200, first_item=5000)
 
     def running() -> bool:
         """jobs of the batch are running"""
-        return _statuses(dev_stack, ids).get("started", 0) > 0
+        return dev_stack.job_statuses(ids).get("started", 0) > 0
 
     eventually(running, within=60, every=0.2)
     # `docker stop`: SIGTERM, then the container's own stop timeout before a kill.
@@ -207,7 +188,7 @@ def test_a_stopped_worker_finishes_its_jobs_and_leaves_none_started(
 
         def drained() -> dict[str, int] | None:
             """the batch drained through the remaining worker"""
-            statuses = _statuses(dev_stack, ids)
+            statuses = dev_stack.job_statuses(ids)
             return statuses if statuses.get("succeeded", 0) == 200 else None
 
         assert eventually(drained, within=300, every=2) == {"succeeded": 200}

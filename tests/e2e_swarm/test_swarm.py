@@ -12,7 +12,6 @@ import re
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,35 +38,10 @@ APP_ROLES = ("migrate", "api", "worker", "beat", "flower")
 CONNECTION_FILES = ("database_url", "redis_url", "celery_broker_url", "celery_result_backend")
 
 
-def _submit(stack: SwarmStack, count: int, first_item: int) -> list[str]:
-    def post(item_id: int) -> str:
-        with httpx.Client(base_url=stack.api_url, timeout=30) as client:
-            response = client.post(f"/process/{item_id}")
-            assert response.status_code == 202, response.text
-            return str(response.json()["task_id"])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(post, range(first_item, first_item + count)))
-
-
-def _statuses(stack: SwarmStack, ids: list[str]) -> dict[str, int]:
-    statuses: dict[str, int] = {}
-    for start in range(0, len(ids), 500):
-        listed = ",".join(f"'{uuid.UUID(job_id)}'" for job_id in ids[start : start + 500])
-        # Every id went through uuid.UUID: nothing but hex digits and dashes reaches the SQL.
-        rows = stack.psql(
-            f"SELECT status, count(*) FROM jobs WHERE id IN ({listed}) GROUP BY status"  # noqa: S608
-        )
-        for row in rows.splitlines():
-            status, count = row.split("|")
-            statuses[status] = statuses.get(status, 0) + int(count)
-    return statuses
-
-
 def _wait_all_succeeded(stack: SwarmStack, ids: list[str], *, within: float) -> dict[str, int]:
     def finished() -> dict[str, int] | None:
         """every job finished"""
-        statuses = _statuses(stack, ids)
+        statuses = stack.job_statuses(ids)
         done = statuses.get("succeeded", 0) + statuses.get("failed", 0)
         return statuses if done == len(ids) else None
 
@@ -246,7 +220,7 @@ def test_tutorial_flow_against_the_published_port(swarm_stack: SwarmStack) -> No
 
 
 def test_500_jobs_through_the_replicated_workers(swarm_stack: SwarmStack) -> None:
-    ids = _submit(swarm_stack, 500, first_item=1000)
+    ids = swarm_stack.submit_jobs(500, first_item=1000)
     assert _wait_all_succeeded(swarm_stack, ids, within=300) == {"succeeded": 500}
     by_container = _succeeded_by_container(swarm_stack)
     assert len(by_container) == 2
@@ -436,7 +410,7 @@ def test_scaling_workers_from_2_to_4_by_config(swarm_stack: SwarmStack) -> None:
     assert len(containers) == 4
     assert all(c.attrs["State"]["Health"]["Status"] == "healthy" for c in containers)
 
-    ids = _submit(swarm_stack, 400, first_item=200_000)
+    ids = swarm_stack.submit_jobs(400, first_item=200_000)
     assert _wait_all_succeeded(swarm_stack, ids, within=300) == {"succeeded": 400}
     ours = set(ids)
     by_container = {
