@@ -19,8 +19,8 @@ import docker.errors
 import docker.models.containers
 import httpx
 
-from tests.rehearsal.engine import REPO_ROOT
-from tests.rehearsal.stack_config import read_rehearsal_secrets
+from rehearsal.runner import REPO_ROOT
+from rehearsal.stack_config import read_rehearsal_secrets
 
 ARTIFACTS = REPO_ROOT / "artifacts"
 T = TypeVar("T")

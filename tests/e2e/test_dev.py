@@ -16,8 +16,8 @@ import docker
 import httpx
 import pytest
 
+from rehearsal.runner import REPO_ROOT
 from tests.e2e.stack import ARTIFACTS, RehearsedStack, eventually
-from tests.rehearsal.engine import REPO_ROOT
 
 SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from rehearsal.engine import STACK_LABEL
 from tests.e2e.stack import ARTIFACTS
 from tests.e2e_swarm.stack import SwarmStack
-from tests.rehearsal.engine import STACK_LABEL
 
 
 @pytest.fixture(scope="module")

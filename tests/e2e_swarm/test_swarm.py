@@ -20,9 +20,9 @@ import docker.errors
 import httpx
 import pytest
 
+from rehearsal.engine import STACK_LABEL
 from tests.e2e.stack import ARTIFACTS, eventually
 from tests.e2e_swarm.stack import SwarmStack
-from tests.rehearsal.engine import STACK_LABEL
 
 SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 ROLES_REPLICAS = {

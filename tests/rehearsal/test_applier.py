@@ -9,13 +9,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.rehearsal.applier import delete_container
-from tests.rehearsal.engine import STACK_LABEL, RehearsalError, api_client
-from tests.rehearsal.runner import down, up
-from tests.rehearsal.stack_config import StackConfig
-from tests.rehearsal.state import StackState
+from rehearsal.appliers.docker import delete_container
+from rehearsal.engine import STACK_LABEL, RehearsalError, api_client
+from rehearsal.runner import REPO_ROOT
+from rehearsal.stack import down, up
+from rehearsal.stack_config import StackConfig
+from rehearsal.state import StackState
 
-SAMPLE_PROGRAM = Path(__file__).resolve().parent / "sample_program"
+SAMPLE_PROGRAM = REPO_ROOT / "rehearsal" / "sample_program"
 STACK = "applier-test"
 PREFIX = f"rehearsal-sample-{STACK}"
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.rehearsal.engine import STACK_LABEL, RehearsalError
-from tests.rehearsal.swarm_applier import (
+from rehearsal.appliers.swarm import (
     _tasks_by_slot,
     replacement_key,
     service_spec,
     validate_service_inputs,
 )
+from rehearsal.engine import STACK_LABEL, RehearsalError
 
 URN = "urn:pulumi:s::p::docker:index/service:Service::api"
 

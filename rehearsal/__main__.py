@@ -1,4 +1,5 @@
-"""python -m tests.rehearsal up|down --stack dev|prod [--config key=value] [--secret key=value]."""
+"""python -m rehearsal up|down --stack dev|prod [--config key=value] [--secret key=value];
+python -m rehearsal check [--chromium]: what this machine lacks for a rehearsal."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.rehearsal.runner import down, up
-from tests.rehearsal.stack_config import load_stack_config
+from rehearsal.check import missing_prerequisites, report
+from rehearsal.stack import down, up
+from rehearsal.stack_config import load_stack_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.rehearsal", description=__doc__)
-    parser.add_argument("command", choices=["up", "down"])
+    parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "check"])
     parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used")
     parser.add_argument(
         "--name",
@@ -39,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--outputs-json", type=Path, help="up: write the stack's non-secret outputs to this file"
     )
+    parser.add_argument(
+        "--chromium", action="store_true", help="check: also Chromium (the end-to-end tests)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "check":
+        missing = missing_prerequisites(chromium=args.chromium)
+        if missing:
+            print(report(missing), file=sys.stderr)
+            return 1
+        return 0
     # A failed registration also surfaces as "Future exception was never retrieved" on the asyncio
     # logger; the error itself is reported once, below.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -1,55 +1,33 @@
 """`up` and `down` for a rehearsed stack.
 
-`up` runs the Pulumi program the way the Python language host does (`runpy.run_path` on the program
-directory, with that directory as the working directory, inside the SDK's `run_pulumi_func`) with
-the stack's config and `EngineMocks` as the engine, then removes what the program no longer
-declares. `down` deletes everything recorded for the stack in reverse creation order.
+`up` runs the Pulumi program through `rehearsal.runner.run_program` (as the Python language host
+does) with the stack's config and `EngineMocks` as the engine, then removes what the program no
+longer declares. `down` deletes everything recorded for the stack in reverse creation order.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import runpy
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
-import pulumi
-import pulumi.runtime
-from pulumi.runtime.settings import SETTINGS, get_root_resource, reset_options
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
-from tests.rehearsal.applier import (
-    CONTAINER,
-    NETWORK,
-    VOLUME,
-    AppliedEvent,
-    EngineMocks,
-    RecordingMonitor,
-    delete_container,
-    delete_resource,
-    remove_network,
-)
-from tests.rehearsal.engine import REPO_ROOT, SEQUENCE_LABEL, STACK_LABEL, api_client
-from tests.rehearsal.stack_config import StackConfig
-from tests.rehearsal.state import AppliedResource, StackState
-from tests.rehearsal.swarm_applier import (
-    SECRET,
-    SERVICE,
-    SERVICE_CONFIG,
-    delete_blob,
-    delete_service,
-)
-from tests.rehearsal.swarm_node import (
+from rehearsal.appliers.dispatch import AppliedEvent, EngineMocks, delete_resource
+from rehearsal.appliers.docker import delete_container, remove_network
+from rehearsal.appliers.swarm import delete_blob, delete_service
+from rehearsal.engine import SEQUENCE_LABEL, STACK_LABEL, api_client
+from rehearsal.runner import run_program
+from rehearsal.stack_config import StackConfig
+from rehearsal.state import AppliedResource, StackState
+from rehearsal.swarm_node import (
     ensure_swarm,
     node_labels_from_config,
     release_swarm,
     swarm_state,
 )
+from rehearsal.tokens import CONTAINER, NETWORK, SECRET, SERVICE, SERVICE_CONFIG, VOLUME
 
 
 @dataclass
@@ -159,7 +137,14 @@ def up(
     remove_leftovers(stack, state, log)
     mocks = EngineMocks(stack, state, log=log)
     try:
-        outputs, secret_outputs = run_program(stack, config, mocks)
+        run = run_program(
+            config.values,
+            stack=stack,
+            mocks=mocks,
+            secret_keys=config.secret_keys,
+            project=config.project,
+            program_dir=config.program_dir,
+        )
     finally:
         # Resources replaced create-before-delete go once the program has run (or failed), as
         # Pulumi deletes them at the end of the deployment.
@@ -179,55 +164,12 @@ def up(
             state.forget(resource.urn)
             removed.append(resource.urn)
     return UpResult(
-        outputs=outputs,
-        secret_outputs=secret_outputs,
+        outputs=run.exports,
+        secret_outputs=run.secret_outputs,
         registered=list(mocks.registered),
         events=mocks.events,
         removed=removed,
     )
-
-
-def run_program(
-    stack: str, config: StackConfig, mocks: EngineMocks
-) -> tuple[dict[str, Any], set[str]]:
-    """Run the program under `mocks` as the language host would: its exports, and which are
-    secret."""
-    reset_options(project=config.project, stack=stack, root_directory=str(REPO_ROOT), preview=False)
-    pulumi.runtime.set_all_config(config.values, config.secret_keys)
-    pulumi.runtime.set_mocks(
-        mocks,
-        project=config.project,
-        stack=stack,
-        preview=False,
-        monitor=RecordingMonitor(mocks),
-    )
-    # The language host passes the project root (where Pulumi.yaml is) to the program.
-    SETTINGS.root_directory = str(REPO_ROOT)
-    exports: dict[str, Any] = {}
-    secret_outputs: set[str] = set()
-
-    def program() -> Any:  # the coroutine collecting the exports, awaited by run_pulumi_func
-        runpy.run_path(str(config.program_dir), run_name="__main__")
-
-        async def collect() -> None:
-            root = get_root_resource()
-            for key, value in dict(getattr(root, "outputs", {})).items():
-                output = pulumi.Output.from_input(value)
-                exports[key] = await output.future()
-                if await output.is_secret():
-                    secret_outputs.add(key)
-
-        return collect()
-
-    previous_directory = os.getcwd()
-    previous_path = list(sys.path)
-    os.chdir(config.program_dir)
-    try:
-        _sync_await(run_pulumi_func(program))
-    finally:
-        os.chdir(previous_directory)
-        sys.path[:] = previous_path
-    return exports, secret_outputs
 
 
 def down(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Collection, Mapping
-from pathlib import Path
 from typing import Any
 
 import docker
 
+from rehearsal.runner import REPO_ROOT
+
+DOCKER_SOCKET = "/var/run/docker.sock"
 # The engine's own client: the `docker` first on PATH may be a newer CLI that wants buildx.
 DOCKER_CLI = "/usr/bin/docker"
 
@@ -19,7 +21,6 @@ STACK_LABEL = "com.taskstack.rehearsal"
 URN_LABEL = "com.taskstack.rehearsal.urn"
 SEQUENCE_LABEL = "com.taskstack.rehearsal.sequence"
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO_ROOT / ".pulumi-state" / "rehearsal"
 
 
@@ -27,9 +28,9 @@ class RehearsalError(Exception):
     """A registration the rehearsal cannot apply, or that failed as the provider would fail it."""
 
 
-def api_client() -> docker.APIClient:
+def api_client(*, timeout: int = 300) -> docker.APIClient:
     # The low-level client maps one to one onto the Engine API calls the provider makes.
-    return docker.APIClient(base_url="unix:///var/run/docker.sock", version="auto", timeout=300)
+    return docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=timeout)
 
 
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -72,7 +73,7 @@ def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str
     if unknown:
         raise RehearsalError(
             f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
-            "(add them to tests/rehearsal/, following the provider's semantics)"
+            "(add them to rehearsal/appliers/, following the provider's semantics)"
         )
 
 

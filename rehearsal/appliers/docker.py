@@ -1,10 +1,5 @@
-"""Apply the program's registrations to the Docker engine, as pulumi-docker 5.x would.
-
-`EngineMocks.new_resource` receives each registration with its inputs already resolved (the Python
-SDK awaits every Output input, and every `depends_on` URN, before it calls the monitor; the monitor
-returns the URN only once `new_resource` has returned). So a resource is applied only after
-everything it depends on has been applied: the order the program declares is the order things start,
-and its own gates (an `apply` on a one-shot's `exit_code`) run on real values.
+"""The single-host resources (networks, volumes, images, containers), applied to the Docker engine
+as pulumi-docker 5.x would. `rehearsal.appliers.dispatch` hands each registration here by type.
 
 Provider sources cited below (pulumi-docker 5.1/5.2 bridges kreuzwerker/terraform-provider-docker
 v4.5.0, commit 5074970c; `docker.Image` is pulumi-docker's own `provider/image.go`):
@@ -22,19 +17,17 @@ import io
 import os
 import subprocess
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import docker
 import docker.errors
 import docker.types
-from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
-from pulumi.runtime.rpc import is_rpc_secret, unwrap_rpc_secret
+from pulumi.runtime.mocks import MockResourceArgs
 
-from tests.rehearsal.engine import (
+from rehearsal.appliers import ApplyContext
+from rehearsal.engine import (
     DOCKER_CLI,
     RehearsalError,
     api_client,
@@ -44,23 +37,9 @@ from tests.rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
-from tests.rehearsal.state import AppliedResource, StackState, inputs_digest
-from tests.rehearsal.swarm_applier import (
-    SECRET,
-    SERVICE,
-    SERVICE_CONFIG,
-    apply_secret,
-    apply_service,
-    apply_service_config,
-    delete_blob,
-    delete_service,
-)
-
-NETWORK = "docker:index/network:Network"
-VOLUME = "docker:index/volume:Volume"
-REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
-IMAGE = "docker:index/image:Image"
-CONTAINER = "docker:index/container:Container"
+from rehearsal.runner import RegistrationOptions
+from rehearsal.state import AppliedResource, inputs_digest
+from rehearsal.tokens import CONTAINER, NETWORK, VOLUME
 
 # Every Container input the rehearsal applies (wire names). Anything else the program sets is
 # refused with an error naming it, so a healthcheck or a read-only flag cannot vanish from the
@@ -163,16 +142,6 @@ IMAGE_INPUTS = {"imageName", "build", "skipPush", "buildOnPreview"}
 IMAGE_BUILD_INPUTS = {"context", "dockerfile", "args", "target", "platform", "builderVersion"}
 
 
-def reveal_secrets(value: Any) -> Any:
-    if is_rpc_secret(value):
-        return reveal_secrets(unwrap_rpc_secret(value))
-    if isinstance(value, dict):
-        return {key: reveal_secrets(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [reveal_secrets(item) for item in value]
-    return value
-
-
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -181,98 +150,14 @@ def _megabytes(value: Any) -> int:
     return int(value) * 1024 * 1024
 
 
-@dataclass
-class RegistrationOptions:
-    """Resource options the monitor receives but `MockResourceArgs` does not carry."""
+class DockerAppliers:
+    """The single-host resources (networks, volumes, images, containers), each applied as the
+    provider's Create/Read/Update would, recorded in the stack's state."""
 
-    urn: str
-    dependencies: list[str] = field(default_factory=list)
-    protect: bool = False
-    retain_on_delete: bool = False
-
-
-_current_registration = threading.local()
-
-
-class RecordingMonitor(MockMonitor):
-    """Hands each registration's URN and options to `new_resource` (same thread, synchronously)."""
-
-    def RegisterResource(self, request: Any) -> Any:
-        _current_registration.options = RegistrationOptions(
-            urn=self.make_urn(request.parent, request.type, request.name),
-            dependencies=list(request.dependencies),
-            protect=bool(request.protect),
-            retain_on_delete=bool(request.retainOnDelete),
-        )
-        try:
-            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        finally:
-            _current_registration.options = None
-
-
-def _registration_options(args: MockResourceArgs) -> RegistrationOptions:
-    options = getattr(_current_registration, "options", None)
-    if isinstance(options, RegistrationOptions):
-        return options
-    return RegistrationOptions(urn=f"{args.typ}::{args.name}")
-
-
-@dataclass
-class AppliedEvent:
-    urn: str
-    started: float
-    finished: float
-
-
-class EngineMocks(Mocks):
-    """`pulumi.runtime.Mocks` whose `new_resource` applies the registration to the Docker engine."""
-
-    def __init__(
-        self, stack: str, state: StackState, *, log: Callable[[str], None] = print
-    ) -> None:
-        self.stack = stack
-        self.state = state
-        self.log = log
-        self.registered: list[str] = []
-        self.events: list[AppliedEvent] = []
-        # Replaced create-before-delete (secrets, configs, services): deleted once the program has
-        # run, as Pulumi deletes replaced resources at the end of a deployment.
-        self.superseded: list[AppliedResource] = []
-        self._lock = threading.Lock()
-
-    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        raise RehearsalError(f"function {args.token} is not rehearsed")
-
-    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        options = _registration_options(args)
-        with self._lock:
-            self.registered.append(options.urn)
-        appliers: dict[
-            str, Callable[[MockResourceArgs, RegistrationOptions], tuple[str, dict[str, Any]]]
-        ]
-        appliers = {
-            NETWORK: self._network,
-            VOLUME: self._volume,
-            REMOTE_IMAGE: self._remote_image,
-            IMAGE: self._image,
-            CONTAINER: self._container,
-            SERVICE: lambda a, o: apply_service(self, a.name, a.inputs, o.urn),
-            SECRET: lambda a, o: apply_secret(self, a.name, a.inputs, o.urn),
-            SERVICE_CONFIG: lambda a, o: apply_service_config(self, a.name, a.inputs, o.urn),
-        }
-        # Secret inputs arrive wrapped ({<sig>: ..., "value": ...}); the provider gets values.
-        args.inputs = reveal_secrets(args.inputs)
-        if not args.custom:
-            # A ComponentResource: nothing to apply, Pulumi records it only.
-            return None, {}
-        applier = appliers.get(args.typ)
-        if applier is None:
-            raise RehearsalError(f"{options.urn}: resource type {args.typ} is not rehearsed")
-        started = time.monotonic()
-        resource_id, outputs = applier(args, options)
-        with self._lock:
-            self.events.append(AppliedEvent(options.urn, started, time.monotonic()))
-        return resource_id, outputs
+    def __init__(self, context: ApplyContext) -> None:
+        self.stack = context.stack
+        self.state = context.state
+        self.log = context.log
 
     # -- shared
     # ---------------------------------------------------------------------------------------
@@ -293,13 +178,13 @@ class EngineMocks(Mocks):
             # Containers are delete-before-replace in pulumi-docker ([resources.go]
             # DeleteBeforeReplace).
             self.log(f"  replacing {urn}")
-            delete_resource(api_client(), recorded, keep_volumes=False)
+            delete_docker_resource(api_client(), recorded, keep_volumes=False)
             self.state.forget(urn)
 
     # -- networks and volumes
     # -------------------------------------------------------------------------
 
-    def _network(
+    def network(
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
@@ -346,7 +231,7 @@ class EngineMocks(Mocks):
         self.log(f"  created network {name}")
         return network_id, {**inputs, **outputs}
 
-    def _volume(
+    def volume(
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
@@ -383,7 +268,7 @@ class EngineMocks(Mocks):
     # -- images
     # ---------------------------------------------------------------------------------------
 
-    def _remote_image(
+    def remote_image(
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
@@ -426,7 +311,7 @@ class EngineMocks(Mocks):
         )
         return resource_id, {**inputs, **outputs}
 
-    def _image(
+    def image(
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
@@ -501,7 +386,7 @@ class EngineMocks(Mocks):
     # -- containers
     # -----------------------------------------------------------------------------------
 
-    def _container(
+    def container(
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
@@ -880,10 +765,11 @@ def _exists(inspect: Callable[[str], Any], resource_id: str) -> bool:
     return True
 
 
-def delete_resource(
+def delete_docker_resource(
     client: docker.APIClient, resource: AppliedResource, *, keep_volumes: bool
 ) -> bool:
-    """Delete one recorded resource as the provider's Delete does. Returns False when it is kept."""
+    """Delete one recorded single-host resource as the provider's Delete does. Returns False when
+    it is kept."""
     if resource.type == CONTAINER:
         delete_container(
             client,
@@ -892,12 +778,6 @@ def delete_resource(
             attach=bool(resource.delete.get("attach", False)),
             remove_volumes=bool(resource.delete.get("removeVolumes", True)),
         )
-        return True
-    if resource.type == SERVICE:
-        delete_service(client, resource)
-        return True
-    if resource.type in (SECRET, SERVICE_CONFIG):
-        delete_blob(client, resource)
         return True
     if resource.type == NETWORK:
         remove_network(client, resource.id)

@@ -1,9 +1,10 @@
 """Apply the swarm registrations (Service, Secret, ServiceConfig) as pulumi-docker 5.x does.
 
-Same discipline as `applier.py`: every input the program sets is in a table below and applied, or
-refused with an error naming it. Provider sources cited (kreuzwerker/terraform-provider-docker
-v4.5.0, commit 5074970c, which pulumi-docker 5.1/5.2 bridges; pulumi-docker `provider/resources.go`
-v5.1.0; terraform-plugin-sdk v2 `helper/retry/state.go` for the waiting loop):
+Same discipline as `docker.py` beside it: every input the program sets is in a table below and
+applied, or refused with an error naming it. Provider sources cited
+(kreuzwerker/terraform-provider-docker v4.5.0, commit 5074970c, which pulumi-docker 5.1/5.2
+bridges; pulumi-docker `provider/resources.go` v5.1.0; terraform-plugin-sdk v2
+`helper/retry/state.go` for the waiting loop):
   [svc-funcs] internal/provider/resource_docker_service_funcs.go
   [svc-struct] internal/provider/resource_docker_service_structures.go
   [svc-schema] internal/provider/resource_docker_service.go
@@ -19,13 +20,14 @@ import base64
 import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import docker
 import docker.errors
 import docker.types
 
-from tests.rehearsal.engine import (
+from rehearsal.appliers import ApplyContext
+from rehearsal.engine import (
     STACK_LABEL,
     RehearsalError,
     api_client,
@@ -35,11 +37,8 @@ from tests.rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
-from tests.rehearsal.state import AppliedResource, StackState, inputs_digest
-
-SERVICE = "docker:index/service:Service"
-SECRET = "docker:index/secret:Secret"  # noqa: S105 - a resource type token
-SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
+from rehearsal.state import AppliedResource, inputs_digest
+from rehearsal.tokens import SECRET, SERVICE, SERVICE_CONFIG
 
 # Every Service input the rehearsal applies (wire names), and how ([svc-struct] createServiceSpec).
 SERVICE_INPUTS: dict[str, str] = {
@@ -140,15 +139,6 @@ POLL_MIN_SECONDS = 5.0
 POLL_MAX_SECONDS = 10.0
 # [svc-funcs] L91-98: Read after create/update waits this long before it reads the service back.
 READ_DELAY_SECONDS = 2.0
-
-
-class SwarmContext(Protocol):
-    """What the swarm appliers need from `EngineMocks`."""
-
-    stack: str
-    state: StackState
-    log: Callable[[str], None]
-    superseded: list[AppliedResource]
 
 
 def validate_service_inputs(urn: str, inputs: Mapping[str, Any]) -> None:
@@ -578,7 +568,7 @@ def task_diagnostics(client: docker.APIClient, service_id: str, *, tail: int = 2
 
 
 def apply_service(
-    context: SwarmContext, resource_name: str, inputs: Mapping[str, Any], urn: str
+    context: ApplyContext, resource_name: str, inputs: Mapping[str, Any], urn: str
 ) -> tuple[str, dict[str, Any]]:
     validate_service_inputs(urn, inputs)
     digest = inputs_digest(dict(inputs))
@@ -670,7 +660,7 @@ def apply_service(
 
 
 def _update_service(
-    context: SwarmContext,
+    context: ApplyContext,
     client: docker.APIClient,
     recorded: AppliedResource,
     inputs: Mapping[str, Any],
@@ -721,21 +711,21 @@ def _service_exists(client: docker.APIClient, service_id: str) -> bool:
 
 
 def apply_secret(
-    context: SwarmContext, resource_name: str, inputs: Mapping[str, Any], urn: str
+    context: ApplyContext, resource_name: str, inputs: Mapping[str, Any], urn: str
 ) -> tuple[str, dict[str, Any]]:
     refuse_unknown(urn, inputs, SECRET_INPUTS)
     return _apply_blob(context, SECRET, resource_name, inputs, urn)
 
 
 def apply_service_config(
-    context: SwarmContext, resource_name: str, inputs: Mapping[str, Any], urn: str
+    context: ApplyContext, resource_name: str, inputs: Mapping[str, Any], urn: str
 ) -> tuple[str, dict[str, Any]]:
     refuse_unknown(urn, inputs, CONFIG_INPUTS)
     return _apply_blob(context, SERVICE_CONFIG, resource_name, inputs, urn)
 
 
 def _apply_blob(
-    context: SwarmContext,
+    context: ApplyContext,
     resource_type: str,
     resource_name: str,
     inputs: Mapping[str, Any],

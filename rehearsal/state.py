@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.rehearsal.engine import STATE_DIR
+from rehearsal.engine import STATE_DIR
 
 
 def inputs_digest(inputs: dict[str, Any]) -> str:

@@ -2,10 +2,10 @@
 does.
 
 Layers, later wins: the project's declared defaults (`Pulumi.yaml` `config:`),
-`Pulumi.<stack>.yaml`, `Pulumi.rehearsal-<stack>.yaml` (the rehearsal's own stack file: ports that
-do not collide, short schedules; a rehearsal-only stack such as `swarm` has this file alone),
-then `--config key=value` as `pulumi config set` would. Values reach the program as strings
-(objects and lists as JSON), keys namespaced by the project name.
+`Pulumi.<stack>.yaml`, `rehearsal/stacks/Pulumi.rehearsal-<stack>.yaml` (the rehearsal's own stack
+file: ports that do not collide, short schedules; a rehearsal-only stack such as `swarm` has this
+file alone), then `--config key=value` as `pulumi config set` would. Values reach the program as
+strings (objects and lists as JSON), keys namespaced by the project name.
 
 Secrets: `pulumi config set --secret` values are encrypted with a passphrase the rehearsal does not
 have, so every secret key (declared `secret: true` in `Pulumi.yaml`, or `secure:` in a stack file)
@@ -26,7 +26,11 @@ from typing import Any
 
 import yaml
 
-from tests.rehearsal.engine import REPO_ROOT, STATE_DIR, RehearsalError
+from rehearsal.engine import STATE_DIR, RehearsalError
+from rehearsal.runner import REPO_ROOT
+
+# The rehearsal's own stack files (`Pulumi.rehearsal-<stack>.yaml`), layered over the project's.
+OVERLAYS_DIR = Path(__file__).resolve().parent / "stacks"
 
 # Per stack: the secret keys the rehearsal supplies when the layers leave them unset (what
 # `pulumi config set --secret` holds on a real machine), and the shape of each generated value.
@@ -82,6 +86,7 @@ def load_stack_config(
     overrides: list[str] | None = None,
     *,
     repo: Path = REPO_ROOT,
+    overlays: Path = OVERLAYS_DIR,
     state_dir: Path = STATE_DIR,
     secret_overrides: list[str] | None = None,
     secrets_name: str | None = None,
@@ -106,7 +111,7 @@ def load_stack_config(
         else:
             values[full_key] = _as_config_string(declaration)
 
-    stack_files = [repo / f"Pulumi.{stack}.yaml", repo / f"Pulumi.rehearsal-{stack}.yaml"]
+    stack_files = [repo / f"Pulumi.{stack}.yaml", overlays / f"Pulumi.rehearsal-{stack}.yaml"]
     # A stack the rehearsal alone runs (swarm) has only its rehearsal stack file.
     if not any(stack_file.exists() for stack_file in stack_files):
         raise RehearsalError(f"{stack_files[0]} not found: no such stack")

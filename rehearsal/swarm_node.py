@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from tests.rehearsal.engine import STATE_DIR, RehearsalError, api_client
+from rehearsal.engine import STATE_DIR, RehearsalError, api_client
 
 # One node: the control plane listens on loopback only, and advertises that address.
 ADVERTISE_ADDRESS = "127.0.0.1"

@@ -1,0 +1,23 @@
+"""Each pulumi-docker resource type applied to the Docker engine as the provider would apply it.
+
+`dispatch` is the engine the program talks to (`EngineMocks`: picks the applier by resource type,
+deletes a recorded resource by its type); `docker` applies the single-host resources (networks,
+volumes, images, containers), `swarm` the Swarm ones (services, secrets, configs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from rehearsal.state import AppliedResource, StackState
+
+
+class ApplyContext(Protocol):
+    """What an applier needs from the engine (`EngineMocks`)."""
+
+    stack: str
+    state: StackState
+    log: Callable[[str], None]
+    # Replaced create-before-delete (secrets, configs, services): deleted once the program has run.
+    superseded: list[AppliedResource]

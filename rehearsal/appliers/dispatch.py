@@ -1,0 +1,107 @@
+"""The engine the program talks to: `EngineMocks.new_resource` applies each registration by type.
+
+It receives each registration with its inputs already resolved (the Python SDK awaits every
+Output input, and every `depends_on` URN, before it calls the monitor; the monitor returns the URN
+only once `new_resource` has returned). So a resource is applied only after everything it depends
+on has been applied: the order the program declares is the order things start, and its own gates
+(an `apply` on a one-shot's `exit_code`) run on real values. Any resource type without an applier
+is an error naming it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
+
+from rehearsal.appliers import swarm
+from rehearsal.appliers.docker import DockerAppliers, delete_docker_resource
+from rehearsal.engine import RehearsalError
+from rehearsal.runner import RegistrationOptions, current_registration, reveal
+from rehearsal.state import AppliedResource, StackState
+from rehearsal.tokens import (
+    CONTAINER,
+    IMAGE,
+    NETWORK,
+    REMOTE_IMAGE,
+    SECRET,
+    SERVICE,
+    SERVICE_CONFIG,
+    VOLUME,
+)
+
+Applier = Callable[[MockResourceArgs, RegistrationOptions], tuple[str, dict[str, Any]]]
+
+
+@dataclass
+class AppliedEvent:
+    urn: str
+    started: float
+    finished: float
+
+
+class EngineMocks(Mocks):
+    """`pulumi.runtime.Mocks` whose `new_resource` applies the registration to the Docker engine."""
+
+    def __init__(
+        self, stack: str, state: StackState, *, log: Callable[[str], None] = print
+    ) -> None:
+        self.stack = stack
+        self.state = state
+        self.log = log
+        self.registered: list[str] = []
+        self.events: list[AppliedEvent] = []
+        # Replaced create-before-delete (secrets, configs, services): deleted once the program has
+        # run, as Pulumi deletes replaced resources at the end of a deployment.
+        self.superseded: list[AppliedResource] = []
+        self._lock = threading.Lock()
+        single_host = DockerAppliers(self)
+        self.appliers: dict[str, Applier] = {
+            NETWORK: single_host.network,
+            VOLUME: single_host.volume,
+            REMOTE_IMAGE: single_host.remote_image,
+            IMAGE: single_host.image,
+            CONTAINER: single_host.container,
+            SERVICE: lambda a, o: swarm.apply_service(self, a.name, a.inputs, o.urn),
+            SECRET: lambda a, o: swarm.apply_secret(self, a.name, a.inputs, o.urn),
+            SERVICE_CONFIG: lambda a, o: swarm.apply_service_config(self, a.name, a.inputs, o.urn),
+        }
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        raise RehearsalError(f"function {args.token} is not rehearsed")
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        options = current_registration(args)
+        with self._lock:
+            self.registered.append(options.urn)
+        # Secret inputs arrive wrapped ({<sig>: ..., "value": ...}); the provider gets values.
+        args.inputs = reveal(args.inputs)
+        if not args.custom:
+            # A ComponentResource: nothing to apply, Pulumi records it only.
+            return None, {}
+        applier = self.appliers.get(args.typ)
+        if applier is None:
+            raise RehearsalError(f"{options.urn}: resource type {args.typ} is not rehearsed")
+        started = time.monotonic()
+        resource_id, outputs = applier(args, options)
+        with self._lock:
+            self.events.append(AppliedEvent(options.urn, started, time.monotonic()))
+        return resource_id, outputs
+
+
+def delete_resource(
+    client: docker.APIClient, resource: AppliedResource, *, keep_volumes: bool
+) -> bool:
+    """Delete one recorded resource as the provider's Delete does. Returns False when it is kept."""
+    if resource.type == SERVICE:
+        swarm.delete_service(client, resource)
+        return True
+    if resource.type in (SECRET, SERVICE_CONFIG):
+        swarm.delete_blob(client, resource)
+        return True
+    return delete_docker_resource(client, resource, keep_volumes=keep_volumes)
