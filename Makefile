@@ -1,23 +1,30 @@
 # Two commands matter (README): `make up` provisions the dev stack, `make test` runs every check.
+# `make` or `make help` lists every target with its description (the `## ` comment on its line).
 SHELL := /bin/bash
+.DEFAULT_GOAL := help
 STACK ?= dev
 UV_VERSION := 0.13.9
 # `uv` from PATH, else the copy `make uv` installs with pip (a fresh shell may not see its script yet).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: uv sync services lint scan test faults e2e up down rehearse rehearse-down bench
+.PHONY: help uv sync services lint scan test faults e2e up down rehearse rehearse-down \
+	rehearse-check bench
+
+help:  ## list the targets and what each does
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-15s %s\n", $$1, $$2 }' \
+		$(MAKEFILE_LIST)
 
 uv:  ## install uv (pinned) when missing
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 
-sync: uv
+sync: uv  ## install the locked dependencies (uv sync --frozen)
 	$(UV) sync --frozen
 
 services:  ## make sure the machine's PostgreSQL and Redis answer (the app tests use them)
 	bash scripts/ensure-services.sh
 
-lint: sync
+lint: sync  ## ruff, ruff format, mypy --strict, hadolint, checkov
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
@@ -28,32 +35,42 @@ scan: uv  ## checkov on the Dockerfile, in an environment of its own (its pins c
 	$(UV) run --isolated --only-group scan checkov -f Dockerfile --framework dockerfile \
 		--quiet --compact --skip-download
 
-test: sync services lint
+test: sync services lint  ## lint, types, then the app and mocks tests (tests/app, tests/infra)
 	$(UV) run pytest tests/app tests/infra
 
 up: sync  ## provision the dev stack with Pulumi (needs the Pulumi CLI and a Docker engine)
 	bash scripts/pulumi-up.sh $(STACK)
 
-down: sync
+down: sync  ## pulumi destroy STACK (needs the Pulumi CLI)
 	bash scripts/pulumi-down.sh $(STACK)
 
 # The rehearsal (docs/rehearsal.md): the Pulumi program applied to this machine's Docker engine.
-e2e: sync faults  ## fault injection, the rehearsal's own tests, end-to-end tests on rehearsed stacks
+# Each target that needs the engine first says what this machine lacks (and the command that
+# provides it), before any test runs.
+e2e: sync  ## fault injection, the rehearsal's own tests, end-to-end tests on rehearsed stacks
+	$(UV) run python -m rehearsal check --chromium
+	$(MAKE) --no-print-directory faults
 	$(UV) run pytest tests/rehearsal tests/e2e
 
 faults: sync services  ## RELIABILITY.md: faults injected into private servers and real processes
 	$(UV) run pytest tests/faults
 
-rehearse: sync  ## bring STACK (dev|prod) up on the local Docker engine and leave it running
-	$(UV) run python -m tests.rehearsal up --stack $(STACK)
+rehearse-check: sync  ## what the rehearsal needs and this machine lacks (engine, base images, Chromium)
+	$(UV) run python -m rehearsal check --chromium
+
+rehearse: sync  ## bring STACK (dev|prod|swarm) up on the local Docker engine and leave it running
+	$(UV) run python -m rehearsal check
+	$(UV) run python -m rehearsal up --stack $(STACK)
 
 rehearse-down: sync  ## tear STACK down; VOLUMES=1 deletes its named volumes too
-	$(UV) run python -m tests.rehearsal down --stack $(STACK) $(if $(VOLUMES),--volumes)
+	$(UV) run python -m rehearsal down --stack $(STACK) $(if $(VOLUMES),--volumes)
 
 # Never part of the tests (docs/bench.md): the rehearsed dev stack under wrk, drains, ceilings.
 bench: sync  ## benchmark the rehearsed dev stack; needs Docker + base images, wrk, redis-benchmark
+	$(UV) run python -m rehearsal check
 	$(UV) run --group bench python -m bench.run
 
 .PHONY: e2e-swarm
 e2e-swarm: sync  ## the swarm rehearsal (docs/swarm.md): a single-node swarm on this engine, left afterwards
+	$(UV) run python -m rehearsal check
 	$(UV) run pytest tests/e2e_swarm

@@ -16,7 +16,7 @@ import docker.errors
 import requests.exceptions
 import yaml
 
-from rehearsal.engine import DOCKER_CLI, DOCKER_SOCKET, api_client
+from rehearsal import engine
 from rehearsal.runner import REPO_ROOT
 
 # On a machine with no registry access these scripts (beside the repository) start an engine and
@@ -46,15 +46,17 @@ def base_images(repo: Path = REPO_ROOT) -> list[str]:
 
 def missing_prerequisites(*, chromium: bool = False) -> list[Missing]:
     missing: list[Missing] = []
-    if not Path(DOCKER_CLI).exists():
+    if not Path(engine.DOCKER_CLI).exists():
         missing.append(
-            Missing(f"the Docker CLI {DOCKER_CLI} (image builds use it)", ENGINE_COMMAND)
+            Missing(f"the Docker CLI {engine.DOCKER_CLI} (image builds use it)", ENGINE_COMMAND)
         )
     try:
-        client = api_client(timeout=5)
+        client = engine.api_client(timeout=5)
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
-        missing.append(Missing(f"a Docker engine answering on {DOCKER_SOCKET}", ENGINE_COMMAND))
+        missing.append(
+            Missing(f"a Docker engine answering on {engine.DOCKER_SOCKET}", ENGINE_COMMAND)
+        )
     else:
         for image in base_images():
             try:

@@ -1,0 +1,40 @@
+"""`python -m rehearsal check`: what a machine lacks is named with the command that provides it."""
+
+from __future__ import annotations
+
+import pytest
+
+from rehearsal import check, engine
+from rehearsal.__main__ import main
+
+
+def test_a_silent_engine_is_named_with_the_command_that_starts_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(engine, "DOCKER_SOCKET", "/nonexistent/docker.sock")
+    monkeypatch.setenv("PATH", "/nonexistent")
+
+    assert main(["check", "--chromium"]) == 1
+
+    said = capsys.readouterr().err
+    assert "a Docker engine answering on /nonexistent/docker.sock" in said
+    assert check.ENGINE_COMMAND in said
+    assert "chromium" in said
+    assert check.CHROMIUM_COMMAND in said
+
+
+def test_the_base_images_are_the_dockerfile_s_and_the_project_s_defaults() -> None:
+    assert check.base_images() == ["python:3.13-slim", "postgres:17", "redis:8"]
+
+
+def test_a_missing_base_image_is_named_with_the_command_that_builds_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(check, "base_images", lambda: ["taskstack-no-such-image:0"])
+
+    missing = check.missing_prerequisites()
+
+    assert [item.what for item in missing] == [
+        "the base image taskstack-no-such-image:0 on the engine (nothing is pulled)"
+    ]
+    assert missing[0].command.startswith(check.IMAGES_COMMAND)
