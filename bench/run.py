@@ -1,6 +1,6 @@
 """`make bench`: how fast the dev stack accepts and finishes work (docs/bench.md).
 
-Brings the dev stack up through the rehearsal harness (`python -m tests.rehearsal up --stack dev`,
+Brings the dev stack up through the rehearsal harness (`python -m rehearsal up --stack dev`,
 its own stack name and host ports, JOB_WORK_SECONDS=0), measures, writes `bench/results/bench.json`
 and `bench/results/bench.png`, prints a markdown table, and tears the stack down (volumes too).
 
@@ -84,14 +84,14 @@ class Stack:
             f"workerConcurrency={worker_processes}",
             f"appEnv={json.dumps(APP_ENV)}",
         ]
-        command = [sys.executable, "-m", "tests.rehearsal", "up", "--stack", "dev"]
+        command = [sys.executable, "-m", "rehearsal", "up", "--stack", "dev"]
         command += ["--name", STACK_NAME, *(arg for c in config for arg in ("--config", c))]
         subprocess.run(command, check=True, cwd=REPO)
         self.wait_ready()
 
     def down(self) -> None:
         log(f"rehearsal down ({STACK_NAME}, volumes too)")
-        command = [sys.executable, "-m", "tests.rehearsal", "down", "--name", STACK_NAME]
+        command = [sys.executable, "-m", "rehearsal", "down", "--name", STACK_NAME]
         subprocess.run([*command, "--stack", "dev", "--volumes"], check=False, cwd=REPO)
 
     def wait_ready(self) -> None:
