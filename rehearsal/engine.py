@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import docker
+import docker.errors
 
 from rehearsal.runner import REPO_ROOT
 
@@ -58,6 +59,15 @@ def go_duration_nanoseconds(text: str) -> int:
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise RehearsalError(f"not a Go duration: {text!r}")
     return int(sum(float(number) * _GO_UNIT_NANOSECONDS[unit] for number, unit in parts))
+
+
+def exists(inspect: Callable[[str], Any], resource_id: str) -> bool:
+    """Whether the engine still has the object (`inspect` is e.g. `client.inspect_network`)."""
+    try:
+        inspect(resource_id)
+    except docker.errors.NotFound:
+        return False
+    return True
 
 
 def label_list_to_dict(labels: Any) -> dict[str, str]:

@@ -18,7 +18,7 @@ import os
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import docker
@@ -32,6 +32,7 @@ from rehearsal.engine import (
     RehearsalError,
     api_client,
     autoname,
+    exists,
     go_duration_nanoseconds,
     label_list_to_dict,
     refuse_unknown,
@@ -194,7 +195,7 @@ class DockerAppliers:
         digest = inputs_digest(inputs)
         client = api_client()
         unchanged = self._unchanged(options.urn, digest)
-        if unchanged is not None and _exists(client.inspect_network, unchanged.id):
+        if unchanged is not None and exists(client.inspect_network, unchanged.id):
             return unchanged.id, {**inputs, **unchanged.outputs}
         self._replace_recorded(options.urn)
         name = inputs.get("name") or autoname(args.name)
@@ -239,7 +240,7 @@ class DockerAppliers:
         digest = inputs_digest(inputs)
         client = api_client()
         unchanged = self._unchanged(options.urn, digest)
-        if unchanged is not None and _exists(client.inspect_volume, unchanged.id):
+        if unchanged is not None and exists(client.inspect_volume, unchanged.id):
             return unchanged.id, {**inputs, **unchanged.outputs}
         recorded = self.state.get(options.urn)
         if recorded is not None and (options.protect or recorded.delete.get("protect")):
@@ -394,7 +395,7 @@ class DockerAppliers:
         digest = inputs_digest(inputs)
         client = api_client()
         unchanged = self._unchanged(options.urn, digest)
-        if unchanged is not None and _exists(client.inspect_container, unchanged.id):
+        if unchanged is not None and exists(client.inspect_container, unchanged.id):
             state = client.inspect_container(unchanged.id)["State"]
             if inputs.get("mustRun", True) and not state["Running"]:
                 # [funcs] L813-824 Read sets must_run=false for a stopped container, the diff
@@ -755,14 +756,6 @@ def _upload_archive(upload: Mapping[str, Any]) -> bytes:
         info.mtime = int(time.time())
         archive.addfile(info, io.BytesIO(payload))
     return buffer.getvalue()
-
-
-def _exists(inspect: Callable[[str], Any], resource_id: str) -> bool:
-    try:
-        inspect(resource_id)
-    except docker.errors.NotFound:
-        return False
-    return True
 
 
 def delete_docker_resource(

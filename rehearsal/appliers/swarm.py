@@ -32,6 +32,7 @@ from rehearsal.engine import (
     RehearsalError,
     api_client,
     autoname,
+    exists,
     go_duration_nanoseconds,
     label_list_to_dict,
     refuse_unknown,
@@ -575,14 +576,14 @@ def apply_service(
     replace_key = replacement_key(inputs)
     client = api_client()
     recorded = context.state.get(urn)
-    exists = recorded is not None and _service_exists(client, recorded.id)
-    if recorded is not None and exists and not recorded.tainted and recorded.digest == digest:
+    present = recorded is not None and exists(client.inspect_service, recorded.id)
+    if recorded is not None and present and not recorded.tainted and recorded.digest == digest:
         return recorded.id, {**inputs, **recorded.outputs}
     name = str(inputs.get("name") or autoname(resource_name))
     converge = inputs.get("convergeConfig")
     if (
         recorded is not None
-        and exists
+        and present
         and not recorded.tainted
         and recorded.replace_key == replace_key
     ):
@@ -592,7 +593,7 @@ def apply_service(
         context.state.record(recorded)
         return recorded.id, {**inputs, **recorded.outputs}
     if recorded is not None:
-        if exists and not recorded.tainted:
+        if present and not recorded.tainted:
             # pulumi-docker does not mark Service delete-before-replace ([resources.go]): the new
             # service is created first, the old one deleted at the end of the deployment. With the
             # same name the engine refuses the create, as it would for `pulumi up`.
@@ -702,14 +703,6 @@ def _update_service(
     time.sleep(READ_DELAY_SECONDS)
 
 
-def _service_exists(client: docker.APIClient, service_id: str) -> bool:
-    try:
-        client.inspect_service(service_id)
-    except docker.errors.NotFound:
-        return False
-    return True
-
-
 def apply_secret(
     context: ApplyContext, resource_name: str, inputs: Mapping[str, Any], urn: str
 ) -> tuple[str, dict[str, Any]]:
@@ -738,7 +731,7 @@ def _apply_blob(
     client = api_client()
     recorded = context.state.get(urn)
     inspect = client.inspect_secret if resource_type == SECRET else client.inspect_config
-    if recorded is not None and recorded.digest == digest and _exists(inspect, recorded.id):
+    if recorded is not None and recorded.digest == digest and exists(inspect, recorded.id):
         return recorded.id, {**inputs, **recorded.outputs}
     if recorded is not None:
         context.superseded.append(recorded)
@@ -760,14 +753,6 @@ def _apply_blob(
     )
     context.log(f"  created {'secret' if resource_type == SECRET else 'config'} {name}")
     return blob_id, {**inputs, "name": name}
-
-
-def _exists(inspect: Callable[[str], Any], resource_id: str) -> bool:
-    try:
-        inspect(resource_id)
-    except docker.errors.NotFound:
-        return False
-    return True
 
 
 # -- delete
