@@ -29,9 +29,9 @@ T = TypeVar("T")
 def rehearse(
     *args: str, check: bool = True, timeout: int = 1200
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m tests.rehearsal ...`, as `make rehearse` runs it."""
+    """`python -m rehearsal ...`, as `make rehearse` runs it."""
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.rehearsal", *args],
+        [sys.executable, "-m", "rehearsal", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -81,7 +81,8 @@ def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: Rehe
         logs = dev_stack.logs(beat)
         return logs.count("Sending due task requeue-stale-jobs") >= 2
 
-    # REAPER_INTERVAL_SECONDS=5 (Pulumi.rehearsal-dev.yaml): the default would be a minute apart.
+    # REAPER_INTERVAL_SECONDS=5 (rehearsal/stacks/Pulumi.rehearsal-dev.yaml): the default would be a
+    # minute apart.
     eventually(sent_twice, within=60)
 
     def ran_on_a_worker() -> bool:
