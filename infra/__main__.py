@@ -18,11 +18,12 @@ from infra.outputs import export_outputs  # noqa: E402
 from infra.spec import describe_stack  # noqa: E402
 from infra.targets import render  # noqa: E402
 
-# 1. Every taskstack:* key, validated before any resource is declared.
-config = load_stack_config()
+# 1. Every taskstack:* key, validated before any resource is declared; credentials as secrets.
+config, credentials = load_stack_config()
 # 2. The stack, target-neutral: roles, images, commands, environment, health, hardening, ordering.
-description = describe_stack(config, pulumi.get_stack(), REPO_ROOT)
-# 3. Resources for the configured target (docker today).
+description = describe_stack(config, credentials, pulumi.get_stack(), REPO_ROOT)
+# 3. Resources for the configured target: containers on one host (docker, the default) or
+#    services on a swarm (swarm).
 rendered = render(description)
 # 4. Stack outputs: URLs, image, container names; connection strings as secrets.
 export_outputs(description, rendered)

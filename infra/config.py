@@ -4,6 +4,10 @@ Every `taskstack:*` key a stack may set is a field of `StackConfig` (camelCase a
 Anything wrong (an unknown key, a bad port, a non-positive count, a secret stored in plain text, a
 prod stack without its secrets) stops the program with one message per problem that names the key
 and the exact `pulumi config set` command that fixes it.
+
+Credentials are not fields of `StackConfig`: their shape is checked with the other keys (the plain
+value is read once for that and dropped), then they travel as Pulumi secrets, `Output`s from
+`Config.require_secret`/`get_secret` (`Credentials`). Only the SDK's public API is used.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -150,10 +155,6 @@ class StackConfig(BaseModel):
     update_monitor_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
     api_update_order: UpdateOrder = "start-first"
 
-    postgres_password: SecretStr | None = None
-    redis_password: SecretStr | None = None
-    flower_basic_auth: SecretStr | None = None
-
     @field_validator("postgres_image", "redis_image")
     @classmethod
     def _pinned_image(cls, value: str) -> str:
@@ -234,24 +235,6 @@ class StackConfig(BaseModel):
                 raise ValueError("WORKER_HEARTBEAT_SECONDS must be a whole number from 1 to 59")
         return value
 
-    @field_validator("postgres_password", "redis_password")
-    @classmethod
-    def _password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
-            raise ValueError("must be at least 16 characters long")
-        return value
-
-    @field_validator("flower_basic_auth")
-    @classmethod
-    def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return value
-        for pair in value.get_secret_value().split(","):
-            user, sep, password = pair.partition(":")
-            if not user or not sep or len(password) < 16:
-                raise ValueError("must be user:password (password at least 16 characters)")
-        return value
-
     @model_validator(mode="after")
     def _cross_key_rules(self) -> StackConfig:
         published = {"apiPort": self.api_port, "flowerPort": self.flower_port}
@@ -277,13 +260,53 @@ class StackConfig(BaseModel):
         return self.environment == "prod"
 
 
+class CredentialRules(BaseModel):
+    """The shape each credential must have. Validation only: the plain values are not kept."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    postgres_password: SecretStr | None = None
+    redis_password: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None
+
+    @field_validator("postgres_password", "redis_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _basic_auth(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        for pair in value.get_secret_value().split(","):
+            user, sep, password = pair.partition(":")
+            if not user or not sep or len(password) < 16:
+                raise ValueError("must be user:password (password at least 16 characters)")
+        return value
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The stack's credentials as Pulumi secrets. Dev falls back to the dev-only database password
+    and runs Redis and Flower without one when none is set; prod requires all three."""
+
+    postgres_password: pulumi.Output[str]
+    redis_password: pulumi.Output[str] | None
+    flower_basic_auth: pulumi.Output[str] | None
+
+
 def _positive_below(entry: str, bound: int) -> bool:
     value = entry.partition("=")[2]
     return value.isdigit() and 0 < int(value) < bound
 
 
 FIELD_BY_KEY: Mapping[str, str] = {
-    (field.alias or name): name for name, field in StackConfig.model_fields.items()
+    (field.alias or name): name
+    for model in (StackConfig, CredentialRules)
+    for name, field in model.model_fields.items()
 }
 
 
@@ -301,19 +324,25 @@ def set_command(key: str, example: str | None = None) -> str:
 def _project_values() -> tuple[dict[str, Any], set[str]]:
     """Every `taskstack:*` value the engine passed in, and which of them are secret.
 
-    Pulumi's language host passes the stack configuration in PULUMI_CONFIG (secret keys in
-    PULUMI_CONFIG_SECRET_KEYS); tests and the Automation API use `set_all_config`. Read both, so
-    that an unknown key is caught whichever way it came in.
+    Public SDK API only. Pulumi's language host passes the stack configuration in PULUMI_CONFIG
+    (`pulumi.runtime.get_config_env`), its secret keys in PULUMI_CONFIG_SECRET_KEYS: an unknown key
+    set with `pulumi config set` is found there. A configuration handed over another way (the
+    Automation API's `set_all_config`) is read key by key through `pulumi.Config`: the SDK lists no
+    keys then, so only the known ones are seen.
     """
-    from pulumi.runtime import config as runtime_config  # the SDK's config store, read-only here
-
-    merged: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(
-        runtime_config._SECRET_KEYS.get()
-    )
     prefix = f"{PROJECT}:"
-    values = {k.removeprefix(prefix): v for k, v in merged.items() if k.startswith(prefix)}
-    secrets = {k.removeprefix(prefix) for k in secret_keys if k.startswith(prefix)}
+    bag = pulumi.Config(PROJECT)
+    present = {
+        k.removeprefix(prefix) for k in pulumi.runtime.get_config_env() if k.startswith(prefix)
+    }
+    present |= {key for key in FIELD_BY_KEY if bag.get(key) is not None}
+    values = {key: bag.get(key) for key in sorted(present)}
+    passed_as_secret = set(pulumi.runtime.get_config_secret_keys_env())
+    secrets = {
+        key
+        for key in present
+        if pulumi.runtime.is_config_secret(prefix + key) or prefix + key in passed_as_secret
+    }
     return values, secrets
 
 
@@ -333,16 +362,13 @@ def _describe(error: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     return f"{PROJECT}:{key}: {message}{shown}.\n  fix: {set_command(key)}"
 
 
-def _prod_rules(config: StackConfig, values: Mapping[str, Any]) -> list[str]:
-    problems = []
-    for key in PROD_REQUIRED_SECRETS:
-        if key not in values:
-            problems.append(
-                f"{PROJECT}:{key} is required in a prod stack and is not set.\n"
-                f"  fix: {set_command(key)}"
-            )
-    password = config.postgres_password
-    if password is not None and password.get_secret_value() == DEV_ONLY_POSTGRES_PASSWORD:
+def _prod_rules(values: Mapping[str, Any]) -> list[str]:
+    problems = [
+        f"{PROJECT}:{key} is required in a prod stack and is not set.\n  fix: {set_command(key)}"
+        for key in PROD_REQUIRED_SECRETS
+        if key not in values
+    ]
+    if values.get("postgresPassword") == DEV_ONLY_POSTGRES_PASSWORD:
         problems.append(
             f"{PROJECT}:postgresPassword is the published dev-only password; a prod stack needs "
             f"its own.\n  fix: {set_command('postgresPassword')}"
@@ -350,30 +376,57 @@ def _prod_rules(config: StackConfig, values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _validated(model: type[BaseModel], values: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    try:
+        return model.model_validate(dict(values)), []
+    except ValidationError as exc:
+        return None, [_describe(error, values) for error in exc.errors()]
+
+
 def parse_stack_config(values: Mapping[str, Any], secret_keys: set[str]) -> StackConfig:
-    """Validate raw `taskstack:*` values (key without the project prefix) into a `StackConfig`."""
+    """Validate raw `taskstack:*` values (key without the project prefix) into a `StackConfig`.
+
+    The credentials among `values` are checked (stored as secrets, their shape, required in prod)
+    and left out of the result: the program reads them as secrets (`load_credentials`).
+    """
     problems = [
         f"{PROJECT}:{key} holds a credential but is stored in plain text.\n"
         f"  fix: {set_command(key)}"
         for key in SECRET_KEYS
         if key in values and key not in secret_keys
     ]
-    try:
-        config = StackConfig.model_validate(dict(values))
-    except ValidationError as exc:
-        problems += [_describe(error, values) for error in exc.errors()]
-        config = None
+    plain = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+    config, found = _validated(StackConfig, plain)
+    problems += found
+    problems += _validated(CredentialRules, {k: values[k] for k in SECRET_KEYS if k in values})[1]
     if config is not None and config.is_prod:
-        problems += _prod_rules(config, values)
+        problems += _prod_rules(values)
     if problems:
         raise StackConfigError(
             f"the {PROJECT} stack configuration is invalid:\n" + "\n".join(problems)
         )
-    assert config is not None
+    assert isinstance(config, StackConfig)
     return config
 
 
-def load_stack_config() -> StackConfig:
+def load_credentials(config: StackConfig) -> Credentials:
+    """The credentials as secret `Output`s; call after `parse_stack_config` accepted them."""
+    bag = pulumi.Config(PROJECT)
+    if config.is_prod:
+        return Credentials(
+            postgres_password=bag.require_secret("postgresPassword"),
+            redis_password=bag.require_secret("redisPassword"),
+            flower_basic_auth=bag.require_secret("flowerBasicAuth"),
+        )
+    return Credentials(
+        postgres_password=bag.get_secret("postgresPassword", DEV_ONLY_POSTGRES_PASSWORD),
+        redis_password=bag.get_secret("redisPassword"),
+        flower_basic_auth=bag.get_secret("flowerBasicAuth"),
+    )
+
+
+def load_stack_config() -> tuple[StackConfig, Credentials]:
     """Read and validate this stack's configuration; call before declaring any resource."""
     values, secret_keys = _project_values()
-    return parse_stack_config(values, secret_keys)
+    config = parse_stack_config(values, secret_keys)
+    return config, load_credentials(config)

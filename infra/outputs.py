@@ -17,5 +17,5 @@ def export_outputs(description: StackDescription, rendered: Rendered) -> None:
     pulumi.export("imageId", rendered.image_id)
     pulumi.export("containerNames", {role: list(names) for role, names in rendered.names.items()})
     # In-network URLs (hosts `postgres`, `redis`): what the app containers use.
-    pulumi.export("databaseUrl", pulumi.Output.secret(description.database_url.get_secret_value()))
-    pulumi.export("redisUrl", pulumi.Output.secret(description.redis_url.get_secret_value()))
+    pulumi.export("databaseUrl", pulumi.Output.secret(description.database_url))
+    pulumi.export("redisUrl", pulumi.Output.secret(description.redis_url))

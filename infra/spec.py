@@ -2,9 +2,14 @@
 
 `describe_stack` turns a validated `StackConfig` into plain data: roles, images, commands,
 environment (plain and secret parts kept apart), health checks, ports, volumes, hardening, limits,
-replicas and ordering. A target renderer (`infra/targets/docker.py`: containers on one host,
-`infra/targets/swarm.py`: services on a swarm) turns that into resources; nothing here imports
-Pulumi, so the description stands on its own.
+replicas, placement, rollout and ordering (`Service.depends_on`, which every target follows). A
+target renderer (`infra/targets/docker.py`: containers on one host, `infra/targets/swarm.py`:
+services on a swarm) turns that into resources and adds only what is its own (how a one-shot is
+run, how a copy learns its number). Nothing here is specific to a target or declares a resource:
+the only Pulumi values are the credentials, which stay secret `Output`s throughout.
+
+One small function per role (`_postgres`, `_redis`, `_migrate`, `_api`, `_worker`, `_beat`,
+`_flower`) builds that role from `_Common`, what the roles share.
 
 Credentials are described twice, as the two kinds of target deliver them: as environment variables
 (`secret_env`, for plain containers) and as files under /run/secrets (`file_secrets`, for targets
@@ -15,14 +20,14 @@ with a secret store), where each consumer has its own way to read a file (Postgr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from pydantic import SecretStr
+import pulumi
 
-from infra.config import DEV_ONLY_POSTGRES_PASSWORD, PROJECT, StackConfig
+from infra.config import PROJECT, Credentials, StackConfig
 
 # Where a secret store (Swarm) mounts credentials; app/config.py reads this directory.
 SECRETS_DIR = "/run/secrets"
@@ -37,6 +42,9 @@ SecretKey = Literal[
 
 ROLES: tuple[Role, ...] = ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
+
+# In `Service.replica_env` values: the copy's number (1, 2, ...), filled in by the target.
+REPLICA = "{replica}"
 
 # The image contract (docs/architecture.md): app code runs as app, 10001:10001. The postgres and
 # redis images run as their own uid 999; starting them as that user skips the entrypoints' root-only
@@ -67,6 +75,7 @@ _FIXED_LIMITS: Mapping[Role, tuple[int, str]] = {
     "beat": (256, "0.25"),
     "flower": (256, "0.5"),
 }
+_TMP = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a private tmpfs
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,13 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class PublishedPort:
+    """A port reachable from outside. `local_only`: meant for this machine only (a developer's
+    database client); a target that cannot bind one address leaves it unpublished."""
+
     internal: int
     external: int
     host_ip: str
+    local_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,7 +124,6 @@ class Hardening:
     read_only_rootfs: bool
     no_new_privileges: bool
     cap_drop: tuple[str, ...]
-    cap_add: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,13 +148,20 @@ class FileSecrets:
 
 @dataclass(frozen=True)
 class Service:
-    """One role. `replicas` copies; a `one_shot` runs to completion and gates its dependants."""
+    """One role.
+
+    `replicas` copies; `replica_env` is set per copy, `REPLICA` in a value standing for the copy's
+    number. A `one_shot` runs to completion and gates its dependants. `depends_on`: the roles that
+    must be up (healthy, or for a one-shot: succeeded) before this one is created. `start_first`: a
+    new copy may start before the old one stops on an update. `node_labels`: on a several-node
+    target, the node labels (key=value) the role is pinned to (its volume lives there).
+    """
 
     role: Role
     image: ImageKind
     command: tuple[str, ...]
     env: Mapping[str, str]
-    secret_env: Mapping[str, SecretStr]
+    secret_env: Mapping[str, pulumi.Output[str]]
     user: str
     networks: tuple[NetworkAttachment, ...]
     hardening: Hardening
@@ -156,8 +175,11 @@ class Service:
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     limits: Limits | None = None
     replicas: int = 1
+    replica_env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[Role, ...] = ()
     one_shot: bool = False
+    start_first: bool = False
+    node_labels: tuple[str, ...] = ()
     stop_signal: str = "SIGTERM"
     stop_grace_seconds: int = 10
     file_secrets: FileSecrets = field(default_factory=lambda: FileSecrets(files={}))
@@ -201,17 +223,14 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
-class SwarmSettings:
-    """How services are spread, published and rolled out on a swarm (target swarm only)."""
+class ClusterSettings:
+    """How a target that spreads copies over several nodes routes to them and rolls them out."""
 
-    api_replicas: int
-    placement: Mapping[Role, tuple[str, ...]]  # node labels (key=value) a role is pinned to
     endpoint_mode: str
     publish_mode: str
     update_parallelism: int
     update_delay_seconds: int
     update_monitor_seconds: int
-    api_update_order: str
 
 
 @dataclass(frozen=True)
@@ -223,16 +242,15 @@ class StackDescription:
     networks: tuple[Network, ...]
     volumes: tuple[Volume, ...]
     app_image: AppImage
-    postgres_image: str
-    redis_image: str
-    services: tuple[Service, ...]
+    images: Mapping[ImageKind, str]  # pinned references of the pulled images (not "app")
+    services: tuple[Service, ...]  # in dependency order: each after the roles it depends on
     logging: LogSettings
     wait_timeout_seconds: int
     endpoints: Endpoints
-    database_url: SecretStr
-    redis_url: SecretStr
-    secrets: Mapping[SecretKey, SecretStr]
-    swarm: SwarmSettings
+    database_url: pulumi.Output[str]
+    redis_url: pulumi.Output[str]
+    secrets: Mapping[SecretKey, pulumi.Output[str]]
+    cluster: ClusterSettings
 
     def service(self, role: Role) -> Service:
         return next(s for s in self.services if s.role == role)
@@ -242,117 +260,140 @@ class StackDescription:
         return base if replica is None else f"{base}-{replica}"
 
 
-def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDescription:
-    """The whole stack for `stack`, from its validated configuration."""
-    prod = config.is_prod
-    name_prefix = f"{PROJECT}-{stack}"
+def in_dependency_order(services: tuple[Service, ...]) -> tuple[Service, ...]:
+    """`services`, each after every role it depends on; a cycle or an unknown role is an error."""
+    by_role = {s.role: s for s in services}
+    ordered: list[Service] = []
+    visiting: set[Role] = set()
 
-    def labels(role: str) -> dict[str, str]:
-        return {LABEL_STACK: stack, LABEL_ROLE: role, LABEL_MANAGED_BY: "pulumi"}
+    def visit(service: Service) -> None:
+        if service in ordered:
+            return
+        if service.role in visiting:
+            raise ValueError(f"dependency cycle through {service.role}")
+        visiting.add(service.role)
+        for role in service.depends_on:
+            if role not in by_role:
+                raise ValueError(f"{service.role} depends on {role}, which is not described")
+            visit(by_role[role])
+        ordered.append(service)
 
-    postgres_password = config.postgres_password or SecretStr(DEV_ONLY_POSTGRES_PASSWORD)
-    redis_password = config.redis_password  # dev runs Redis without a password unless one is set
-    database_url = SecretStr(
-        f"postgresql+psycopg://{config.postgres_user}:"
-        f"{quote(postgres_password.get_secret_value(), safe='')}"
-        f"@{POSTGRES_ALIAS}:{POSTGRES_PORT}/{config.postgres_db}"
-    )
-    redis_auth = f":{quote(redis_password.get_secret_value(), safe='')}@" if redis_password else ""
-    redis_url = SecretStr(f"redis://{redis_auth}{REDIS_ALIAS}:{REDIS_PORT}/0")
+    for service in services:
+        visit(service)
+    return tuple(ordered)
 
-    hardening = Hardening(
-        read_only_rootfs=prod,
-        no_new_privileges=prod,
-        cap_drop=("ALL",) if prod else (),
-    )
-    tmp = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a private tmpfs
-    # Dev keeps both networks but leaves `data` routable so its ports can be published on 127.0.0.1;
-    # in prod it is `internal`: only containers attached to it reach PostgreSQL and Redis.
-    app_networks = (NetworkAttachment("app"), NetworkAttachment("data"))
 
-    def limits(role: Role) -> Limits | None:
+# --- What the roles share ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Common:
+    config: StackConfig
+    stack: str
+    repo_root: Path
+    hardening: Hardening
+    app_env: Mapping[str, str]
+    connection_env: Mapping[str, pulumi.Output[str]]
+    credentials: Credentials
+
+    @property
+    def prod(self) -> bool:
+        return self.config.is_prod
+
+    def labels(self, role: str) -> dict[str, str]:
+        return {LABEL_STACK: self.stack, LABEL_ROLE: role, LABEL_MANAGED_BY: "pulumi"}
+
+    def limits(self, role: Role) -> Limits | None:
+        c = self.config
         per_stack: Mapping[Role, tuple[int, str]] = {
-            "api": (config.api_memory_mb, config.api_cpus),
-            "worker": (config.worker_memory_mb, config.worker_cpus),
-            "postgres": (config.postgres_memory_mb, config.postgres_cpus),
-            "redis": (config.redis_memory_mb, config.redis_cpus),
+            "api": (c.api_memory_mb, c.api_cpus),
+            "worker": (c.worker_memory_mb, c.worker_cpus),
+            "postgres": (c.postgres_memory_mb, c.postgres_cpus),
+            "redis": (c.redis_memory_mb, c.redis_cpus),
         }
         memory_mb, cpus = {**_FIXED_LIMITS, **per_stack}[role]
-        return Limits(memory_mb, cpus) if prod else None
+        return Limits(memory_mb, cpus) if self.prod else None
 
-    def dev_port(internal: int, external: int) -> tuple[PublishedPort, ...]:
-        return () if prod else (PublishedPort(internal, external, "127.0.0.1"),)
+    def dev_port(self, internal: int, external: int) -> tuple[PublishedPort, ...]:
+        # Dev only, on loopback: a developer's client reaches the database; prod publishes none.
+        local = PublishedPort(internal, external, "127.0.0.1", local_only=True)
+        return () if self.prod else (local,)
 
-    app_env = dict(entry.partition("=")[::2] for entry in config.app_env)
-    connection_env: dict[str, SecretStr] = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-    }
 
-    # pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`).
-    connection_files: dict[str, SecretKey] = {
-        "database_url": "database_url",
-        "redis_url": "redis_url",
-        "celery_broker_url": "redis_url",
-        "celery_result_backend": "redis_url",
-    }
+# pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`).
+_CONNECTION_FILES: Mapping[str, SecretKey] = {
+    "database_url": "database_url",
+    "redis_url": "redis_url",
+    "celery_broker_url": "redis_url",
+    "celery_result_backend": "redis_url",
+}
 
-    def app_service(role: Role, command: tuple[str, ...], **overrides: object) -> Service:
-        fields: dict[str, object] = {
-            "role": role,
-            "image": "app",
-            "command": command,
-            "env": app_env,
-            "secret_env": connection_env,
-            "user": APP_USER,
-            "networks": app_networks,
-            "hardening": hardening,
-            "restart": config.restart_policy,
-            "labels": labels(role),
-            "tmpfs": tmp,
-            "limits": limits(role),
-            "depends_on": ("postgres", "redis", "migrate"),
-            "file_secrets": FileSecrets(files=connection_files),
-        }
-        fields.update(overrides)
-        return Service(**fields)  # type: ignore[arg-type]
 
-    postgres = Service(
+def _database_url(config: StackConfig, password: pulumi.Output[str]) -> pulumi.Output[str]:
+    prefix = f"postgresql+psycopg://{config.postgres_user}:"
+    suffix = f"@{POSTGRES_ALIAS}:{POSTGRES_PORT}/{config.postgres_db}"
+    return pulumi.Output.secret(password.apply(lambda p: f"{prefix}{quote(p, safe='')}{suffix}"))
+
+
+def _redis_url(password: pulumi.Output[str] | None) -> pulumi.Output[str]:
+    address = f"{REDIS_ALIAS}:{REDIS_PORT}/0"
+    if password is None:  # dev runs Redis without a password unless one is set
+        return pulumi.Output.secret(f"redis://{address}")
+    return pulumi.Output.secret(password.apply(lambda p: f"redis://:{quote(p, safe='')}@{address}"))
+
+
+def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root: Path) -> _Common:
+    prod = config.is_prod
+    redis_url = _redis_url(credentials.redis_password)
+    return _Common(
+        config=config,
+        stack=stack,
+        repo_root=repo_root,
+        hardening=Hardening(
+            read_only_rootfs=prod, no_new_privileges=prod, cap_drop=("ALL",) if prod else ()
+        ),
+        app_env=dict(entry.partition("=")[::2] for entry in config.app_env),
+        connection_env={
+            "DATABASE_URL": _database_url(config, credentials.postgres_password),
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "CELERY_RESULT_BACKEND": redis_url,
+        },
+        credentials=credentials,
+    )
+
+
+# --- One function per role -----------------------------------------------------------------------
+
+
+def _postgres(c: _Common) -> Service:
+    user, db = c.config.postgres_user, c.config.postgres_db
+    return Service(
         role="postgres",
         image="postgres",
         command=(),  # the image's own: postgres
-        env={"POSTGRES_USER": config.postgres_user, "POSTGRES_DB": config.postgres_db},
-        secret_env={"POSTGRES_PASSWORD": postgres_password},
+        env={"POSTGRES_USER": user, "POSTGRES_DB": db},
+        secret_env={"POSTGRES_PASSWORD": c.credentials.postgres_password},
         user=DATA_USER,
         networks=(NetworkAttachment("data", (POSTGRES_ALIAS,)),),
-        hardening=hardening,
-        restart=config.restart_policy,
-        labels=labels("postgres"),
+        hardening=c.hardening,
+        restart=c.config.restart_policy,
+        labels=c.labels("postgres"),
         # -h 127.0.0.1: during first-start initdb the server listens on the socket only, so a socket
         # probe would report ready before the database is.
         healthcheck=HealthCheck(
-            test=(
-                "CMD",
-                "pg_isready",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                config.postgres_user,
-                "-d",
-                config.postgres_db,
-            ),
+            test=("CMD", "pg_isready", "-h", "127.0.0.1", "-U", user, "-d", db),
             interval="5s",
             timeout="5s",
             retries=5,
             start_period="1m0s",
         ),
         wait_healthy=True,
-        ports=dev_port(POSTGRES_PORT, config.postgres_host_port),
+        ports=c.dev_port(POSTGRES_PORT, c.config.postgres_host_port),
         volumes=(VolumeMount("postgres", "/var/lib/postgresql/data"),),
-        tmpfs={**tmp, "/var/run/postgresql": "rw,noexec,nosuid,nodev,size=16m,mode=1777"},
-        limits=limits("postgres"),
+        tmpfs={**_TMP, "/var/run/postgresql": "rw,noexec,nosuid,nodev,size=16m,mode=1777"},
+        limits=c.limits("postgres"),
+        node_labels=c.config.postgres_node_labels,
         # The official image reads the password from a file when POSTGRES_PASSWORD_FILE is set.
         file_secrets=FileSecrets(
             files={"postgres_password": "postgres_password"},
@@ -362,87 +403,101 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         stop_grace_seconds=60,
     )
 
-    redis_command: tuple[str, ...] = ("redis-server", "--appendonly", "yes")
-    redis_secret_env: dict[str, SecretStr] = {}
-    redis_check = "redis-cli ping | grep -q PONG"
-    redis_file_secrets = FileSecrets(files={})
-    if redis_password is not None:
-        # From a file: the shell reads it when the process starts, so no resource input holds it.
-        password_file = f"{SECRETS_DIR}/redis_password"
-        redis_file_secrets = FileSecrets(
+
+_REDIS_CHECK = "redis-cli ping | grep -q PONG"
+
+
+def _redis_check(test: str) -> HealthCheck:
+    return HealthCheck(
+        test=("CMD-SHELL", test), interval="5s", timeout="5s", retries=5, start_period="30s"
+    )
+
+
+def _redis(c: _Common) -> Service:
+    password = c.credentials.redis_password
+    service = Service(
+        role="redis",
+        image="redis",
+        command=("redis-server", "--appendonly", "yes"),
+        env={},
+        secret_env={},
+        user=DATA_USER,
+        networks=(NetworkAttachment("data", (REDIS_ALIAS,)),),
+        hardening=c.hardening,
+        restart=c.config.restart_policy,
+        labels=c.labels("redis"),
+        # grep: redis-cli prints an error reply (NOAUTH, LOADING) but may still exit 0.
+        healthcheck=_redis_check(_REDIS_CHECK),
+        wait_healthy=True,
+        ports=c.dev_port(REDIS_PORT, c.config.redis_host_port),
+        volumes=(VolumeMount("redis", "/data"),),
+        tmpfs=_TMP,
+        limits=c.limits("redis"),
+        node_labels=c.config.redis_node_labels,
+        stop_grace_seconds=30,
+    )
+    if password is None:
+        return service
+    # From a file: the shell reads it when the process starts, so no resource input holds it.
+    password_file = f"{SECRETS_DIR}/redis_password"
+    return replace(
+        service,
+        # The password reaches redis-server through the environment, never through the command (a
+        # plain resource input). REDISCLI_AUTH is also what the healthcheck's redis-cli reads.
+        command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDISCLI_AUTH"'),
+        secret_env={"REDISCLI_AUTH": password},
+        file_secrets=FileSecrets(
             files={"redis_password": "redis_password"},
             command=(
                 "sh",
                 "-c",
                 f'exec redis-server --appendonly yes --requirepass "$(cat {password_file})"',
             ),
-            healthcheck=HealthCheck(
-                test=("CMD-SHELL", f'REDISCLI_AUTH="$(cat {password_file})" {redis_check}'),
-                interval="5s",
-                timeout="5s",
-                retries=5,
-                start_period="30s",
-            ),
-        )
-        # The password reaches redis-server through the environment, never through the command (a
-        # plain resource input). REDISCLI_AUTH is also what the healthcheck's redis-cli reads.
-        redis_command = (
-            "sh",
-            "-c",
-            'exec redis-server --appendonly yes --requirepass "$REDISCLI_AUTH"',
-        )
-        redis_secret_env["REDISCLI_AUTH"] = redis_password
-    redis = Service(
-        role="redis",
-        image="redis",
-        command=redis_command,
-        env={},
-        secret_env=redis_secret_env,
-        user=DATA_USER,
-        networks=(NetworkAttachment("data", (REDIS_ALIAS,)),),
-        hardening=hardening,
-        restart=config.restart_policy,
-        labels=labels("redis"),
-        # grep: redis-cli prints an error reply (NOAUTH, LOADING) but may still exit 0.
-        healthcheck=HealthCheck(
-            test=("CMD-SHELL", redis_check),
-            interval="5s",
-            timeout="5s",
-            retries=5,
-            start_period="30s",
+            healthcheck=_redis_check(f'REDISCLI_AUTH="$(cat {password_file})" {_REDIS_CHECK}'),
         ),
-        wait_healthy=True,
-        ports=dev_port(REDIS_PORT, config.redis_host_port),
-        volumes=(VolumeMount("redis", "/data"),),
-        tmpfs=tmp,
-        limits=limits("redis"),
-        file_secrets=redis_file_secrets,
-        stop_grace_seconds=30,
     )
 
-    migrate = app_service(
-        "migrate",
-        ("alembic", "upgrade", "head"),
+
+def _app_service(c: _Common, role: Role, command: tuple[str, ...]) -> Service:
+    """A role of the app image: needs PostgreSQL, Redis and the migrated schema."""
+    return Service(
+        role=role,
+        image="app",
+        command=command,
+        env=c.app_env,
+        secret_env=c.connection_env,
+        user=APP_USER,
+        # Both networks: `data` reaches PostgreSQL and Redis (internal in prod), `app` the rest.
+        networks=(NetworkAttachment("app"), NetworkAttachment("data")),
+        hardening=c.hardening,
+        restart=c.config.restart_policy,
+        labels=c.labels(role),
+        tmpfs=_TMP,
+        limits=c.limits(role),
+        depends_on=("postgres", "redis", "migrate"),
+        file_secrets=FileSecrets(files=_CONNECTION_FILES),
+    )
+
+
+def _migrate(c: _Common) -> Service:
+    return replace(
+        _app_service(c, "migrate", ("alembic", "upgrade", "head")),
         one_shot=True,
         restart="no",
         depends_on=("postgres",),
     )
 
-    api_command: tuple[str, ...] = (
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(API_PORT),
-    )
-    if prod:
-        api_command += ("--workers", str(config.api_workers))
+
+def _api(c: _Common) -> Service:
+    command: tuple[str, ...] = ("uvicorn", "app.main:app", "--host", "0.0.0.0")
+    command += ("--port", str(API_PORT))
+    if c.prod:
+        command += ("--workers", str(c.config.api_workers))
     else:
-        api_command += ("--reload", "--reload-dir", "/app/app")
-    api = app_service(
-        "api",
-        api_command,
+        command += ("--reload", "--reload-dir", "/app/app")
+    bind = BindMount(c.repo_root / "app", "/app/app", read_only=True)
+    return replace(
+        _app_service(c, "api", command),
         # The image has no curl; urlopen raises on a 503 and on a timeout, exiting non-zero.
         healthcheck=HealthCheck(
             test=(
@@ -458,22 +513,23 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
             start_period="30s",
         ),
         wait_healthy=True,
-        ports=(PublishedPort(API_PORT, config.api_port, config.publish_address),),
-        binds=() if prod else (BindMount(repo_root / "app", "/app/app", read_only=True),),
+        ports=(PublishedPort(API_PORT, c.config.api_port, c.config.publish_address),),
+        binds=() if c.prod else (bind,),
+        # Copies where a target can balance between them; one published port admits one per host.
+        replicas=c.config.api_replicas,
+        start_first=c.config.api_update_order == "start-first",
         stop_grace_seconds=30,
     )
 
-    worker = app_service(
-        "worker",
-        (
-            "celery",
-            "-A",
-            "app.worker",
-            "worker",
-            "--loglevel=INFO",
-            f"--concurrency={config.worker_concurrency}",
-        ),
-        env={**app_env, "WORKER_HEARTBEAT_PATH": WORKER_HEARTBEAT_PATH},
+
+def _worker(c: _Common) -> Service:
+    command = ("celery", "-A", "app.worker", "worker", "--loglevel=INFO")
+    return replace(
+        _app_service(c, "worker", (*command, f"--concurrency={c.config.worker_concurrency}")),
+        env={**c.app_env, "WORKER_HEARTBEAT_PATH": WORKER_HEARTBEAT_PATH},
+        # Celery's node name (`--hostname`, read from CELERY_WORKER_HOSTNAME): Flower and
+        # `celery inspect` show worker-1@<host>, worker-2@<host> rather than celery@<container id>.
+        replica_env={"CELERY_WORKER_HOSTNAME": f"worker-{REPLICA}@%h"},
         # A shell `find`, not a Python process: the worker touches the file while its consumer is
         # connected (architecture.md "Health signals").
         healthcheck=HealthCheck(
@@ -487,15 +543,17 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
             start_period="1m0s",
         ),
         wait_healthy=True,
-        replicas=config.worker_replicas,
+        replicas=c.config.worker_replicas,
+        start_first=True,
         # Celery's warm shutdown on SIGTERM finishes running tasks; give it the configured grace.
-        stop_grace_seconds=config.worker_stop_grace_seconds,
+        stop_grace_seconds=c.config.worker_stop_grace_seconds,
     )
 
-    beat = app_service(
-        "beat",
-        ("celery", "-A", "app.worker", "beat", "--loglevel=INFO"),
-        env={**app_env, "BEAT_SCHEDULE_PATH": BEAT_SCHEDULE_PATH},
+
+def _beat(c: _Common) -> Service:
+    return replace(
+        _app_service(c, "beat", ("celery", "-A", "app.worker", "beat", "--loglevel=INFO")),
+        env={**c.app_env, "BEAT_SCHEDULE_PATH": BEAT_SCHEDULE_PATH},
         volumes=(VolumeMount("beat", STATE_DIR),),
         # Beat's persistent scheduler rewrites its schedule file at least every few minutes
         # (celery's sync_every is 3 min; ticks come at least every beat_max_loop_interval, 5 min).
@@ -513,102 +571,33 @@ def describe_stack(config: StackConfig, stack: str, repo_root: Path) -> StackDes
         replicas=1,  # exactly one: two beats would schedule every periodic task twice
     )
 
-    flower_secret_env = dict(connection_env)
-    flower_command: tuple[str, ...] = (
-        "celery",
-        "-A",
-        "app.worker",
-        "flower",
-        f"--port={FLOWER_PORT}",
+
+def _flower(c: _Common) -> Service:
+    command = ("celery", "-A", "app.worker", "flower", f"--port={FLOWER_PORT}")
+    service = replace(
+        _app_service(c, "flower", command),
+        # Reads the credentials from the environment, so they never appear in the healthcheck input.
+        healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
+        ports=(PublishedPort(FLOWER_PORT, c.config.flower_port, c.config.publish_address),),
     )
-    flower_file_secrets = FileSecrets(files=connection_files)
-    if config.flower_basic_auth is not None:
-        flower_secret_env["FLOWER_BASIC_AUTH"] = config.flower_basic_auth
-        # Flower reads FLOWER_BASIC_AUTH from its environment only: the shell exports it from the
-        # file for the Flower process alone; the healthcheck reads the file itself.
-        auth_file = f"{SECRETS_DIR}/flower_basic_auth"
-        flower_file_secrets = FileSecrets(
-            files={**connection_files, "flower_basic_auth": "flower_basic_auth"},
+    auth = c.credentials.flower_basic_auth
+    if auth is None:
+        return service
+    # Flower reads FLOWER_BASIC_AUTH from its environment only: the shell exports it from the file
+    # for the Flower process alone; the healthcheck reads the file itself.
+    auth_file = f"{SECRETS_DIR}/flower_basic_auth"
+    return replace(
+        service,
+        secret_env={**c.connection_env, "FLOWER_BASIC_AUTH": auth},
+        file_secrets=FileSecrets(
+            files={**_CONNECTION_FILES, "flower_basic_auth": "flower_basic_auth"},
             command=(
                 "sh",
                 "-c",
                 f'FLOWER_BASIC_AUTH="$(cat {auth_file})"; export FLOWER_BASIC_AUTH; '
-                f"exec {' '.join(flower_command)}",
+                f"exec {' '.join(command)}",
             ),
             healthcheck=_flower_healthcheck(f"open('{auth_file}').read().strip()"),
-        )
-    flower = app_service(
-        "flower",
-        flower_command,
-        secret_env=flower_secret_env,
-        # Reads the credentials from the environment, so they never appear in the healthcheck input.
-        healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
-        file_secrets=flower_file_secrets,
-        ports=(PublishedPort(FLOWER_PORT, config.flower_port, config.publish_address),),
-    )
-
-    secrets: dict[SecretKey, SecretStr] = {
-        "postgres_password": postgres_password,
-        "database_url": database_url,
-        "redis_url": redis_url,
-    }
-    if redis_password is not None:
-        secrets["redis_password"] = redis_password
-    if config.flower_basic_auth is not None:
-        secrets["flower_basic_auth"] = config.flower_basic_auth
-
-    shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
-    api_url = f"http://{shown_host}:{config.api_port}"
-    return StackDescription(
-        project=PROJECT,
-        stack=stack,
-        environment=config.environment,
-        target=config.target,
-        networks=(
-            Network("app", f"{name_prefix}-app", internal=False, labels=labels("network")),
-            Network("data", f"{name_prefix}-data", internal=prod, labels=labels("network")),
-        ),
-        volumes=tuple(
-            Volume(key, f"{name_prefix}-{key}-data", retain_on_delete=prod, labels=labels(key))
-            for key in ("postgres", "redis", "beat")
-        ),
-        app_image=AppImage(
-            name=f"{config.app_image_name}:{config.app_image_tag or stack}",
-            context=repo_root,
-            dockerfile=repo_root / "Dockerfile",
-            platform=config.platform,
-        ),
-        postgres_image=config.postgres_image,
-        redis_image=config.redis_image,
-        services=(postgres, redis, migrate, api, worker, beat, flower),
-        logging=LogSettings(
-            driver="json-file",
-            options={
-                "max-size": f"{config.log_max_size_mb}m",
-                "max-file": str(config.log_max_files),
-            },
-        ),
-        wait_timeout_seconds=config.wait_timeout_seconds,
-        endpoints=Endpoints(
-            api_url=api_url,
-            docs_url=f"{api_url}/docs",
-            flower_url=f"http://{shown_host}:{config.flower_port}",
-        ),
-        database_url=database_url,
-        redis_url=redis_url,
-        secrets=secrets,
-        swarm=SwarmSettings(
-            api_replicas=config.api_replicas,
-            placement={
-                "postgres": config.postgres_node_labels,
-                "redis": config.redis_node_labels,
-            },
-            endpoint_mode=config.endpoint_mode,
-            publish_mode=config.publish_mode,
-            update_parallelism=config.update_parallelism,
-            update_delay_seconds=config.update_delay_seconds,
-            update_monitor_seconds=config.update_monitor_seconds,
-            api_update_order=config.api_update_order,
         ),
     )
 
@@ -631,4 +620,92 @@ def _flower_healthcheck(credentials: str) -> HealthCheck:
         timeout="10s",
         retries=3,
         start_period="30s",
+    )
+
+
+# --- The stack -----------------------------------------------------------------------------------
+
+
+def _secrets(c: _Common) -> dict[SecretKey, pulumi.Output[str]]:
+    secrets: dict[SecretKey, pulumi.Output[str]] = {
+        "postgres_password": c.credentials.postgres_password,
+        "database_url": c.connection_env["DATABASE_URL"],
+        "redis_url": c.connection_env["REDIS_URL"],
+    }
+    if c.credentials.redis_password is not None:
+        secrets["redis_password"] = c.credentials.redis_password
+    if c.credentials.flower_basic_auth is not None:
+        secrets["flower_basic_auth"] = c.credentials.flower_basic_auth
+    return secrets
+
+
+def _endpoints(config: StackConfig) -> Endpoints:
+    shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
+    api_url = f"http://{shown_host}:{config.api_port}"
+    return Endpoints(
+        api_url=api_url,
+        docs_url=f"{api_url}/docs",
+        flower_url=f"http://{shown_host}:{config.flower_port}",
+    )
+
+
+def _networks(c: _Common) -> tuple[Network, ...]:
+    # Dev keeps both networks but leaves `data` routable so its ports can be published on 127.0.0.1;
+    # in prod it is `internal`: only containers attached to it reach PostgreSQL and Redis.
+    prefix = f"{PROJECT}-{c.stack}"
+    return (
+        Network("app", f"{prefix}-app", internal=False, labels=c.labels("network")),
+        Network("data", f"{prefix}-data", internal=c.prod, labels=c.labels("network")),
+    )
+
+
+def _volumes(c: _Common) -> tuple[Volume, ...]:
+    keys: tuple[VolumeKey, ...] = ("postgres", "redis", "beat")
+    prefix = f"{PROJECT}-{c.stack}"
+    return tuple(
+        Volume(key, f"{prefix}-{key}-data", retain_on_delete=c.prod, labels=c.labels(key))
+        for key in keys
+    )
+
+
+def describe_stack(
+    config: StackConfig, credentials: Credentials, stack: str, repo_root: Path
+) -> StackDescription:
+    """The whole stack for `stack`, from its validated configuration and its credentials."""
+    c = _common(config, credentials, stack, repo_root)
+    roles = (_postgres, _redis, _migrate, _api, _worker, _beat, _flower)
+    return StackDescription(
+        project=PROJECT,
+        stack=stack,
+        environment=config.environment,
+        target=config.target,
+        networks=_networks(c),
+        volumes=_volumes(c),
+        app_image=AppImage(
+            name=f"{config.app_image_name}:{config.app_image_tag or stack}",
+            context=repo_root,
+            dockerfile=repo_root / "Dockerfile",
+            platform=config.platform,
+        ),
+        images={"postgres": config.postgres_image, "redis": config.redis_image},
+        services=in_dependency_order(tuple(role(c) for role in roles)),
+        logging=LogSettings(
+            driver="json-file",
+            options={
+                "max-size": f"{config.log_max_size_mb}m",
+                "max-file": str(config.log_max_files),
+            },
+        ),
+        wait_timeout_seconds=config.wait_timeout_seconds,
+        endpoints=_endpoints(config),
+        database_url=c.connection_env["DATABASE_URL"],
+        redis_url=c.connection_env["REDIS_URL"],
+        secrets=_secrets(c),
+        cluster=ClusterSettings(
+            endpoint_mode=config.endpoint_mode,
+            publish_mode=config.publish_mode,
+            update_parallelism=config.update_parallelism,
+            update_delay_seconds=config.update_delay_seconds,
+            update_monitor_seconds=config.update_monitor_seconds,
+        ),
     )

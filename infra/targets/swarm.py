@@ -26,6 +26,8 @@ Provider behaviour this file relies on was read from kreuzwerker/terraform-provi
   replacement a fresh name, so the default create-before-replace works: new secret, services
   updated to it, old secret deleted. A name derived from the value would put a digest of a
   credential in plain state.
+- A service's `env` and `hostname` take Swarm's Go templates (`{{.Task.Slot}}`): how a copy learns
+  its number (`Service.replica_env`).
 - `docker.Network`: Read writes back every driver option Docker reports (the overlay driver adds
   its own, such as the VXLAN id), and `options` forces a new network.
 """
@@ -36,6 +38,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import ClassVar
 
 import pulumi
 import pulumi_docker as docker
@@ -44,15 +47,20 @@ from infra.spec import (
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_STACK,
+    ClusterSettings,
     HealthCheck,
+    LogSettings,
     Network,
     NetworkKey,
     Role,
     SecretKey,
     Service,
     StackDescription,
+    Volume,
+    VolumeKey,
 )
-from infra.targets.docker import AppImage
+from infra.targets.components import AppImage, AppImageArgs, Component, fill_replica, renamed
+from infra.targets.docker import PREVIOUS_NAMES
 
 TYPE_PREFIX = "taskstack:swarm"
 MIGRATED_MARKER = "/tmp/taskstack-migrated"  # noqa: S108 - on the migration's private tmpfs
@@ -61,6 +69,8 @@ CONVERGE_DELAY = "5s"
 # Reservations are this fraction of the limits: enough to spread replicas over nodes with room,
 # small enough that a node is not refused for memory it will never use.
 RESERVATION_FRACTION = Decimal("0.25")
+# A copy's number on Swarm: the task slot, through the service template (`replica_env`).
+TASK_SLOT = "{{.Task.Slot}}"
 
 # Docker's restart policies for containers, as Swarm's restart conditions.
 _RESTART_CONDITION: Mapping[str, str] = {
@@ -69,9 +79,6 @@ _RESTART_CONDITION: Mapping[str, str] = {
     "always": "any",
     "unless-stopped": "any",
 }
-# Roles whose new task may start before the old one stops. The data services own a volume, beat
-# must never run twice, Flower and the migration are single and cheap to restart.
-_START_FIRST: frozenset[Role] = frozenset({"worker"})
 
 
 def go_duration(seconds: int) -> str:
@@ -117,16 +124,24 @@ def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealt
     )
 
 
-class Networks(pulumi.ComponentResource):
-    """The app and data networks as encrypted, attachable overlays spanning the swarm."""
+@dataclass(frozen=True)
+class NetworksArgs:
+    networks: Sequence[Network]
+
+
+class Networks(Component):
+    """The app and data networks as encrypted, attachable overlays spanning the swarm.
+
+    Children: `<key>-<name>` (`app-network`, `data-network`).
+    """
 
     def __init__(
-        self, name: str, networks: Sequence[Network], opts: pulumi.ResourceOptions
+        self, name: str, args: NetworksArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Network", name, None, opts)
+        super().__init__(f"{TYPE_PREFIX}:Network", name, opts)
         self.by_key: dict[NetworkKey, docker.Network] = {
             network.key: docker.Network(
-                f"{network.key}-network",
+                f"{network.key}-{name}",
                 docker.NetworkArgs(
                     name=network.name,
                     driver="overlay",
@@ -144,53 +159,69 @@ class Networks(pulumi.ComponentResource):
                 ),
                 # Read writes back the options the overlay driver adds (module docstring), and
                 # `options` forces a new network: without this every `up` would replace it.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["options"]),
+                opts=self.child_options(pulumi.ResourceOptions(ignore_changes=["options"])),
             )
-            for network in networks
+            for network in args.networks
         }
         self.register_outputs({key: net.name for key, net in self.by_key.items()})
 
 
-class Secrets(pulumi.ComponentResource):
+@dataclass(frozen=True)
+class SecretsArgs:
+    """`values`: each credential (a secret Output). `name_prefix`: the Swarm secrets' names start
+    with it (`<prefix>-<key>-<random>`), so that `docker secret ls` tells stacks apart."""
+
+    values: Mapping[SecretKey, pulumi.Input[str]]
+    name_prefix: str
+    labels: Mapping[str, str]
+
+
+class Secrets(Component):
     """Every credential of the stack as a Swarm secret; its value only ever a Pulumi secret."""
 
     def __init__(
-        self, name: str, description: StackDescription, opts: pulumi.ResourceOptions
+        self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Secrets", name, None, opts)
-        prefix = f"{description.project}-{description.stack}"
+        super().__init__(f"{TYPE_PREFIX}:Secrets", name, opts)
         self.by_key: dict[SecretKey, docker.Secret] = {}
-        for key, value in sorted(description.secrets.items()):
-            secret = pulumi.Output.secret(value.get_secret_value())
+        for key, value in sorted(args.values.items()):
             self.by_key[key] = docker.Secret(
                 # No `name`: Pulumi auto-names it from this plus a random suffix, and a replacement
                 # (a new value) gets a new suffix, so the new secret exists next to the old one
                 # while the services move over (module docstring).
-                f"{prefix}-{key.replace('_', '-')}",
+                f"{args.name_prefix}-{key.replace('_', '-')}",
                 docker.SecretArgs(
-                    data=secret.apply(lambda v: base64.b64encode(v.encode()).decode()),
+                    data=pulumi.Output.secret(value).apply(
+                        lambda v: base64.b64encode(v.encode()).decode()
+                    ),
                     labels=[
                         docker.SecretLabelArgs(label=k, value=v)
-                        for k, v in sorted(_labels(description, "secret").items())
+                        for k, v in sorted(args.labels.items())
                     ],
                 ),
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=self.child_options(),
             )
         self.register_outputs({key: s.id for key, s in self.by_key.items()})
 
 
-def _labels(description: StackDescription, role: str) -> dict[str, str]:
-    return {LABEL_STACK: description.stack, LABEL_ROLE: role, LABEL_MANAGED_BY: "pulumi"}
-
-
 @dataclass(frozen=True)
-class _Shared:
-    """What every service component needs from the ones declared before it."""
+class ServiceArgs:
+    """What a role's Swarm service is made of.
 
-    description: StackDescription
-    networks: Mapping[NetworkKey, docker.Network]
+    `image`: the built image's id or a pinned reference every node pulls. `networks`: network ids
+    by key. `secrets`: the Swarm secrets the role's `file_secrets` name. `volumes`: every named
+    volume of the stack by key (the node that runs a task creates the ones it mounts).
+    """
+
+    service: Service
+    service_name: str
+    image: pulumi.Input[str]
+    networks: Mapping[NetworkKey, pulumi.Input[str]]
     secrets: Mapping[SecretKey, docker.Secret]
-    images: Mapping[str, pulumi.Input[str]]
+    volumes: Mapping[VolumeKey, Volume]
+    logging: LogSettings
+    wait_timeout_seconds: int
+    cluster: ClusterSettings
 
 
 def _resources(service: Service) -> docker.ServiceTaskSpecResourcesArgs | None:
@@ -207,21 +238,19 @@ def _resources(service: Service) -> docker.ServiceTaskSpecResourcesArgs | None:
     )
 
 
-def _mounts(
-    description: StackDescription, service: Service
-) -> list[docker.ServiceTaskSpecContainerSpecMountArgs]:
-    volumes = {v.key: v for v in description.volumes}
+def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountArgs]:
+    service = args.service
     mounts = [
         # The engine creates the named volume on the node that runs the task; the placement
         # constraints keep PostgreSQL and Redis on the node that has theirs.
         docker.ServiceTaskSpecContainerSpecMountArgs(
             type="volume",
-            source=volumes[m.volume].name,
+            source=args.volumes[m.volume].name,
             target=m.target,
             volume_options=docker.ServiceTaskSpecContainerSpecMountVolumeOptionsArgs(
                 labels=[
                     docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs(label=k, value=v)
-                    for k, v in sorted(volumes[m.volume].labels.items())
+                    for k, v in sorted(args.volumes[m.volume].labels.items())
                 ]
             ),
         )
@@ -243,240 +272,230 @@ def _mounts(
     return mounts
 
 
-def _secret_mounts(
-    shared: _Shared, service: Service
-) -> list[docker.ServiceTaskSpecContainerSpecSecretArgs]:
-    uid, _, gid = service.user.partition(":")
+def _secret_mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecSecretArgs]:
+    uid, _, gid = args.service.user.partition(":")
     return [
         docker.ServiceTaskSpecContainerSpecSecretArgs(
-            secret_id=shared.secrets[key].id,
-            secret_name=shared.secrets[key].name,
+            secret_id=args.secrets[key].id,
+            secret_name=args.secrets[key].name,
             file_name=file_name,  # relative: mounted as SECRETS_DIR/<file_name>
             # Readable by the service's own user only (Swarm's default is root-owned 0444).
             file_uid=uid,
             file_gid=gid or uid,
             file_mode=0o400,
         )
-        for file_name, key in sorted(service.file_secrets.files.items())
+        for file_name, key in sorted(args.service.file_secrets.files.items())
     ]
 
 
-def _update_order(description: StackDescription, role: Role) -> str:
-    if role == "api":
-        return description.swarm.api_update_order
-    return "start-first" if role in _START_FIRST else "stop-first"
+def migration_args(command: Sequence[str]) -> list[str]:
+    """Run a one-shot, then stay up, healthy, only if it succeeded.
+
+    The provider counts running tasks only (module docstring): a one-shot that exits 0 never
+    converges. This task converges once the command has passed; a failed one exits, is not
+    restarted (the one-shot's restart policy is `no`), and the service never converges, so the
+    deployment stops before any dependant.
+    """
+    migrate = " ".join(command)
+    return ["sh", "-c", f"{migrate} && touch {MIGRATED_MARKER} && exec sleep infinity"]
 
 
-def _service(
-    shared: _Shared,
-    role: Role,
-    *,
-    parent: pulumi.Resource,
-    depends_on: Sequence[pulumi.Resource],
-    replicas: int | None = None,
-    args: Sequence[str] | None = None,
-    healthcheck: HealthCheck | None = None,
-    restart_condition: str | None = None,
-) -> docker.Service:
-    description = shared.description
-    swarm = description.swarm
-    service = description.service(role)
+def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
+    """What the task runs and how Swarm tells it is healthy: credentials read from files, and a
+    one-shot run as "once, then stay up healthy" (`migration_args`)."""
+    service = args.service
     files = service.file_secrets
-    check = healthcheck or files.healthcheck or service.healthcheck
+    command = files.command or service.command
+    check = files.healthcheck or service.healthcheck
+    if service.one_shot:
+        return migration_args(command), HealthCheck(
+            test=("CMD", "test", "-f", MIGRATED_MARKER),
+            interval="5s",
+            timeout="3s",
+            retries=3,
+            # The one-shot may take this long before its first passing check.
+            start_period=go_duration(args.wait_timeout_seconds),
+        )
     if check is None:  # every service is health-checked: convergence means "healthy"
-        raise ValueError(f"the {role} service has no healthcheck")
-    command = args if args is not None else (files.command or service.command)
+        raise ValueError(f"the {service.role} service has no healthcheck")
+    return list(command), check
+
+
+def _labels(service: Service) -> dict[str, str]:
+    return dict(sorted(service.labels.items()))
+
+
+def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArgs:
+    service = args.service
+    command, check = _command_and_check(args)
+    per_copy = {k: fill_replica(v, TASK_SLOT) for k, v in service.replica_env.items()}
     hardening = service.hardening
-    labels = _labels(description, role)
-    order = _update_order(description, role)
-    delay = go_duration(swarm.update_delay_seconds)
-    monitor = go_duration(swarm.update_monitor_seconds)
+    return docker.ServiceTaskSpecContainerSpecArgs(
+        image=args.image,
+        # `args` is the container's CMD, as `command` is for a container: the image's
+        # entrypoint (postgres, redis) still runs.
+        args=command or None,
+        # Plain settings only: every credential arrives as a file (`secrets`).
+        env={**service.env, **service.file_secrets.env, **per_copy} or None,
+        user=service.user,
+        init=True,
+        labels=[
+            docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
+            for k, v in _labels(service).items()
+        ],
+        healthcheck=_healthcheck(check),
+        mounts=_mounts(args) or None,
+        secrets=_secret_mounts(args) or None,
+        read_only=hardening.read_only_rootfs,
+        cap_drops=list(hardening.cap_drop) or None,
+        stop_signal=service.stop_signal,
+        # How long a stopping task (update, scale-down, removal) gets before SIGKILL.
+        stop_grace_period=go_duration(service.stop_grace_seconds),
+    )
+
+
+def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
+    service = args.service
+    return docker.ServiceTaskSpecArgs(
+        container_spec=_container_spec(args),
+        networks_advanceds=[
+            # By id: the provider reads the attachment back as the network's id, so a name would
+            # be a diff on every `up` (the argument's own documentation).
+            docker.ServiceTaskSpecNetworksAdvancedArgs(
+                id=args.networks[attachment.network], aliases=list(attachment.aliases) or None
+            )
+            for attachment in service.networks
+        ],
+        placement=docker.ServiceTaskSpecPlacementArgs(
+            constraints=node_constraints(service.node_labels)
+        )
+        if service.node_labels
+        else None,
+        resources=_resources(service),
+        restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
+            condition=_RESTART_CONDITION[service.restart], delay="5s"
+        ),
+        log_driver=docker.ServiceTaskSpecLogDriverArgs(
+            name=args.logging.driver, options=dict(args.logging.options)
+        ),
+    )
+
+
+def _endpoint_spec(args: ServiceArgs) -> docker.ServiceEndpointSpecArgs:
+    cluster = args.cluster
+    ports = [
+        # Swarm publishes on every address of the node (no host IP): publishAddress does not
+        # apply, and a port meant for this machine only is not published (docs/swarm.md).
+        docker.ServiceEndpointSpecPortArgs(
+            target_port=p.internal,
+            published_port=p.external,
+            protocol="tcp",
+            publish_mode=cluster.publish_mode,
+        )
+        for p in args.service.ports
+        if not p.local_only
+    ]
+    return docker.ServiceEndpointSpecArgs(mode=cluster.endpoint_mode, ports=ports or None)
+
+
+def _swarm_service(
+    resource_name: str, args: ServiceArgs, opts: pulumi.ResourceOptions
+) -> docker.Service:
+    service, cluster = args.service, args.cluster
+    order = "start-first" if service.start_first else "stop-first"
+    delay = go_duration(cluster.update_delay_seconds)
+    monitor = go_duration(cluster.update_monitor_seconds)
     return docker.Service(
-        role,
+        resource_name,
         docker.ServiceArgs(
-            name=description.container_name(role),
-            labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in sorted(labels.items())],
+            name=args.service_name,
+            labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in _labels(service).items()],
             mode=docker.ServiceModeArgs(
-                replicated=docker.ServiceModeReplicatedArgs(
-                    replicas=replicas if replicas is not None else service.replicas
-                )
+                replicated=docker.ServiceModeReplicatedArgs(replicas=service.replicas)
             ),
-            task_spec=docker.ServiceTaskSpecArgs(
-                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
-                    image=shared.images[service.image],
-                    # `args` is the container's CMD, as `command` is for a container: the image's
-                    # entrypoint (postgres, redis) still runs.
-                    args=list(command) or None,
-                    # Plain settings only: every credential arrives as a file (`secrets`).
-                    env={**service.env, **files.env} or None,
-                    user=service.user,
-                    init=True,
-                    labels=[
-                        docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
-                        for k, v in sorted(labels.items())
-                    ],
-                    healthcheck=_healthcheck(check),
-                    mounts=_mounts(description, service) or None,
-                    secrets=_secret_mounts(shared, service) or None,
-                    read_only=hardening.read_only_rootfs,
-                    cap_drops=list(hardening.cap_drop) or None,
-                    cap_adds=list(hardening.cap_add) or None,
-                    stop_signal=service.stop_signal,
-                    # How long a stopping task (update, scale-down, removal) gets before SIGKILL.
-                    stop_grace_period=go_duration(service.stop_grace_seconds),
-                ),
-                networks_advanceds=[
-                    # By id: the provider reads the attachment back as the network's id, so a
-                    # name would be a diff on every `up` (the argument's own documentation).
-                    docker.ServiceTaskSpecNetworksAdvancedArgs(
-                        id=shared.networks[attachment.network].id,
-                        aliases=list(attachment.aliases) or None,
-                    )
-                    for attachment in service.networks
-                ],
-                placement=docker.ServiceTaskSpecPlacementArgs(
-                    constraints=node_constraints(swarm.placement[role])
-                )
-                if role in swarm.placement
-                else None,
-                resources=_resources(service),
-                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
-                    condition=restart_condition or _RESTART_CONDITION[service.restart],
-                    delay="5s",
-                ),
-                log_driver=docker.ServiceTaskSpecLogDriverArgs(
-                    name=description.logging.driver, options=dict(description.logging.options)
-                ),
-            ),
+            task_spec=_task_spec(args),
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
             # to the previous spec; the provider then fails the update (module docstring).
             update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=swarm.update_parallelism,
+                parallelism=cluster.update_parallelism,
                 delay=delay,
                 monitor=monitor,
                 order=order,
                 failure_action="rollback",
             ),
             rollback_config=docker.ServiceRollbackConfigArgs(
-                parallelism=swarm.update_parallelism,
+                parallelism=cluster.update_parallelism,
                 delay=delay,
                 monitor=monitor,
                 order=order,
                 failure_action="pause",
             ),
-            endpoint_spec=docker.ServiceEndpointSpecArgs(
-                mode=swarm.endpoint_mode,
-                ports=[
-                    # Swarm publishes on every address of the node (no host IP): publishAddress
-                    # does not apply (docs/swarm.md).
-                    docker.ServiceEndpointSpecPortArgs(
-                        target_port=p.internal,
-                        published_port=p.external,
-                        protocol="tcp",
-                        publish_mode=swarm.publish_mode,
-                    )
-                    for p in service.ports
-                ]
-                or None,
-            )
-            if service.role in ("api", "flower")
-            else docker.ServiceEndpointSpecArgs(mode=swarm.endpoint_mode),
+            endpoint_spec=_endpoint_spec(args),
             # Wait until every replica is healthy (create) or the rollout completed (update).
             converge_config=docker.ServiceConvergeConfigArgs(
-                delay=CONVERGE_DELAY, timeout=go_duration(description.wait_timeout_seconds)
+                delay=CONVERGE_DELAY, timeout=go_duration(args.wait_timeout_seconds)
             ),
         ),
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+        opts=opts,
     )
 
 
-class _Role(pulumi.ComponentResource):
-    """One role as one Swarm service."""
+class _Role(Component):
+    """One role as one Swarm service, named like the component."""
 
-    service: docker.Service
+    TYPE_NAME: ClassVar[str]
 
-    def __init__(self, type_name: str, name: str, opts: pulumi.ResourceOptions) -> None:
-        super().__init__(f"{TYPE_PREFIX}:{type_name}", name, None, opts)
-
-    def _done(self) -> None:
+    def __init__(
+        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(f"{TYPE_PREFIX}:{self.TYPE_NAME}", name, opts)
+        self.service = _swarm_service(name, args, self.child_options())
         self.register_outputs({"serviceName": self.service.name})
 
 
 class Database(_Role):
     """PostgreSQL: one replica on the node labelled for it; converged (pg_isready) first."""
 
-    def __init__(self, name: str, shared: _Shared, opts: pulumi.ResourceOptions) -> None:
-        super().__init__("Database", name, opts)
-        self.service = _service(shared, "postgres", parent=self, depends_on=[], replicas=1)
-        self._done()
+    TYPE_NAME = "Database"
 
 
 class Cache(_Role):
     """Redis: one replica on the node labelled for it, authenticated from a secret file."""
 
-    def __init__(self, name: str, shared: _Shared, opts: pulumi.ResourceOptions) -> None:
-        super().__init__("Cache", name, opts)
-        self.service = _service(shared, "redis", parent=self, depends_on=[], replicas=1)
-        self._done()
-
-
-def migration_args(command: Sequence[str]) -> list[str]:
-    """Run the migration, then stay up, healthy, only if it succeeded.
-
-    The provider counts running tasks only (module docstring): a one-shot that exits 0 never
-    converges. This task converges once the migration has passed; a failed one exits, is not
-    restarted, and the service never converges, so the deployment stops before any dependant.
-    """
-    migrate = " ".join(command)
-    return ["sh", "-c", f"{migrate} && touch {MIGRATED_MARKER} && exec sleep infinity"]
+    TYPE_NAME = "Cache"
 
 
 class Migration(_Role):
     """`alembic upgrade head`, once per spec change, gating every service that needs the schema."""
 
-    def __init__(
-        self, name: str, shared: _Shared, database: Database, opts: pulumi.ResourceOptions
-    ) -> None:
-        super().__init__("Migration", name, opts)
-        description = shared.description
-        self.service = _service(
-            shared,
-            "migrate",
-            parent=self,
-            depends_on=[database.service],
-            replicas=1,
-            args=migration_args(description.service("migrate").command),
-            healthcheck=HealthCheck(
-                test=("CMD", "test", "-f", MIGRATED_MARKER),
-                interval="5s",
-                timeout="3s",
-                retries=3,
-                # The migration may take this long before its first passing check.
-                start_period=go_duration(description.wait_timeout_seconds),
-            ),
-            # Once: a failed migration is not retried behind the deployment's back (the advisory
-            # lock makes a retry safe, but the failure must stop the rollout and be seen).
-            restart_condition="none",
-        )
-        self._done()
+    TYPE_NAME = "Migration"
 
 
-class AppRole(_Role):
-    """A role of the app image that needs PostgreSQL, Redis and a migrated schema."""
+class Api(_Role):
+    TYPE_NAME = "Api"
 
-    def __init__(
-        self,
-        type_name: str,
-        name: str,
-        shared: _Shared,
-        role: Role,
-        after: Sequence[pulumi.Resource],
-        opts: pulumi.ResourceOptions,
-        replicas: int | None = None,
-    ) -> None:
-        super().__init__(type_name, name, opts)
-        self.service = _service(shared, role, parent=self, depends_on=after, replicas=replicas)
-        self._done()
+
+class Workers(_Role):
+    TYPE_NAME = "Workers"
+
+
+class Beat(_Role):
+    TYPE_NAME = "Beat"
+
+
+class Flower(_Role):
+    TYPE_NAME = "Flower"
+
+
+_COMPONENTS: Mapping[Role, type[_Role]] = {
+    "postgres": Database,
+    "redis": Cache,
+    "migrate": Migration,
+    "api": Api,
+    "worker": Workers,
+    "beat": Beat,
+    "flower": Flower,
+}
 
 
 @dataclass(frozen=True)
@@ -489,44 +508,46 @@ class RenderedStack:
 
 
 def render(description: StackDescription) -> RenderedStack:
-    """Declare the whole stack as Swarm services, each component parented to the stack."""
-    opts = pulumi.ResourceOptions()
-    networks = Networks("networks", description.networks, opts)
-    app_image = AppImage("app", description.app_image, opts, type_prefix=TYPE_PREFIX)
-    secrets = Secrets("secrets", description, opts)
-    shared = _Shared(
-        description,
-        networks.by_key,
-        secrets.by_key,
-        {
+    """Declare the whole stack as Swarm services, one component per role, in dependency order.
+
+    A role is registered only once the roles it depends on converged (healthy; a one-shot: passed):
+    a dependency that fails stops the program before its dependants are sent.
+    """
+    networks = Networks(
+        "network", NetworksArgs(description.networks), renamed(PREVIOUS_NAMES["network"])
+    )
+    image = description.app_image
+    app_image = AppImage(
+        "app",
+        AppImageArgs(image.name, str(image.context), str(image.dockerfile), image.platform),
+        type_prefix=TYPE_PREFIX,
+    )
+    prefix = f"{description.project}-{description.stack}"
+    labels = {LABEL_STACK: description.stack, LABEL_ROLE: "secret", LABEL_MANAGED_BY: "pulumi"}
+    secrets = Secrets("secrets", SecretsArgs(description.secrets, prefix, labels))
+    roles: dict[Role, _Role] = {}
+    for service in description.services:  # dependency order
+        args = ServiceArgs(
+            service=service,
+            service_name=description.container_name(service.role),
             # The built image by id, so a rebuild rolls the services; each node of a multi-host
             # swarm needs it (docs/swarm.md). PostgreSQL and Redis by their pinned reference:
             # every node pulls it.
-            "app": app_image.image_id,
-            "postgres": description.postgres_image,
-            "redis": description.redis_image,
-        },
-    )
-    database = Database("database", shared, opts)
-    cache = Cache("cache", shared, opts)
-    migration = Migration("migration", shared, database, opts)
-    # Registered only once PostgreSQL and Redis are healthy and the migration has passed: a
-    # dependency that fails (did not converge) stops the program before these are sent.
-    after = [database.service, cache.service, migration.service]
-    api = AppRole("Api", "api", shared, "api", after, opts, replicas=description.swarm.api_replicas)
-    workers = AppRole("Workers", "workers", shared, "worker", after, opts)
-    beat = AppRole("Beat", "beat", shared, "beat", after, opts, replicas=1)
-    flower = AppRole("Flower", "flower", shared, "flower", after, opts, replicas=1)
+            image=description.images.get(service.image) or app_image.image_id,
+            networks={key: network.id for key, network in networks.by_key.items()},
+            secrets=secrets.by_key,
+            volumes={v.key: v for v in description.volumes},
+            logging=description.logging,
+            wait_timeout_seconds=description.wait_timeout_seconds,
+            cluster=description.cluster,
+        )
+        after = pulumi.ResourceOptions(
+            depends_on=[roles[role].service for role in service.depends_on]
+        )
+        opts = pulumi.ResourceOptions.merge(after, renamed(PREVIOUS_NAMES.get(service.role)))
+        roles[service.role] = _COMPONENTS[service.role](service.role, args, opts)
     return RenderedStack(
         app_image=app_image,
-        services={
-            "postgres": database.service,
-            "redis": cache.service,
-            "migrate": migration.service,
-            "api": api.service,
-            "worker": workers.service,
-            "beat": beat.service,
-            "flower": flower.service,
-        },
+        services={role: component.service for role, component in roles.items()},
         secrets=secrets.by_key,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,17 @@ class CountingMocks(ProgramMocks):
         return super().new_resource(args)
 
 
-def test_unknown_key_is_named_with_the_command_that_removes_it() -> None:
+def test_unknown_key_is_named_with_the_command_that_removes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Delivered as the language host delivers a stack's configuration (PULUMI_CONFIG): the SDK's
+    # public API lists the keys only there.
+    config = {"environment": "dev", "workerReplica": "3"}
+    monkeypatch.setenv(
+        "PULUMI_CONFIG", json.dumps({f"taskstack:{k}": v for k, v in config.items()})
+    )
     with pytest.raises(StackConfigError) as failure:
-        run_program({"environment": "dev", "workerReplica": "3"}, stack="dev")
+        run_program(config, stack="dev")
     message = str(failure.value)
     assert "taskstack:workerReplica is not a setting of this program" in message
     assert "workerReplicas" in message  # the known keys are listed

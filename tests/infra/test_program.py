@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pulumi
 import pytest
 
 from infra.targets.docker import MigrationFailedError
@@ -27,13 +28,13 @@ from tests.infra.pulumi_mocks import (
 )
 
 COMPONENTS = {
-    ("taskstack:docker:Network", "networks"),
+    ("taskstack:docker:Network", "network"),
     ("taskstack:docker:AppImage", "app"),
-    ("taskstack:docker:Database", "database"),
-    ("taskstack:docker:Cache", "cache"),
-    ("taskstack:docker:Migration", "migration"),
+    ("taskstack:docker:Database", "postgres"),
+    ("taskstack:docker:Cache", "redis"),
+    ("taskstack:docker:Migration", "migrate"),
     ("taskstack:docker:Api", "api"),
-    ("taskstack:docker:Workers", "workers"),
+    ("taskstack:docker:Workers", "worker"),
     ("taskstack:docker:Beat", "beat"),
     ("taskstack:docker:Flower", "flower"),
 }
@@ -366,3 +367,50 @@ def test_a_second_run_registers_identical_inputs() -> None:
     assert {r.urn: r.dependencies for r in first.registrations} == {
         r.urn: r.dependencies for r in second.registrations
     }
+
+
+# --- Components: named by role, earlier names kept as aliases ------------------------------------
+
+PREVIOUS = {"network": "networks", "postgres": "database", "redis": "cache", "migrate": "migration"}
+PREVIOUS |= {"worker": "workers"}
+
+
+@pytest.mark.parametrize("target", ["docker", "swarm"])
+def test_renamed_components_alias_their_previous_names(
+    target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A component's URN holds its name: each renamed one carries its previous name as an alias, so
+    # an existing stack moves it instead of replacing it. Its children keep their URNs (a child's
+    # URN holds its parent's type, not its name).
+    seen: dict[str, list[str | None]] = {}
+    original = pulumi.ComponentResource.__init__
+
+    def recording(self, t, name, props=None, opts=None, remote=False, package_ref=None):  # type: ignore[no-untyped-def]
+        if t.startswith("taskstack:"):
+            aliases = (opts.aliases if opts else None) or []
+            seen[name] = [a.name for a in aliases if isinstance(a, pulumi.Alias)]
+        original(self, t, name, props, opts, remote, package_ref)
+
+    monkeypatch.setattr(pulumi.ComponentResource, "__init__", recording)
+    run_stack("dev", target=target)
+    for name, previous in PREVIOUS.items():
+        assert seen[name] == [previous], name
+    for name in ("api", "beat", "flower", "app"):
+        assert seen[name] == [], name
+
+
+def test_component_options_reach_every_child(dev: ProgramRun) -> None:
+    # The ordering a target derives from `depends_on` is passed as the component's options and
+    # merged into its children: each worker container waits for the migration's container.
+    migrate = urn_of(dev, "migrate")
+    components = {r.urn: r for r in dev.registrations if not r.custom}
+    workers = next(u for u, r in components.items() if r.type == "taskstack:docker:Workers")
+    assert migrate in components[workers].dependencies
+    for container in dev.role("worker"):
+        assert container.parent == workers
+        assert migrate in container.dependencies
+
+
+def test_flower_sees_workers_by_role_and_copy(dev: ProgramRun) -> None:
+    names = sorted(container_env(c)["CELERY_WORKER_HOSTNAME"] for c in dev.role("worker"))
+    assert names == ["worker-1@%h", "worker-2@%h"]

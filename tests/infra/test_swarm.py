@@ -42,14 +42,14 @@ ROLES = ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
 APP_ROLES = ("migrate", "api", "worker", "beat", "flower")
 GATED = ("api", "worker", "beat", "flower")
 COMPONENTS = {
-    ("taskstack:swarm:Network", "networks"),
+    ("taskstack:swarm:Network", "network"),
     ("taskstack:swarm:AppImage", "app"),
     ("taskstack:swarm:Secrets", "secrets"),
-    ("taskstack:swarm:Database", "database"),
-    ("taskstack:swarm:Cache", "cache"),
-    ("taskstack:swarm:Migration", "migration"),
+    ("taskstack:swarm:Database", "postgres"),
+    ("taskstack:swarm:Cache", "redis"),
+    ("taskstack:swarm:Migration", "migrate"),
     ("taskstack:swarm:Api", "api"),
-    ("taskstack:swarm:Workers", "workers"),
+    ("taskstack:swarm:Workers", "worker"),
     ("taskstack:swarm:Beat", "beat"),
     ("taskstack:swarm:Flower", "flower"),
 }
@@ -631,3 +631,11 @@ def test_a_second_run_registers_identical_inputs() -> None:
     assert {r.urn: r.dependencies for r in first.registrations} == {
         r.urn: r.dependencies for r in second.registrations
     }
+
+
+def test_each_worker_task_is_named_by_its_slot(prod: ProgramRun) -> None:
+    # Flower and `celery inspect` show worker-1@<host>, worker-2@<host>: Swarm fills in the slot.
+    env = container_spec(prod, "worker")["env"]
+    assert env["CELERY_WORKER_HOSTNAME"] == "worker-{{.Task.Slot}}@%h"
+    for role in ("api", "beat", "flower"):
+        assert "CELERY_WORKER_HOSTNAME" not in container_spec(prod, role).get("env", {}), role
