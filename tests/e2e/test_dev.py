@@ -96,8 +96,9 @@ def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: Rehe
 
 
 def _worker_hostnames(stack: RehearsedStack) -> set[str]:
+    # Celery node names as the program sets them: worker-<copy>@<container hostname>.
     return {
-        f"celery@{stack.container(name).attrs['Config']['Hostname']}"
+        f"worker-{name.rsplit('-', 1)[1]}@{stack.container(name).attrs['Config']['Hostname']}"
         for name in stack.names("worker")
     }
 

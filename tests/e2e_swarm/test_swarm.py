@@ -419,8 +419,12 @@ def test_scaling_workers_from_2_to_4_by_config(swarm_stack: SwarmStack) -> None:
     assert len(by_container) == 4
     assert all(by_container.values()), {name: len(done) for name, done in by_container.items()}
 
-    # Flower sees the four workers too (celery@<task container hostname>).
-    expected = {f"celery@{c.attrs['Config']['Hostname']}" for c in containers}
+    # Flower sees the four workers too, by task slot: worker-<slot>@<task container hostname>.
+    expected = {
+        f"worker-{c.attrs['Config']['Labels']['com.docker.swarm.task.name'].split('.')[1]}"
+        f"@{c.attrs['Config']['Hostname']}"
+        for c in containers
+    }
 
     def listed() -> set[str] | None:
         """Flower's API lists the four workers"""
