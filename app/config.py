@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     reaper_stale_after_seconds: float = Field(default=600, gt=0)
     reaper_batch_size: int = Field(default=1000, ge=1, le=100_000)
     job_retention_days: float = Field(default=7, ge=0)
+    # Finished jobs' GET /task answers kept per API process (app/finished_jobs.py); 0 turns it off.
+    finished_job_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     purge_interval_seconds: float = Field(default=86400, gt=0)
     beat_schedule_path: Path = Path("/tmp/celerybeat-schedule")  # noqa: S108 - the writable tmpfs
 

@@ -34,16 +34,6 @@ def get_async_engine() -> AsyncEngine:
 
 
 @lru_cache
-def get_autocommit_engine() -> AsyncEngine:
-    """The API engine (same pool) in autocommit: a single-statement request is one round trip.
-
-    A session's transaction costs BEGIN and COMMIT/ROLLBACK round trips around each statement;
-    a lone INSERT or SELECT is atomic on its own, and an INSERT is committed when it returns.
-    """
-    return get_async_engine().execution_options(isolation_level="AUTOCOMMIT")
-
-
-@lru_cache
 def get_async_sessionmaker() -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(get_async_engine(), expire_on_commit=False)
 
@@ -61,7 +51,7 @@ def get_sync_engine() -> Engine:
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
     )
 
 

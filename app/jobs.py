@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import CursorResult, Row, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.models import FINISHED_STATUSES, UNFINISHED_STATUSES, Job, JobStatus
@@ -36,37 +36,8 @@ async def create_job(
     return job
 
 
-async def insert_job(connection: AsyncConnection, item_id: int) -> uuid.UUID:
-    """Insert a queued job with one Core statement (the API's hot path, no ORM unit of work).
-
-    On an autocommit connection (`app.db.get_autocommit_engine`) the row is committed when this
-    returns, in one round trip.
-    """
-    job_id = uuid.uuid4()
-    await connection.execute(
-        insert(Job).values(
-            id=job_id,
-            item_id=item_id,
-            kind=PROCESS_DATA,
-            status=JobStatus.QUEUED,
-            celery_task_id=str(job_id),
-        )
-    )
-    return job_id
-
-
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.get(Job, job_id)
-
-
-async def get_job_state(
-    connection: AsyncConnection, job_id: uuid.UUID
-) -> Row[tuple[JobStatus, dict[str, Any] | None, int, str | None]] | None:
-    """The columns GET /task shows, by primary key, as a plain row (no ORM identity map)."""
-    result = await connection.execute(
-        select(Job.status, Job.result, Job.progress, Job.error).where(Job.id == job_id)
-    )
-    return result.one_or_none()
 
 
 async def list_jobs(

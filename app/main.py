@@ -7,8 +7,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.api import health, jobs, notifications, process, tasks
+from app import pg
 from app.api.deps import get_broker_client
+from app.api.routes import health, job_list, notifications, process_item, task_status
 from app.broker import close_publisher
 from app.config import get_settings
 from app.db import alembic_head, get_async_engine
@@ -23,6 +24,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await get_broker_client().aclose()
     get_broker_client.cache_clear()
     await close_publisher()
+    await pg.close_pool()
     await get_async_engine().dispose()
 
 
@@ -37,16 +39,18 @@ app = FastAPI(
     lifespan=lifespan,
     max_body_size=MAX_REQUEST_BODY_BYTES,
 )
-for module in (process, tasks, jobs, notifications, health):
+for module in (process_item, task_status, job_list, notifications, health):
     app.include_router(module.router)
 
 
 @app.exception_handler(OperationalError)
 @app.exception_handler(InterfaceError)
+@app.exception_handler(pg.DatabaseUnavailable)
 async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
     """PostgreSQL down or restarting: a 503 the client may retry (no job was accepted), not 500."""
+    cause = error.__cause__ if isinstance(error, pg.DatabaseUnavailable) else error
     return JSONResponse(
-        {"detail": f"database unavailable: {type(error).__name__}"},
+        {"detail": f"database unavailable: {type(cause).__name__}"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "1"},
     )

@@ -9,10 +9,28 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings, get_settings
 from app.db import get_async_engine, get_session
+from app.finished_jobs import FinishedJobCache, get_finished_job_cache
+from app.intake import JobIntake, get_intake
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[AsyncEngine, Depends(get_async_engine)]
+
+
+# Coroutines, not plain functions: FastAPI runs a sync dependency in a worker thread, a hop that
+# costs more than these hot routes' own work (and the intake belongs to the running loop).
+async def intake() -> JobIntake:
+    """POST /process's group commit of the running loop (app/intake.py)."""
+    return get_intake()
+
+
+async def finished_jobs() -> FinishedJobCache:
+    """GET /task's final answers of this process (app/finished_jobs.py)."""
+    return get_finished_job_cache()
+
+
+IntakeDep = Annotated[JobIntake, Depends(intake)]
+FinishedJobsDep = Annotated[FinishedJobCache, Depends(finished_jobs)]
 
 
 @lru_cache

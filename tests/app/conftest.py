@@ -136,7 +136,9 @@ def worker(database: str) -> Iterator[subprocess.Popen[bytes]]:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app in process; engines and clients are closed after each test (one loop each)."""
+    from app import pg
     from app.api.deps import get_broker_client
+    from app.broker import close_publisher
     from app.db import get_async_engine
     from app.main import app
 
@@ -148,3 +150,5 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         await get_broker_client().aclose()
         get_broker_client.cache_clear()
     await get_async_engine().dispose()
+    await pg.close_pool()
+    await close_publisher()

@@ -1,0 +1,56 @@
+"""GET /task answers for finished jobs, kept in memory: a finished job never changes again.
+
+Every state change in `app.jobs` excludes finished rows (`succeeded`, `failed`), so once GET /task
+has read a finished job its answer is final, and polling it again needs no round trip. The one
+thing that removes a finished job is the purge (`purge_finished_jobs`: finished more than
+JOB_RETENTION_DAYS ago); an entry is served only until that moment, then the row is read again (and
+is a 404 once purged). Bounded: at most FINISHED_JOB_CACHE_SIZE entries per API process, the least
+recently read dropped first; 0 turns the cache off.
+"""
+
+import uuid
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from app.config import get_settings
+
+
+class FinishedJobCache:
+    """An LRU map from job id to its final GET /task body, each entry valid until its purge."""
+
+    def __init__(self, max_entries: int, retention: timedelta) -> None:
+        self.max_entries = max_entries
+        self.retention = retention
+        self._entries: OrderedDict[uuid.UUID, tuple[bytes, datetime]] = OrderedDict()
+
+    def get(self, job_id: uuid.UUID, now: datetime) -> bytes | None:
+        entry = self._entries.get(job_id)
+        if entry is None:
+            return None
+        body, purgeable_at = entry
+        if now >= purgeable_at:
+            del self._entries[job_id]
+            return None
+        self._entries.move_to_end(job_id)
+        return body
+
+    def put(self, job_id: uuid.UUID, body: bytes, finished_at: datetime) -> None:
+        if self.max_entries == 0:
+            return
+        self._entries[job_id] = (body, finished_at + self.retention)
+        self._entries.move_to_end(job_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@lru_cache
+def get_finished_job_cache() -> FinishedJobCache:
+    """The process's cache (FastAPI dependency; one per API process)."""
+    settings = get_settings()
+    return FinishedJobCache(
+        settings.finished_job_cache_size, timedelta(days=settings.job_retention_days)
+    )
