@@ -65,8 +65,8 @@ rehearse: sync  ## bring STACK (dev|prod|swarm) up on the local Docker engine an
 rehearse-down: sync  ## tear STACK down; VOLUMES=1 deletes its named volumes too
 	$(UV) run python -m rehearsal down --stack $(STACK) $(if $(VOLUMES),--volumes)
 
-# Never part of the tests (docs/bench.md): the rehearsed dev stack under wrk, drains, ceilings.
-bench: sync  ## benchmark the rehearsed dev stack; needs Docker + base images, wrk, redis-benchmark
+# Never part of the tests (docs/bench.md): the tutorial's stack and ours (dev, prod), side by side.
+bench: sync  ## ours against the tutorial's stack, same sitting (needs Docker + base images, wrk, ../shared)
 	$(UV) run python -m rehearsal check
 	$(UV) run --group bench python -m bench.run
 

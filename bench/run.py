@@ -1,35 +1,36 @@
-"""`make bench`: how fast the dev stack accepts and finishes work (docs/bench.md).
+"""`make bench`: this stack against the tutorial's own, side by side in one sitting (docs/bench.md).
 
-Brings the dev stack up through the rehearsal harness (`python -m rehearsal up --stack dev`,
-its own stack name and host ports, JOB_WORK_SECONDS=0), measures, writes `bench/results/bench.json`
-and `bench/results/bench.png`, prints a markdown table, and tears the stack down (volumes too).
-
-1. POST /process/{id}: wrk, 32 connections, 10 s; rows counted in PostgreSQL before and after.
-2. GET /task/{id}: wrk, 32 connections, 10 s, over 1,000 existing job ids.
-3. Drain: with the worker containers stopped and the jobs table emptied, 5,000 jobs are enqueued
-   through the API; then the workers start and the drain runs alone: first `started_at` to last
-   `finished_at` (database clock), for 1, 2 and 4 worker processes (one container,
-   `workerConcurrency` N).
-4. Enqueue -> succeeded: 20 POSTs a second for 20 s while the workers are idle;
-   `finished_at - created_at` of each job, p50/p99.
-5. Ceilings on the same machine: `redis-benchmark -t lpush,rpop` against the stack's Redis and
-   `pgbench` single-row INSERTs (one per transaction, like POST /process) against its PostgreSQL.
+1. The tutorial: `../shared/tutorial-bench/run` brings its compose stack up on this engine,
+   measures it and prints one JSON line (its header gives the method).
+2. Ours, measured the same way, on the rehearsed dev stack and then the rehearsed prod stack
+   (`python -m rehearsal up --stack dev|prod`, their own stack names and host ports,
+   JOB_WORK_SECONDS=0, the stack files' own API processes and workers):
+   - POST /process: `wrk -t2 -c32 -d10s -s post.lua`, the tutorial's own script (a new item id per
+     request), the workers draining meanwhile;
+   - GET /task/{id}: `wrk -t2 -c32 -d10s` on one finished job;
+   - drain: the workers stopped, K jobs enqueued through the API by 16 client threads, the workers
+     started; (K-1) / (finish of the K-th job - finish of the 1st), so worker start-up is not
+     counted (the tutorial times its results in Redis, we read `finished_at`);
+   - enqueue -> succeeded at light load: 20 POSTs a second for 10 s on idle workers, the p50 and
+     p99 of `finished_at - created_at`.
+3. Prints a table of both and the ratios; writes `bench/results/bench.json`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
+import concurrent.futures
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,29 +40,31 @@ import docker
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO / "bench"
-RESULTS = BENCH_DIR / "results"
-STACK_NAME = "bench-dev"
+RESULTS = REPO / "bench" / "results"
+TUTORIAL_BENCH = REPO.parent / "shared" / "tutorial-bench"
+POST_LUA = TUTORIAL_BENCH / "post.lua"
 LABEL_STACK = "com.taskstack.stack"
 LABEL_ROLE = "com.taskstack.role"
-# Host ports clear of the machine's services, a real dev stack and the e2e rehearsal's stack.
-PORTS = {"apiPort": 18300, "flowerPort": 15855, "postgresHostPort": 25732, "redisHostPort": 26679}
 APP_ENV = ["JOB_WORK_SECONDS=0"]
-DRAIN_JOBS = 5000
-WORKER_PROCESSES = (1, 2, 4)
-CONNECTIONS = 32
-SECONDS = 10
+DRAIN_JOBS = int(os.environ.get("K", "3000"))
+ENQUEUE_THREADS = 16
 STEADY_RATE = 20
-STEADY_SECONDS = 20
+STEADY_SECONDS = 10
+WRK = ["wrk", "-t2", "-c32", "-d10s"]
+# Host ports clear of the machine's services, `make rehearse` and the e2e rehearsal's stacks.
+PORTS = {
+    "dev": {
+        "apiPort": 18300,
+        "flowerPort": 15855,
+        "postgresHostPort": 25732,
+        "redisHostPort": 26679,
+    },
+    "prod": {"apiPort": 18400, "flowerPort": 15955},
+}
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def run(command: list[str], **kwargs: Any) -> str:
-    completed = subprocess.run(command, check=True, capture_output=True, text=True, **kwargs)
-    return str(completed.stdout)
 
 
 def port_free(port: int) -> bool:
@@ -71,28 +74,42 @@ def port_free(port: int) -> bool:
 
 @dataclass
 class Stack:
-    """The rehearsed dev stack the benchmark runs against."""
+    """One rehearsed stack (dev or prod) the benchmark brings up, measures and removes."""
 
+    kind: str
     client: docker.DockerClient = field(default_factory=docker.from_env)
-    api_url: str = f"http://127.0.0.1:{PORTS['apiPort']}"
 
-    def up(self, worker_processes: int) -> None:
-        log(f"rehearsal up ({STACK_NAME}, 1 worker container x {worker_processes} processes)")
-        config = [
-            *(f"{key}={value}" for key, value in PORTS.items()),
-            "workerReplicas=1",
-            f"workerConcurrency={worker_processes}",
-            f"appEnv={json.dumps(APP_ENV)}",
+    @property
+    def name(self) -> str:
+        return f"bench-{self.kind}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{PORTS[self.kind]['apiPort']}"
+
+    def rehearsal(self, *arguments: str) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "rehearsal",
+            *arguments,
+            "--stack",
+            self.kind,
+            "--name",
+            self.name,
         ]
-        command = [sys.executable, "-m", "rehearsal", "up", "--stack", "dev"]
-        command += ["--name", STACK_NAME, *(arg for c in config for arg in ("--config", c))]
-        subprocess.run(command, check=True, cwd=REPO)
+
+    def up(self) -> None:
+        log(f"rehearsal up {self.name}")
+        config = [f"{key}={value}" for key, value in PORTS[self.kind].items()]
+        config.append(f"appEnv={json.dumps(APP_ENV)}")
+        options = [arg for item in config for arg in ("--config", item)]
+        subprocess.run([*self.rehearsal("up"), *options], check=True, cwd=REPO)
         self.wait_ready()
 
     def down(self) -> None:
-        log(f"rehearsal down ({STACK_NAME}, volumes too)")
-        command = [sys.executable, "-m", "rehearsal", "down", "--name", STACK_NAME]
-        subprocess.run([*command, "--stack", "dev", "--volumes"], check=False, cwd=REPO)
+        log(f"rehearsal down {self.name} (volumes too)")
+        subprocess.run([*self.rehearsal("down"), "--volumes"], check=False, cwd=REPO)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 120
@@ -106,7 +123,7 @@ class Stack:
         raise RuntimeError(f"{self.api_url}/health/ready did not answer 200")
 
     def containers(self, role: str) -> list[Any]:
-        labels = [f"{LABEL_STACK}={STACK_NAME}", f"{LABEL_ROLE}={role}"]
+        labels = [f"{LABEL_STACK}={self.name}", f"{LABEL_ROLE}={role}"]
         return list(self.client.containers.list(all=True, filters={"label": labels}))
 
     def sql(self, statement: str) -> str:
@@ -118,109 +135,108 @@ class Stack:
             raise RuntimeError(f"psql failed: {result.output.decode()}")
         return str(result.output.decode()).strip()
 
-    def count_jobs(self) -> int:
-        return int(self.sql("SELECT count(*) FROM jobs"))
+    def shape(self) -> dict[str, Any]:
+        """What serves the load: API processes (uvicorn's command line), worker containers."""
+        (api,) = self.containers("api")
+        command = api.attrs["Config"]["Cmd"]
+        workers = self.containers("worker")
+        concurrency = [
+            arg.split("=", 1)[1]
+            for arg in workers[0].attrs["Config"]["Cmd"]
+            if arg.startswith("--concurrency=")
+        ]
+        return {
+            "api_processes": int(command[command.index("--workers") + 1])
+            if "--workers" in command
+            else 1,
+            "worker_containers": len(workers),
+            "worker_concurrency": int(concurrency[0]) if concurrency else None,
+        }
 
 
-def wrk(url: str, script: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "-s", str(BENCH_DIR / script)]
-    environment = {**os.environ, "BENCH_LUA_DIR": str(BENCH_DIR), **(env or {})}
-    output = run([*command, url], env=environment)
-    line = next(line for line in output.splitlines() if line.startswith("BENCH-JSON "))
-    summary: dict[str, Any] = json.loads(line.removeprefix("BENCH-JSON "))
-    seconds = summary["duration_us"] / 1e6
+def wrk(*arguments: str) -> dict[str, Any]:
+    """wrk's request rate and failures, read from its text report (as the tutorial's run does)."""
+    output = subprocess.run([*WRK, *arguments], check=True, capture_output=True, text=True).stdout
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, output)
+        return float(found.group(1)) if found else 0.0
+
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     return {
-        "connections": CONNECTIONS,
-        "seconds": round(seconds, 2),
-        "requests": summary["requests"],
-        "requests_per_second": round(summary["requests"] / seconds, 1),
-        "p50_ms": summary["p50_us"] / 1000,
-        "p90_ms": summary["p90_us"] / 1000,
-        "p99_ms": summary["p99_us"] / 1000,
-        "max_ms": summary["max_us"] / 1000,
-        "non_2xx": summary["non_2xx"],
-        "socket_errors": summary["socket_errors"],
+        "requests_per_second": number(r"Requests/sec:\s+([\d.]+)"),
+        "requests": int(number(r"(\d+) requests in")),
+        "non_2xx": int(number(r"Non-2xx or 3xx responses: (\d+)")),
+        "socket_errors": sum(int(count) for count in errors.groups()) if errors else 0,
     }
 
 
-def bench_post(stack: Stack) -> dict[str, Any]:
-    log(f"POST /process: wrk {CONNECTIONS} connections {SECONDS} s")
-    before = stack.count_jobs()
-    result = wrk(stack.api_url, "post.lua")
-    result["rows_persisted"] = stack.count_jobs() - before
-    return result
-
-
-def bench_get(stack: Stack, ids_file: Path) -> dict[str, Any]:
-    ids = stack.sql("SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1000")
-    ids_file.write_text(ids + "\n")
-    log(f"GET /task: wrk {CONNECTIONS} connections {SECONDS} s over 1,000 ids")
-    return wrk(stack.api_url, "get.lua", {"BENCH_IDS": str(ids_file)})
-
-
-async def post_jobs(api_url: str, count: int, concurrency: int = 32) -> None:
-    numbers = iter(range(count))
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-
-        async def sender() -> None:
-            for number in numbers:
-                response = await client.post(f"/process/{number}")
-                response.raise_for_status()
-
-        await asyncio.gather(*(sender() for _ in range(concurrency)))
-
-
-def clear_jobs(stack: Stack) -> None:
-    """Empty the jobs table: the stack is the benchmark's own, so a phase counts every row.
-
-    Waits first until every job of the previous phase has finished, so no queued message of an
-    earlier phase competes with the next one.
-    """
-    deadline = time.monotonic() + 600
-    while stack.sql("SELECT count(*) FROM jobs WHERE status <> 'succeeded'") != "0":
+def wait_until(stack: Stack, query: str, expected: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (count := int(stack.sql(query))) < expected:
         if time.monotonic() > deadline:
-            raise RuntimeError("jobs of the previous phase did not finish within 600 s")
-        time.sleep(0.5)
+            raise RuntimeError(f"{query}: {count} of {expected} after {seconds} s")
+        time.sleep(0.2)
+
+
+def settle(stack: Stack) -> None:
+    """Every job of the previous phase finished, then the table emptied: a phase counts its own."""
+    wait_until(stack, "SELECT count(*) = 0 FROM jobs WHERE status <> 'succeeded'", 1, 900)
     stack.sql("TRUNCATE jobs")
 
 
-def wait_finished(stack: Stack, expected: int, limit_seconds: float) -> None:
-    deadline = time.monotonic() + limit_seconds
-    while True:
-        done = int(stack.sql("SELECT count(*) FROM jobs WHERE status = 'succeeded'"))
-        if done >= expected:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {done} of {expected} jobs succeeded in {limit_seconds} s")
-        time.sleep(0.5)
+def bench_post(stack: Stack) -> dict[str, Any]:
+    log("POST /process: wrk -t2 -c32 -d10s -s post.lua (the tutorial's)")
+    result = wrk("-s", str(POST_LUA), stack.api_url)
+    result["rows_committed"] = int(stack.sql("SELECT count(*) FROM jobs"))
+    return result
 
 
-def bench_drain(stack: Stack, processes: int) -> dict[str, Any]:
-    clear_jobs(stack)
+def bench_get(stack: Stack) -> dict[str, Any]:
+    settle(stack)
+    task_id = httpx.post(f"{stack.api_url}/process/1").json()["task_id"]
+    wait_until(stack, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", 1, 60)
+    log("GET /task/{id} of a finished job: wrk -t2 -c32 -d10s")
+    return wrk(f"{stack.api_url}/task/{task_id}")
+
+
+def enqueue(api_url: str, count: int) -> None:
+    """POST /process for item ids 1..count from 16 threads, as the tutorial's run does."""
+
+    def post(item: int) -> int:
+        request = urllib.request.Request(f"{api_url}/process/{item}", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - our stack
+            return int(response.status)
+
+    with concurrent.futures.ThreadPoolExecutor(ENQUEUE_THREADS) as pool:
+        statuses = list(pool.map(post, range(1, count + 1)))
+    refused = sum(status != 202 for status in statuses)
+    if refused:
+        raise RuntimeError(f"{refused} of {count} POSTs were not accepted")
+
+
+def bench_drain(stack: Stack) -> dict[str, Any]:
+    settle(stack)
     workers = stack.containers("worker")
     for worker in workers:
-        worker.stop(timeout=30)
-    log(f"drain: enqueue {DRAIN_JOBS} jobs with the workers stopped")
-    asyncio.run(post_jobs(stack.api_url, DRAIN_JOBS))
-    log(f"drain: start {len(workers)} worker container(s) x {processes} processes")
-    started = time.monotonic()
+        worker.stop(timeout=60)
+    log(f"drain: {DRAIN_JOBS} jobs enqueued with the workers stopped, then the workers started")
+    enqueue(stack.api_url, DRAIN_JOBS)
     for worker in workers:
         worker.start()
-    wait_finished(stack, DRAIN_JOBS, 600)
-    wall = time.monotonic() - started
-    first_start, last_finish, seconds = stack.sql(
-        "SELECT min(started_at), max(finished_at), "
-        "extract(epoch FROM max(finished_at) - min(started_at)) FROM jobs"
-    ).split("|")
-    drain_seconds = float(seconds)
+    query = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
+    wait_until(stack, query, DRAIN_JOBS, 900)
+    seconds = float(
+        stack.sql("SELECT extract(epoch FROM max(finished_at) - min(finished_at)) FROM jobs")
+    )
+    rows = stack.sql("SELECT count(*) FROM jobs WHERE result IS NOT NULL")
     return {
-        "worker_processes": processes,
         "jobs": DRAIN_JOBS,
-        "first_started_at": first_start,
-        "last_finished_at": last_finish,
-        "seconds": round(drain_seconds, 3),
-        "jobs_per_second": round(DRAIN_JOBS / drain_seconds, 1),
-        "wall_seconds_from_worker_start": round(wall, 2),
+        "seconds_first_to_last_result": round(seconds, 3),
+        "jobs_per_second": round((DRAIN_JOBS - 1) / seconds, 1),
+        "rows_succeeded_with_result": int(rows),
     }
 
 
@@ -241,214 +257,154 @@ async def steady_posts(api_url: str, rate: int, seconds: int) -> int:
 
 
 def bench_latency(stack: Stack) -> dict[str, Any]:
+    settle(stack)
     log(f"enqueue -> succeeded: {STEADY_RATE} POST/s for {STEADY_SECONDS} s")
-    clear_jobs(stack)
     jobs = asyncio.run(steady_posts(stack.api_url, STEADY_RATE, STEADY_SECONDS))
-    wait_finished(stack, jobs, 120)
-    p50, p90, p99, worst = (
+    wait_until(stack, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", jobs, 120)
+    p50, p99 = (
         stack.sql(
-            "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99, 1.0]) WITHIN GROUP "
-            "(ORDER BY extract(epoch FROM finished_at - created_at) * 1000) "
-            "FROM jobs"
+            "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP "
+            "(ORDER BY extract(epoch FROM finished_at - created_at) * 1000) FROM jobs"
         )
         .strip("{}")
         .split(",")
     )
-    return {
-        "rate_per_second": STEADY_RATE,
-        "seconds": STEADY_SECONDS,
-        "jobs": jobs,
-        "measured_as": "finished_at - created_at of each row (PostgreSQL clock)",
-        "p50_ms": round(float(p50), 2),
-        "p90_ms": round(float(p90), 2),
-        "p99_ms": round(float(p99), 2),
-        "max_ms": round(float(worst), 2),
-    }
+    return {"jobs": jobs, "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
 
 
-def redis_ceiling() -> dict[str, float]:
-    log("ceiling: redis-benchmark -t lpush,rpop")
-    output = run(
-        [
-            *("redis-benchmark", "-h", "127.0.0.1", "-p", str(PORTS["redisHostPort"])),
-            *("-t", "lpush,rpop", "-n", "200000", "-c", str(CONNECTIONS), "--csv"),
-        ]
+def measure(kind: str) -> dict[str, Any]:
+    stack = Stack(kind)
+    stack.down()  # a leftover of an interrupted run
+    try:
+        stack.up()
+        return {
+            **stack.shape(),
+            "post": bench_post(stack),
+            "get": bench_get(stack),
+            "drain": bench_drain(stack),
+            "latency": bench_latency(stack),
+        }
+    finally:
+        stack.down()
+
+
+def measure_tutorial() -> dict[str, Any]:
+    log(f"the tutorial's stack: {TUTORIAL_BENCH / 'run'} (about 2 minutes)")
+    completed = subprocess.run(
+        ["bash", str(TUTORIAL_BENCH / "run")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "K": str(DRAIN_JOBS)},
     )
-    rates: dict[str, float] = {}
-    for row in csv.reader(io.StringIO(output)):
-        if row and row[0] in ("LPUSH", "RPOP"):
-            rates[f"{row[0].lower()}_per_second"] = float(row[1])
-    return rates
-
-
-PGBENCH_SCRIPT = (
-    "INSERT INTO bench_ceiling (id, item_id, status, celery_task_id) "
-    "VALUES (gen_random_uuid(), 1, 'queued', 'x');"
-)
-
-
-def postgres_ceiling(stack: Stack) -> dict[str, Any]:
-    """Single-row INSERT transactions into a copy of the jobs table (same indexes)."""
-    log(f"ceiling: pgbench INSERT, {CONNECTIONS} clients {SECONDS} s")
-    stack.sql(
-        "DROP TABLE IF EXISTS bench_ceiling; CREATE TABLE bench_ceiling (LIKE jobs INCLUDING ALL)"
-    )
-    (postgres,) = stack.containers("postgres")
-    script = PGBENCH_SCRIPT.replace("'", "'\\''")
-    command = (
-        f"printf '%s\\n' '{script}' > /tmp/insert.sql && "
-        f"pgbench -U taskstack -n -c {CONNECTIONS} -j 2 -T {SECONDS} -f /tmp/insert.sql taskstack"
-    )
-    result = postgres.exec_run(["sh", "-c", command])
-    stack.sql("DROP TABLE bench_ceiling")
-    output = result.output.decode()
-    if result.exit_code != 0:
-        raise RuntimeError(f"pgbench failed: {output}")
-    tps = next(line for line in output.splitlines() if line.startswith("tps = "))
-    latency = next(line for line in output.splitlines() if line.startswith("latency average"))
-    return {
-        "insert_transactions_per_second": float(tps.split()[2]),
-        "latency_average_ms": float(latency.split()[3]),
-        "clients": CONNECTIONS,
-        "seconds": SECONDS,
-    }
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    model = next(
+        (
+            line.partition(":")[2].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
-        "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
     }
 
 
+def ratios(ours: dict[str, Any], tutorial: dict[str, Any]) -> dict[str, float]:
+    return {
+        "post": round(ours["post"]["requests_per_second"] / tutorial["post_rps"], 2),
+        "get": round(ours["get"]["requests_per_second"] / tutorial["get_rps"], 2),
+        "drain": round(ours["drain"]["jobs_per_second"] / tutorial["drain_jobs_per_s"], 2),
+    }
+
+
+TARGETS = {"post": 2.0, "get": 3.0, "drain": 1.5}
+
+
+def _rate(result: dict[str, Any], key: str) -> float:
+    measured = result[key]
+    return float(measured["jobs_per_second" if key == "drain" else "requests_per_second"])
+
+
 def table(results: dict[str, Any]) -> str:
-    post, get, latency = results["post_process"], results["get_task"], results["latency"]
-    ceilings = results["ceilings"]
-    rows = [
-        "| measurement | result |",
-        "|---|---|",
-        f"| POST /process, {CONNECTIONS} connections {SECONDS} s | "
-        f"{post['requests_per_second']:,.0f} req/s, p50 {post['p50_ms']:.1f} ms, "
-        f"p99 {post['p99_ms']:.1f} ms; {post['rows_persisted']:,} rows persisted for "
-        f"{post['requests']:,} requests, {post['non_2xx']} non-2xx |",
-        f"| GET /task, {CONNECTIONS} connections {SECONDS} s | "
-        f"{get['requests_per_second']:,.0f} req/s, p50 {get['p50_ms']:.1f} ms, "
-        f"p99 {get['p99_ms']:.1f} ms, {get['non_2xx']} non-2xx |",
-    ]
-    for drain in results["drain"]:
-        rows.append(
-            f"| drain {drain['jobs']:,} zero-work jobs, {drain['worker_processes']} worker "
-            f"process(es) | {drain['jobs_per_second']:,.0f} jobs/s ({drain['seconds']:.2f} s) |"
+    tutorial = results["tutorial"]
+    kinds = [kind for kind in ("dev", "prod") if kind in results]
+    columns = "".join(f" ours, {kind} | ratio (target) |" for kind in kinds)
+    rows = [f"| | tutorial |{columns}", "|---" * (2 + 2 * len(kinds)) + "|"]
+    labels = {
+        "post": ("POST /process (req/s)", tutorial["post_rps"]),
+        "get": ("GET /task/{id} (req/s)", tutorial["get_rps"]),
+        "drain": (f"drain of {DRAIN_JOBS:,} (jobs/s)", tutorial["drain_jobs_per_s"]),
+    }
+    for key, (label, theirs) in labels.items():
+        cells = "".join(
+            f" {_rate(results[kind], key):,.0f} | "
+            f"{results[kind]['ratios'][key]:.2f}x (>= {TARGETS[key]}x) |"
+            for kind in kinds
         )
-    rows += [
-        f"| enqueue -> succeeded at {latency['rate_per_second']} req/s | "
-        f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms |",
-        f"| ceiling: Redis (redis-benchmark, {CONNECTIONS} clients) | "
-        f"LPUSH {ceilings['redis'].get('lpush_per_second', 0):,.0f}/s, "
-        f"RPOP {ceilings['redis'].get('rpop_per_second', 0):,.0f}/s |",
-        f"| ceiling: PostgreSQL single-row INSERT transactions (pgbench, {CONNECTIONS} clients) | "
-        f"{ceilings['postgres']['insert_transactions_per_second']:,.0f}/s |",
-    ]
+        rows.append(f"| {label} | {theirs:,.0f} |{cells}")
+    latency = "".join(
+        f" p50 {results[kind]['latency']['p50_ms']:.1f} ms, "
+        f"p99 {results[kind]['latency']['p99_ms']:.1f} ms | (p50 < 20 ms) |"
+        for kind in kinds
+    )
+    rows.append(f"| enqueue -> succeeded, 20 req/s | - |{latency}")
+    shapes = "".join(
+        f" {results[kind]['api_processes']} API process(es), {results[kind]['worker_containers']}"
+        f" worker(s) x {results[kind]['worker_concurrency']} | |"
+        for kind in kinds
+    )
+    rows.append(f"| what serves it | 1 API process, 1 worker x 4 |{shapes}")
     return "\n".join(rows)
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (drain_axes, latency_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
-    processes = [drain["worker_processes"] for drain in results["drain"]]
-    rates = [drain["jobs_per_second"] for drain in results["drain"]]
-    drain_axes.plot(processes, rates, marker="o")
-    for x, y in zip(processes, rates, strict=True):
-        drain_axes.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 6))
-    drain_axes.set(
-        xlabel="worker processes",
-        ylabel="jobs/s",
-        title=f"Drain of {DRAIN_JOBS:,} zero-work jobs",
-        xticks=processes,
-        ylim=(0, max(rates) * 1.25),
-    )
-    names = ["POST /process", "GET /task", "enqueue→succeeded"]
-    sources = [results["post_process"], results["get_task"], results["latency"]]
-    width = 0.38
-    positions = range(len(names))
-    for offset, key in ((-width / 2, "p50_ms"), (width / 2, "p99_ms")):
-        values = [source[key] for source in sources]
-        bars = latency_axes.bar([p + offset for p in positions], values, width, label=key[:3])
-        latency_axes.bar_label(bars, fmt="%.1f", fontsize=8)
-    latency_axes.set_xticks(list(positions), names)
-    latency_axes.set(ylabel="ms", title="Latency percentiles")
-    latency_axes.legend()
-    figure.suptitle(
-        f"taskstack dev stack, {results['machine']['cpus']} CPUs, {results['date']}", fontsize=10
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-
-
-def preflight() -> None:
-    missing = [tool for tool in ("wrk", "redis-benchmark") if shutil.which(tool) is None]
-    if missing:
-        raise SystemExit(f"missing {', '.join(missing)}: apt-get install -y wrk redis-tools")
-    busy = [f"{key} {port}" for key, port in PORTS.items() if not port_free(port)]
+def preflight(kinds: list[str]) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install -y wrk")
+    if not (TUTORIAL_BENCH / "run").exists():
+        raise SystemExit(f"{TUTORIAL_BENCH / 'run'} is missing: ../shared must sit beside the repo")
+    busy = [
+        f"{key} {port}"
+        for kind in kinds
+        for key, port in PORTS[kind].items()
+        if not port_free(port)
+    ]
     if busy:
         raise SystemExit(f"host ports in use: {', '.join(busy)}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    parser.add_argument("--stacks", default="dev,prod", help="which of ours to measure")
     args = parser.parse_args()
-    preflight()
+    kinds = [kind for kind in args.stacks.split(",") if kind]
+    preflight(kinds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench",
         "machine": machine(),
-        "stack": {
-            "name": STACK_NAME,
-            "api": "one uvicorn process (the dev stack's, --reload)",
-            "app_env": APP_ENV,
-        },
+        "app_env": APP_ENV,
     }
-    stack = Stack()
-    stack.down()  # a leftover of an interrupted run
-    try:
-        stack.up(worker_processes=2)
-        results["post_process"] = bench_post(stack)
-        results["get_task"] = bench_get(stack, RESULTS / ".ids.txt")
-        results["latency"] = bench_latency(stack)
-        drains = {2: bench_drain(stack, 2)}
-        for processes in WORKER_PROCESSES:
-            if processes not in drains:
-                stack.up(worker_processes=processes)
-                drains[processes] = bench_drain(stack, processes)
-        results["drain"] = [drains[processes] for processes in WORKER_PROCESSES]
-        results["ceilings"] = {"redis": redis_ceiling(), "postgres": postgres_ceiling(stack)}
-    finally:
-        (RESULTS / ".ids.txt").unlink(missing_ok=True)
-        if not args.keep:
-            stack.down()
+    results["tutorial"] = measure_tutorial()
+    log(f"tutorial: {json.dumps(results['tutorial'])}")
+    for kind in kinds:
+        results[kind] = measure(kind)
+        results[kind]["ratios"] = ratios(results[kind], results["tutorial"])
+        log(f"{kind}: {json.dumps(results[kind])}")
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS / "bench.png")
     print(table(results))
-    log(f"wrote {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+    log(f"wrote {RESULTS / 'bench.json'}")
     return 0
 
 
