@@ -4,13 +4,15 @@ Both are created lazily, once per process, with a long-lived pool. A forked Cele
 reuse the parent's connections, so `app.worker` disposes the sync engine in `worker_process_init`.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
+
+T = TypeVar("T")
 
 
 @lru_cache
@@ -45,26 +49,58 @@ async def get_session() -> AsyncIterator[AsyncSession]:
 
 
 @lru_cache
-def get_sync_engine() -> Engine:
+def get_sync_engine(durable: bool = True) -> Engine:
+    """The worker's engines (one pool each, per process), without a ping on every checkout.
+
+    `durable=False` commits without waiting for the WAL flush (`synchronous_commit=off`): for the
+    states a PostgreSQL crash may lose without losing a job, `started` and progress. Their job's
+    message stays unacknowledged until `succeeded`/`failed` is committed durably (the default
+    engine), and a durable commit also flushes every earlier one, in order.
+    A pooled connection that died (PostgreSQL restarted) is replaced by `reconnecting`.
+    """
     settings = get_settings()
     return create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=False,
+        connect_args={} if durable else {"options": "-c synchronous_commit=off"},
     )
 
 
 @lru_cache
-def get_sync_sessionmaker() -> sessionmaker[Session]:
+def get_sync_sessionmaker(durable: bool = True) -> sessionmaker[Session]:
     """Sessions for the worker's job updates, in autocommit (same pool as `get_sync_engine`).
 
     Every job-lifecycle change (`app.jobs`) is one statement, atomic on its own; autocommit saves
     the BEGIN and COMMIT round trips around each (a job with no work time costs two UPDATEs).
     """
     return sessionmaker(
-        get_sync_engine().execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        get_sync_engine(durable).execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
     )
+
+
+def reconnecting(sessions: sessionmaker[Session], change: Callable[[Session], T]) -> T:
+    """Run one job change in a new session; once more if its pooled connection was dead.
+
+    Instead of a ping round trip on every checkout: a connection that PostgreSQL closed (a restart)
+    fails its statement, SQLAlchemy then invalidates the whole pool, and the second attempt runs on
+    a fresh connection. Every change in `app.jobs` is conditional, so running one twice is harmless.
+    """
+    try:
+        with sessions() as session:
+            return change(session)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    with sessions() as session:
+        return change(session)
+
+
+def dispose_sync_engines() -> None:
+    """Forget the pools' connections without closing them (a forked child must open its own)."""
+    for durable in (True, False):
+        get_sync_engine(durable).dispose(close=False)
 
 
 ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"

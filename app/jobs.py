@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Row, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -56,13 +56,22 @@ async def list_jobs(
     return page.all(), total or 0
 
 
-def mark_started(
+def claim(
     session: Session, job_id: uuid.UUID
-) -> Row[tuple[int, int, dict[str, Any]]] | None:
-    """Count an attempt and mark the job started; its (attempts, item_id, payload), or None when
-    it is finished or unknown. Plain columns: no ORM object is built for a job the task only
-    reads."""
-    job = session.execute(
+) -> Row[tuple[JobStatus, int, int, dict[str, Any]]] | None:
+    """The unfinished job a delivery is about to run: (status, attempts, item_id, payload), or None
+    when it is finished or unknown. A read: no row version, no WAL, no index entries."""
+    return session.execute(
+        select(Job.status, Job.attempts, Job.item_id, Job.payload).where(
+            Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES)
+        )
+    ).one_or_none()
+
+
+def mark_started(session: Session, job_id: uuid.UUID) -> int | None:
+    """Count this delivery's attempt and mark the job started; its attempt number, or None when
+    it is finished or unknown. Only for jobs with time to be seen running (`app.tasks`)."""
+    attempts = session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
         .values(
@@ -71,12 +80,21 @@ def mark_started(
             started_at=func.now(),
             error=None,
         )
-        .returning(Job.attempts, Job.item_id, Job.payload)
+        .returning(Job.attempts)
         # No ORM object of this row is loaded in the session: skip evaluating the WHERE on it.
         .execution_options(synchronize_session=False)
-    ).one_or_none()
+    )
     session.commit()
-    return job
+    return attempts
+
+
+# A delivery counts its attempt once: in `mark_started` when it ran one (status is then
+# `started`), otherwise in the change that ends the attempt, which also stamps `started_at`.
+_IS_STARTED = Job.status == JobStatus.STARTED
+_COUNT_ATTEMPT = {
+    "attempts": Job.attempts + case((_IS_STARTED, 0), else_=1),
+    "started_at": case((_IS_STARTED, Job.started_at), else_=func.now()),
+}
 
 
 def mark_progress(session: Session, job_id: uuid.UUID, percent: int) -> None:
@@ -94,6 +112,7 @@ def mark_succeeded(session: Session, job_id: uuid.UUID, result: dict[str, Any]) 
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
         .values(
+            **_COUNT_ATTEMPT,
             status=JobStatus.SUCCEEDED,
             progress=100,
             result=result,
@@ -112,7 +131,8 @@ def mark_retrying(session: Session, job_id: uuid.UUID, error: str) -> None:
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
-        .values(status=JobStatus.RETRYING, error=error, queued_at=func.now())
+        .values(**_COUNT_ATTEMPT, status=JobStatus.RETRYING, error=error, queued_at=func.now())
+        .execution_options(synchronize_session=False)
     )
     session.commit()
 
@@ -121,7 +141,8 @@ def mark_failed(session: Session, job_id: uuid.UUID, error: str) -> None:
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
-        .values(status=JobStatus.FAILED, error=error, finished_at=func.now())
+        .values(**_COUNT_ATTEMPT, status=JobStatus.FAILED, error=error, finished_at=func.now())
+        .execution_options(synchronize_session=False)
     )
     session.commit()
 

@@ -11,7 +11,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app import jobs
 from app.config import get_settings
-from app.db import get_sync_sessionmaker
+from app.db import get_sync_sessionmaker, reconnecting
+from app.models import JobStatus
 from app.worker import celery_app
 
 logger = get_task_logger(__name__)
@@ -31,8 +32,15 @@ class JobTask(Task):  # type: ignore[misc]
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
-        with get_sync_sessionmaker()() as session:
-            jobs.mark_retrying(session, uuid.UUID(task_id), _describe(exc))
+        # The retry message is already published: if PostgreSQL is the reason for the retry, the
+        # row cannot say so now, and the job runs again all the same.
+        try:
+            reconnecting(
+                get_sync_sessionmaker(),
+                lambda session: jobs.mark_retrying(session, uuid.UUID(task_id), _describe(exc)),
+            )
+        except (OperationalError, InterfaceError) as error:
+            logger.warning("job %s retrying; its row not updated: %s", task_id, _describe(error))
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -43,8 +51,10 @@ class JobTask(Task):  # type: ignore[misc]
             # would lose it.
             logger.warning("job %s interrupted by the database: %s", task_id, _describe(exc))
             return
-        with get_sync_sessionmaker()() as session:
-            jobs.mark_failed(session, uuid.UUID(task_id), _describe(exc))
+        reconnecting(
+            get_sync_sessionmaker(),
+            lambda session: jobs.mark_failed(session, uuid.UUID(task_id), _describe(exc)),
+        )
 
 
 def _describe(exc: BaseException) -> str:
@@ -78,27 +88,44 @@ def publish_job(job_id: uuid.UUID) -> None:
 def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
     """Process one job: idempotent, so a redelivered message for a finished job changes nothing."""
     job_uuid = uuid.UUID(job_id)
-    with get_sync_sessionmaker()() as session:
-        job = jobs.mark_started(session, job_uuid)
-        if job is None:
-            logger.info("job %s is finished or unknown; ignoring this delivery", job_id)
-            return None
+    job = reconnecting(get_sync_sessionmaker(), lambda session: jobs.claim(session, job_uuid))
+    if job is None:
+        logger.info("job %s is finished or unknown; ignoring this delivery", job_id)
+        return None
 
-        fail_times = int(job.payload.get("fail_times", 0))
-        if job.attempts <= fail_times:
-            raise TransientJobError(f"simulated transient failure {job.attempts} of {fail_times}")
-
-        work_seconds = get_settings().job_work_seconds
-        if work_seconds > 0:
-            for step in range(1, PROGRESS_STEPS):
-                time.sleep(work_seconds / PROGRESS_STEPS)
-                jobs.mark_progress(session, job_uuid, step * 100 // PROGRESS_STEPS)
-            time.sleep(work_seconds / PROGRESS_STEPS)
-
-        result = {"item_id": job.item_id, "status": "processed"}
-        if not jobs.mark_succeeded(session, job_uuid, result):
+    work_seconds = get_settings().job_work_seconds
+    # `started` is written only when the job has time to be seen running, or when an earlier
+    # delivery left it started (so that this one counts its own attempt). A job done at once goes
+    # from queued to succeeded in one UPDATE that counts the attempt and stamps started_at: one
+    # write per job instead of two. It commits without waiting for the WAL flush
+    # (app.db.get_sync_engine): a crash may lose it, never the job, whose message is acknowledged
+    # only after the durable `succeeded` below.
+    attempt = job.attempts + 1
+    if work_seconds > 0 or job.status == JobStatus.STARTED:
+        progress = get_sync_sessionmaker(durable=False)
+        started = reconnecting(progress, lambda session: jobs.mark_started(session, job_uuid))
+        if started is None:
             logger.info("job %s was finished by another delivery", job_id)
-        return result
+            return None
+        attempt = started
+
+    fail_times = int(job.payload.get("fail_times", 0))
+    if attempt <= fail_times:
+        raise TransientJobError(f"simulated transient failure {attempt} of {fail_times}")
+
+    if work_seconds > 0:
+        for step in range(1, PROGRESS_STEPS):
+            time.sleep(work_seconds / PROGRESS_STEPS)
+            percent = step * 100 // PROGRESS_STEPS
+            reconnecting(progress, lambda session: jobs.mark_progress(session, job_uuid, percent))  # noqa: B023 - called at once
+        time.sleep(work_seconds / PROGRESS_STEPS)
+
+    result = {"item_id": job.item_id, "status": "processed"}
+    if not reconnecting(
+        get_sync_sessionmaker(), lambda session: jobs.mark_succeeded(session, job_uuid, result)
+    ):
+        logger.info("job %s was finished by another delivery", job_id)
+    return result
 
 
 @celery_app.task(  # type: ignore[untyped-decorator]

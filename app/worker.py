@@ -10,7 +10,7 @@ from celery.signals import worker_process_init
 from kombu.entity import Queue
 
 from app.config import get_settings
-from app.db import get_sync_engine
+from app.db import dispose_sync_engines
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -66,7 +66,7 @@ celery_app.conf.update(
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _dispose_inherited_pool(**_: Any) -> None:
     # A forked child must open its own connections, never reuse the parent's sockets.
-    get_sync_engine().dispose(close=False)
+    dispose_sync_engines()
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
