@@ -16,16 +16,18 @@ import docker
 import httpx
 import pytest
 
+from infra.spec import APP_ROLES, ROLES
 from rehearsal.runner import REPO_ROOT
 from tests.e2e.stack import ARTIFACTS, RehearsedStack, eventually
 
+GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 
 
 def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
     state = {
         name: dev_stack.container(name).attrs["State"]
-        for role in ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
+        for role in ROLES
         for name in dev_stack.names(role)
     }
     (migrate,) = dev_stack.names("migrate")
@@ -222,7 +224,7 @@ def test_image_size_user_and_hadolint(dev_stack: RehearsedStack) -> None:
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
-@pytest.mark.parametrize("role", ["api", "worker", "beat", "flower"])
+@pytest.mark.parametrize("role", GATED)
 def test_app_roles_exist_before_the_failed_migration_case(
     dev_stack: RehearsedStack, role: str
 ) -> None:
@@ -244,10 +246,6 @@ def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: RehearsedSt
     assert "password authentication failed" in failed.stderr
     names = {c.name for c in dev_stack.all_containers()}
     assert not any(
-        name.startswith(f"taskstack-{dev_stack.name}-{role}")
-        for name in names
-        for role in ("api", "worker", "beat", "flower")
+        name.startswith(f"taskstack-{dev_stack.name}-{role}") for name in names for role in GATED
     ), names
-    assert {
-        f"taskstack-{dev_stack.name}-{role}" for role in ("postgres", "redis", "migrate")
-    } <= names
+    assert {f"taskstack-{dev_stack.name}-{role}" for role in ROLES if role not in GATED} <= names

@@ -20,6 +20,7 @@ import docker.errors
 import httpx
 import pytest
 
+from infra.spec import APP_ROLES
 from rehearsal.engine import STACK_LABEL
 from tests.e2e.stack import ARTIFACTS, eventually
 from tests.e2e_swarm.stack import SwarmStack
@@ -34,7 +35,6 @@ ROLES_REPLICAS = {
     "beat": 1,
     "flower": 1,
 }
-APP_ROLES = ("migrate", "api", "worker", "beat", "flower")
 CONNECTION_FILES = ("database_url", "redis_url", "celery_broker_url", "celery_result_backend")
 
 
@@ -105,7 +105,7 @@ def test_postgres_and_redis_are_pinned_to_the_labelled_node(swarm_stack: SwarmSt
 
 
 def test_credentials_are_secret_files_never_environment(swarm_stack: SwarmStack) -> None:
-    for role in ("api", "worker", "beat", "flower", "migrate"):
+    for role in APP_ROLES:
         for container in swarm_stack.task_containers(role):
             env = "\n".join(container.attrs["Config"]["Env"])
             for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "FLOWER_BASIC_AUTH"):

@@ -16,6 +16,7 @@ from infra.config import (
     StackConfig,
     StackConfigError,
 )
+from infra.spec import APP_ROLES
 from tests.infra.conftest import PROD_SECRETS
 from tests.infra.pulumi_mocks import REPO_ROOT, ProgramMocks, run_program
 
@@ -165,7 +166,7 @@ def test_app_env_passes_allowed_settings_to_every_app_container() -> None:
     run = run_program(
         {"environment": "dev", "appEnv": '["VISIBILITY_TIMEOUT_SECONDS=30"]'}, stack="dev"
     )
-    for role in ("migrate", "api", "worker", "beat", "flower"):
+    for role in APP_ROLES:
         for container in run.role(role):
             assert "VISIBILITY_TIMEOUT_SECONDS=30" in container.plain["envs"], container.name
 

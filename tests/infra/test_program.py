@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pytest
 
+from infra.spec import APP_ROLES, ROLES
 from infra.targets.docker import MigrationFailedError
 from tests.infra.conftest import PROD_SECRETS, run_stack
 from tests.infra.pulumi_mocks import (
@@ -48,13 +49,13 @@ SHARED = {
     (VOLUME, "redis-data"),
     (VOLUME, "beat-data"),
 }
-SINGLE_CONTAINERS = ("postgres", "redis", "migrate", "api", "beat", "flower")
-GATED = ("api", "worker", "beat", "flower")
+SINGLE_CONTAINERS = tuple(role for role in ROLES if role != "worker")  # workers: worker-<n>
+GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?[0-9]+s")
 
 
 def expected_resources(workers: int) -> set[tuple[str, str]]:
-    containers = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
+    containers: set[tuple[str, str]] = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
     containers |= {(CONTAINER, f"worker-{i}") for i in range(1, workers + 1)}
     return COMPONENTS | SHARED | containers
 
@@ -220,7 +221,7 @@ def test_database_url_matches_the_postgres_container(stack: str) -> None:
     aliases = {
         alias for network in postgres.plain["networksAdvanced"] for alias in network["aliases"]
     }
-    for role in ("migrate", "api", "worker", "beat", "flower"):
+    for role in APP_ROLES:
         for container in run.role(role):
             url = urlsplit(container_env(container)["DATABASE_URL"])
             assert url.scheme == "postgresql+psycopg"
@@ -261,7 +262,7 @@ def shares_network(a: Registration, b: Registration) -> bool:
 def test_containers_run_the_built_image_by_id(prod: ProgramRun) -> None:
     image_id = prod.named("app-image", IMAGE).outputs["repoDigest"]
     postgres_id = prod.named("postgres-image", REMOTE_IMAGE).outputs["imageId"]
-    for role in ("migrate", "api", "worker", "beat", "flower"):
+    for role in APP_ROLES:
         for container in prod.role(role):
             assert container.plain["image"] == image_id
     assert prod.named("postgres").plain["image"] == postgres_id

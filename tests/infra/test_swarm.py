@@ -21,6 +21,7 @@ import pytest
 
 from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
+from infra.spec import APP_ROLES, ROLES
 from tests.infra.conftest import PROD_SECRETS, run_stack
 from tests.infra.pulumi_mocks import (
     CONTAINER,
@@ -38,9 +39,7 @@ from tests.infra.pulumi_mocks import (
     without_secrets,
 )
 
-ROLES = ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
-APP_ROLES = ("migrate", "api", "worker", "beat", "flower")
-GATED = ("api", "worker", "beat", "flower")
+GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 COMPONENTS = {
     ("taskstack:swarm:Network", "network"),
     ("taskstack:swarm:AppImage", "app"),
