@@ -4,6 +4,7 @@ database, its URLs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ from rehearsal.runner import REPO_ROOT
 from rehearsal.stack_config import read_rehearsal_secrets
 
 ARTIFACTS = REPO_ROOT / "artifacts"
+# A worker's log line for a finished job (Celery's own format); group 1 is the job id.
+SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 T = TypeVar("T")
 
 

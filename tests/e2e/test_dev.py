@@ -18,10 +18,9 @@ import pytest
 
 from infra.spec import APP_ROLES, ROLES
 from rehearsal.runner import REPO_ROOT
-from tests.e2e.stack import ARTIFACTS, RehearsedStack, eventually
+from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, RehearsedStack, eventually
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
-SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 
 
 def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:

@@ -8,7 +8,6 @@ The tests run in file order on one stack: the release and the scaling build on w
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import uuid
@@ -22,10 +21,9 @@ import pytest
 
 from infra.spec import APP_ROLES
 from rehearsal.engine import STACK_LABEL
-from tests.e2e.stack import ARTIFACTS, eventually
+from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
 from tests.e2e_swarm.stack import SwarmStack
 
-SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 ROLES_REPLICAS = {
     "postgres": 1,
     "redis": 1,

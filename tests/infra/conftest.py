@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.infra.pulumi_mocks import PROJECT, REPO_ROOT, ProgramRun, run_program
+from tests.infra.pulumi_mocks import PROJECT, REPO_ROOT, ProgramRun, run_program, without_secrets
 
 # Test credentials, set as secrets like `pulumi config set --secret` does. Distinctive strings, so
 # that a leak anywhere in the registered inputs or outputs is found by a plain substring search.
@@ -30,6 +31,31 @@ def stack_file_config(stack: str) -> dict[str, Any]:
 def run_stack(stack: str, **overrides: Any) -> ProgramRun:
     secrets = PROD_SECRETS if stack == "prod" else None
     return run_program({**stack_file_config(stack), **overrides}, stack=stack, secrets=secrets)
+
+
+def assert_only_secret(run: ProgramRun, secret: str) -> str:
+    """The credential `secret` appears in no plain input, output or stack output; its plaintext."""
+    plaintext = PROD_SECRETS[secret].split(":")[-1]
+    for resource in run.registrations:
+        for label, value in (("inputs", resource.inputs), ("outputs", resource.outputs)):
+            visible = json.dumps(without_secrets(value))
+            assert plaintext not in visible, f"{secret} in plain {label} of {resource.name}"
+    assert plaintext not in json.dumps(without_secrets(run.stack_outputs))
+    return plaintext
+
+
+def assert_second_run_identical(run: Callable[[], ProgramRun]) -> None:
+    """Two runs register the same inputs and dependencies: a second `pulumi up` changes nothing.
+
+    Registration order is asynchronous, so they are compared by URN.
+    """
+    first, second = run(), run()
+    assert {r.urn: r.inputs for r in first.registrations} == {
+        r.urn: r.inputs for r in second.registrations
+    }
+    assert {r.urn: r.dependencies for r in first.registrations} == {
+        r.urn: r.dependencies for r in second.registrations
+    }
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from infra.spec import APP_ROLES, ROLES
 from infra.targets.docker import MigrationFailedError
-from tests.infra.conftest import PROD_SECRETS, run_stack
+from tests.infra.conftest import PROD_SECRETS, assert_second_run_identical, run_stack
 from tests.infra.pulumi_mocks import (
     CONTAINER,
     IMAGE,
@@ -359,15 +359,7 @@ def test_stack_outputs(prod: ProgramRun) -> None:
 
 
 def test_a_second_run_registers_identical_inputs() -> None:
-    # Registration order is asynchronous; compare by URN. Identical inputs and dependencies mean a
-    # second `pulumi up` has nothing to change.
-    first, second = run_stack("prod"), run_stack("prod")
-    assert {r.urn: r.inputs for r in first.registrations} == {
-        r.urn: r.inputs for r in second.registrations
-    }
-    assert {r.urn: r.dependencies for r in first.registrations} == {
-        r.urn: r.dependencies for r in second.registrations
-    }
+    assert_second_run_identical(lambda: run_stack("prod"))
 
 
 # --- Components: named by role, earlier names kept as aliases ------------------------------------
