@@ -17,6 +17,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
 import pulumi
@@ -77,6 +78,21 @@ _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CPUS = re.compile(r"^(?:[0-9]+(?:\.[0-9]{1,2})?)$")
+
+
+def provider_cpus(value: str) -> str:
+    """`cpus` as the docker provider writes it back into the state: NanoCPUs through
+    `nanoInt64ToDecimalString` (kreuzwerker/terraform-provider-docker v4.5.0
+    internal/provider/helpers.go): "2" -> "2.0", "0.50" -> "0.5", "0.25" -> "0.25"."""
+    nanos = int(Decimal(value) * 1_000_000_000)
+    nine = f"{Decimal(nanos) / Decimal(1_000_000_000):.9f}"
+    if nine.count("0") == 9:
+        return (
+            f"{(Decimal(nanos) / Decimal(1_000_000_000)).quantize(Decimal('0.1'), ROUND_HALF_UP)}"
+        )
+    return nine.rstrip("0")
+
+
 # A Swarm node label as `docker node update --label-add` takes it: key=value, key in DNS style.
 _NODE_LABEL = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*=[A-Za-z0-9_.-]+$")
 
@@ -197,7 +213,14 @@ class StackConfig(BaseModel):
     def _cpus(cls, value: str) -> str:
         if not _CPUS.match(value) or float(value) <= 0:
             raise ValueError("must be a positive number of CPUs such as 0.5 or 2")
-        return value
+        read_back = provider_cpus(value)
+        if Decimal(read_back) != Decimal(value):
+            raise ValueError(
+                f"the docker provider reads {value} back as {read_back}: every pulumi up would "
+                "replace the container; use a value such as 0.25, 0.5, 1.5 or 2"
+            )
+        # The form the provider reads back (`cpus` forces a new container: docs/infra.md).
+        return read_back
 
     @field_validator("app_env", "postgres_node_labels", "redis_node_labels", mode="before")
     @classmethod

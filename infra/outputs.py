@@ -19,3 +19,6 @@ def export_outputs(description: StackDescription, rendered: Rendered) -> None:
     # In-network URLs (hosts `postgres`, `redis`): what the app containers use.
     pulumi.export("databaseUrl", pulumi.Output.secret(description.database_url))
     pulumi.export("redisUrl", pulumi.Output.secret(description.redis_url))
+    if rendered.migration_run is not None:
+        # Read back by the next `up` (infra/targets/docker.py, migration_run_label).
+        pulumi.export("migrationRun", rendered.migration_run)

@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearsal {name}: {args.command} failed: {error}", file=sys.stderr)
         return 1
     print(f"rehearsal {name}: up in {time.monotonic() - started:.0f}s")
+    # The engine's summary: what the diff against the read-back state made it do.
+    print(f"  changes: {len(result.changes)}")
+    for change in result.changes:
+        detail = f" ({', '.join(change.properties)})" if change.properties else ""
+        print(f"    {change.op} {change.urn}{detail}")
     if args.outputs_json:
         # Secret outputs (connection strings) are left out.
         shown = {k: v for k, v in result.outputs.items() if k not in result.secret_outputs}

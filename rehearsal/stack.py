@@ -14,6 +14,7 @@ from typing import Any
 
 import docker.errors
 
+from rehearsal.appliers import Change
 from rehearsal.appliers.dispatch import AppliedEvent, EngineMocks, delete_resource
 from rehearsal.appliers.docker import delete_container, remove_network
 from rehearsal.appliers.swarm import delete_blob, delete_service
@@ -37,6 +38,9 @@ class UpResult:
     registered: list[str]
     events: list[AppliedEvent] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # What the engine did: creates, updates, replacements (from the diff against the read-back
+    # state) and deletes. A second `up` with nothing changed has none.
+    changes: list[Change] = field(default_factory=list)
 
 
 def remove_leftovers(
@@ -163,12 +167,19 @@ def up(
             )
             state.forget(resource.urn)
             removed.append(resource.urn)
+            mocks.changes.append(Change("delete", resource.urn, []))
+    # The stack's outputs, as a StackReference to it reads them: recorded only when the program
+    # succeeded (a failed `pulumi up` registers no new stack outputs). Secret ones are left out.
+    state.record_stack_outputs(
+        {k: v for k, v in run.exports.items() if k not in run.secret_outputs}
+    )
     return UpResult(
         outputs=run.exports,
         secret_outputs=run.secret_outputs,
         registered=list(mocks.registered),
         events=mocks.events,
         removed=removed,
+        changes=mocks.changes,
     )
 
 

@@ -1,8 +1,10 @@
 """What a rehearsal applied, per stack: the rehearsal's stand-in for Pulumi's state file.
 
 One JSON file per stack under `.pulumi-state/rehearsal/` (git-ignored). It records, in creation
-order, each resource's URN, engine id, a digest of its inputs (a second `up` with identical inputs
-changes nothing) and its computed outputs. Inputs themselves are never written: they carry secrets.
+order, each resource's URN, engine id, a digest of its inputs, its computed outputs, one digest per
+property of what the provider's Read wrote back (rehearsal/readback.py: the next `up` diffs against
+it) and the non-secret stack outputs of the last successful `up`. Inputs themselves are never
+written: they carry secrets.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class AppliedResource:
     tainted: bool = False
     # Services: a digest of the inputs whose change replaces rather than updates (ForceNew).
     replace_key: str = ""
+    # Containers and services: one digest per property of what the provider's Read wrote back
+    # (rehearsal/readback.py); the next `up` diffs its new inputs against these, as the engine does.
+    readback: dict[str, str] = field(default_factory=dict)
 
 
 class StackState:
@@ -52,12 +57,15 @@ class StackState:
         self._lock = threading.Lock()
         self._resources: dict[str, AppliedResource] = {}
         self._next_sequence = 1
+        # The non-secret stack outputs of the last successful `up` (what a StackReference reads).
+        self.stack_outputs: dict[str, Any] = {}
         if self.path.exists():
             document = json.loads(self.path.read_text())
             for raw in document["resources"]:
                 resource = AppliedResource(**raw)
                 self._resources[resource.urn] = resource
             self._next_sequence = int(document["next_sequence"])
+            self.stack_outputs = dict(document.get("stack_outputs") or {})
 
     def take_sequence(self) -> int:
         with self._lock:
@@ -80,6 +88,11 @@ class StackState:
             self._resources.pop(urn, None)
             self._save_locked()
 
+    def record_stack_outputs(self, outputs: dict[str, Any]) -> None:
+        with self._lock:
+            self.stack_outputs = dict(outputs)
+            self._save_locked()
+
     def resources(self) -> list[AppliedResource]:
         """Every recorded resource, in creation order."""
         with self._lock:
@@ -90,6 +103,7 @@ class StackState:
         document = {
             "stack": self.stack,
             "next_sequence": self._next_sequence,
+            "stack_outputs": self.stack_outputs,
             "resources": [asdict(resource) for resource in self._resources.values()],
         }
         temporary = self.path.with_suffix(".tmp")

@@ -8,3 +8,4 @@ CONTAINER = "docker:index/container:Container"
 SERVICE = "docker:index/service:Service"
 SECRET = "docker:index/secret:Secret"  # noqa: S105 - a type token
 SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"

@@ -18,6 +18,8 @@ class Rendered:
     image_name: pulumi.Output[str]
     image_id: pulumi.Output[str]
     names: Mapping[Role, Sequence[pulumi.Output[str]]]
+    # docker: the run label of the migration that passed (docs/infra.md, "A failed migration").
+    migration_run: pulumi.Output[str] | None = None
 
 
 def render(description: StackDescription) -> Rendered:
@@ -29,6 +31,7 @@ def render(description: StackDescription) -> Rendered:
             image_name=stack.app_image.image.image_name,
             image_id=stack.app_image.image_id,
             names={role: [c.name for c in cs] for role, cs in stack.containers.items()},
+            migration_run=stack.migration_run,
         )
     if description.target == "swarm":
         from infra.targets import swarm

@@ -10,9 +10,12 @@ depend on the containers of the roles it depends on, and on the gate of a one-sh
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pulumi
 import pulumi_docker as docker
@@ -37,6 +40,10 @@ from infra.targets.components import (
 
 TYPE_PREFIX = "taskstack:docker"
 MIGRATION_GATE_LABEL = "com.taskstack.migration"
+# The migration container's run label, `<key>:<token>` (docs/infra.md, "A failed migration"), and
+# the stack output that remembers the one that passed.
+MIGRATION_RUN_LABEL = "com.taskstack.migration.run"
+MIGRATION_RUN_OUTPUT = "migrationRun"
 
 
 class MigrationFailedError(pulumi.RunError):
@@ -98,6 +105,9 @@ class RoleArgs:
     volumes: Sequence[Volume] = ()
     pull: bool = False
     gate: pulumi.Input[str] | None = None
+    # One-shot: the run label (`migration_run_label`); a new value replaces the container, i.e.
+    # runs it again.
+    run_label: pulumi.Input[str] | None = None
 
 
 class _Role(Component):
@@ -183,6 +193,13 @@ class Migration(_Role):
         self.gate = pulumi.Output.all(container.exit_code, container.container_logs).apply(
             lambda result: _require_success(int(result[0]), result[1])
         )
+        # The run label of a migration that passed: resolves only once the gate did, so a failed
+        # `up` never records it (docs/infra.md, "A failed migration").
+        self.passed_run: pulumi.Output[str] | None = None
+        if args.run_label is not None:
+            self.passed_run = pulumi.Output.all(self.gate, args.run_label).apply(
+                lambda result: str(result[1])
+            )
         self._done()
 
 
@@ -235,6 +252,40 @@ def _require_success(exit_code: int, logs: str | None) -> str:
     return "passed"
 
 
+def migration_run_label(
+    image: pulumi.Input[str],
+    service: Service,
+    previous: pulumi.Input[Any],
+    token: str,
+) -> pulumi.Output[str]:
+    """`<key>:<token>`: `key` digests what the migration runs (image, command, environment);
+    `previous` is the label of the last migration that passed (this stack's own `migrationRun`
+    output). Same key: that label again, so an `up` after a successful one changes nothing. Another
+    key (a new image or setting, or a run that failed since, which never records its label): a new
+    token, so the container is replaced and the migration runs again, with no `--replace`."""
+    key = pulumi.Output.unsecret(
+        pulumi.Output.all(image, *_env(service, 1)).apply(
+            lambda values: hashlib.sha256(
+                json.dumps([list(service.command), [str(v) for v in values]]).encode()
+            ).hexdigest()[:16]
+        )
+    )
+    return pulumi.Output.all(key, previous).apply(
+        lambda pair: (
+            pair[1]
+            if isinstance(pair[1], str) and pair[1].split(":", 1)[0] == pair[0]
+            else f"{pair[0]}:{token}"
+        )
+    )
+
+
+def own_previous_outputs() -> pulumi.StackReference:
+    """This stack's outputs as the last `up` that finished left them (the engine reads the
+    stack's checkpoint; a failed `up` registers no output that depends on a failed gate)."""
+    name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    return pulumi.StackReference("previous-outputs", name)
+
+
 def _env(service: Service, replica: int) -> list[pulumi.Input[str]]:
     own = {k: fill_replica(v, str(replica)) for k, v in service.replica_env.items()}
     plain: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted({**service.env, **own}.items())]
@@ -254,6 +305,8 @@ def _labels(args: RoleArgs) -> list[docker.ContainerLabelArgs]:
         # The migration gate's result is an input: a container that needs the schema cannot be
         # registered until the migration has exited 0 (a failed gate raises instead).
         labels.append(docker.ContainerLabelArgs(label=MIGRATION_GATE_LABEL, value=args.gate))
+    if args.run_label is not None:
+        labels.append(docker.ContainerLabelArgs(label=MIGRATION_RUN_LABEL, value=args.run_label))
     return labels
 
 
@@ -417,6 +470,8 @@ class RenderedStack:
 
     app_image: AppImage
     containers: Mapping[Role, Sequence[docker.Container]]
+    # The run label of the migration that passed (exported as MIGRATION_RUN_OUTPUT).
+    migration_run: pulumi.Output[str] | None = None
 
 
 def render(description: StackDescription) -> RenderedStack:
@@ -431,15 +486,18 @@ def render(description: StackDescription) -> RenderedStack:
         type_prefix=TYPE_PREFIX,
     )
     network_names = {key: network.name for key, network in networks.by_key.items()}
+    previous = own_previous_outputs().get_output(MIGRATION_RUN_OUTPUT)
+    token = secrets.token_hex(4)
     roles: dict[Role, _Role] = {}
     for service in description.services:  # dependency order
         upstream = [roles[role] for role in service.depends_on]
         gates = [r.gate for r in upstream if r.gate is not None]
         pulled = description.images.get(service.image)
+        image_input = pulled or app_image.image_id
         args = RoleArgs(
             service=service,
             container_name=description.container_name(service.role),
-            image=pulled or app_image.image_id,
+            image=image_input,
             pull=pulled is not None,
             networks=network_names,
             volumes=[
@@ -450,12 +508,17 @@ def render(description: StackDescription) -> RenderedStack:
             gate=gates[0]
             if len(gates) == 1
             else (pulumi.Output.all(*gates).apply(",".join) if gates else None),
+            run_label=migration_run_label(image_input, service, previous, token)
+            if service.one_shot
+            else None,
         )
         # Ordering on the containers themselves (the options reach the component's children).
         after = pulumi.ResourceOptions(depends_on=[c for r in upstream for c in r.containers])
         opts = pulumi.ResourceOptions.merge(after, renamed(PREVIOUS_NAMES.get(service.role)))
         roles[service.role] = _COMPONENTS[service.role](service.role, args, opts)
+    passed = [r.passed_run for r in roles.values() if isinstance(r, Migration) and r.passed_run]
     return RenderedStack(
         app_image=app_image,
         containers={role: component.containers for role, component in roles.items()},
+        migration_run=passed[0] if passed else None,
     )

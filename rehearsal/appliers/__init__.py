@@ -8,9 +8,20 @@ volumes, images, containers), `swarm` the Swarm ones (services, secrets, configs
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from rehearsal.state import AppliedResource, StackState
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step the engine would take: create, update (in place), replace or delete, and the
+    properties whose diff against the read-back state caused it."""
+
+    op: str
+    urn: str
+    properties: list[str] = field(default_factory=list)
 
 
 class ApplyContext(Protocol):
@@ -21,3 +32,5 @@ class ApplyContext(Protocol):
     log: Callable[[str], None]
     # Replaced create-before-delete (secrets, configs, services): deleted once the program has run.
     superseded: list[AppliedResource]
+    # The steps of this `up` (a no-op `up` has none).
+    changes: list[Change]

@@ -19,7 +19,7 @@ from typing import Any
 import docker
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
 
-from rehearsal.appliers import swarm
+from rehearsal.appliers import Change, swarm
 from rehearsal.appliers.docker import DockerAppliers, delete_docker_resource
 from rehearsal.engine import RehearsalError
 from rehearsal.runner import RegistrationOptions, current_registration, reveal
@@ -32,6 +32,7 @@ from rehearsal.tokens import (
     SECRET,
     SERVICE,
     SERVICE_CONFIG,
+    STACK_REFERENCE,
     VOLUME,
 )
 
@@ -59,6 +60,7 @@ class EngineMocks(Mocks):
         # Replaced create-before-delete (secrets, configs, services): deleted once the program has
         # run, as Pulumi deletes replaced resources at the end of a deployment.
         self.superseded: list[AppliedResource] = []
+        self.changes: list[Change] = []
         self._lock = threading.Lock()
         single_host = DockerAppliers(self)
         self.appliers: dict[str, Applier] = {
@@ -72,6 +74,22 @@ class EngineMocks(Mocks):
             SERVICE_CONFIG: lambda a, o: swarm.apply_service_config(self, a.name, a.inputs, o.urn),
         }
 
+    def _stack_reference(
+        self, args: MockResourceArgs, options: RegistrationOptions
+    ) -> tuple[str, dict[str, Any]]:
+        """A read of a stack's outputs. Only the stack itself is known here: its non-secret outputs
+        of the last successful `up` (what the engine's StackReference returns for it)."""
+        name = str(args.inputs.get("name") or args.resource_id or "")
+        if name.rsplit("/", 1)[-1] != self.stack:
+            raise RehearsalError(
+                f"{options.urn}: only a reference to the stack itself is rehearsed"
+            )
+        return name, {
+            "name": name,
+            "outputs": dict(self.state.stack_outputs),
+            "secretOutputNames": [],
+        }
+
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         raise RehearsalError(f"function {args.token} is not rehearsed")
 
@@ -81,6 +99,8 @@ class EngineMocks(Mocks):
             self.registered.append(options.urn)
         # Secret inputs arrive wrapped ({<sig>: ..., "value": ...}); the provider gets values.
         args.inputs = reveal(args.inputs)
+        if args.typ == STACK_REFERENCE:  # a read (ReadResource), not a registration
+            return self._stack_reference(args, options)
         if not args.custom:
             # A ComponentResource: nothing to apply, Pulumi records it only.
             return None, {}

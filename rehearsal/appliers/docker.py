@@ -26,7 +26,7 @@ import docker.errors
 import docker.types
 from pulumi.runtime.mocks import MockResourceArgs
 
-from rehearsal.appliers import ApplyContext
+from rehearsal.appliers import ApplyContext, Change
 from rehearsal.engine import (
     DOCKER_CLI,
     RehearsalError,
@@ -38,6 +38,7 @@ from rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
+from rehearsal.readback import Observed, changed_properties, property_digests, read_back
 from rehearsal.runner import RegistrationOptions
 from rehearsal.state import AppliedResource, inputs_digest
 from rehearsal.tokens import CONTAINER, NETWORK, VOLUME
@@ -159,6 +160,7 @@ class DockerAppliers:
         self.stack = context.stack
         self.state = context.state
         self.log = context.log
+        self.changes = context.changes
 
     # -- shared
     # ---------------------------------------------------------------------------------------
@@ -172,6 +174,10 @@ class DockerAppliers:
         if recorded is None or recorded.digest != digest or recorded.tainted:
             return None
         return recorded
+
+    def _note_change(self, urn: str) -> None:
+        op = "create" if self.state.get(urn) is None else "replace"
+        self.changes.append(Change(op, urn, []))
 
     def _replace_recorded(self, urn: str) -> None:
         recorded = self.state.get(urn)
@@ -197,6 +203,7 @@ class DockerAppliers:
         unchanged = self._unchanged(options.urn, digest)
         if unchanged is not None and exists(client.inspect_network, unchanged.id):
             return unchanged.id, {**inputs, **unchanged.outputs}
+        self._note_change(options.urn)
         self._replace_recorded(options.urn)
         name = inputs.get("name") or autoname(args.name)
         ipam = None
@@ -247,6 +254,7 @@ class DockerAppliers:
             raise RehearsalError(
                 f"{options.urn}: inputs changed, which replaces the volume, but it is protected"
             )
+        self._note_change(options.urn)
         self._replace_recorded(options.urn)
         name = inputs.get("name") or autoname(args.name)
         sequence = self.state.take_sequence()
@@ -359,6 +367,13 @@ class DockerAppliers:
             tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-60:])
             raise RehearsalError(f"{options.urn}: docker build failed:\n{tail}")
         image_id = str(api_client().inspect_image(image_name)["Id"])
+        previous = self.state.get(options.urn)
+        if previous is None or previous.outputs.get("repoDigest") != image_id:
+            # The provider builds only when the context's hash changed; the rehearsal always
+            # builds and counts a change when the image id is new.
+            self.changes.append(
+                Change("create" if previous is None else "update", options.urn, ["repoDigest"])
+            )
         self.log(f"  built {image_name} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
         # [image.go] L287-299: with skipPush, repoDigest is the local image id; the resource id is
         # the name.
@@ -392,17 +407,38 @@ class DockerAppliers:
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
         validate_container_inputs(options.urn, inputs)
-        digest = inputs_digest(inputs)
         client = api_client()
-        unchanged = self._unchanged(options.urn, digest)
-        if unchanged is not None and exists(client.inspect_container, unchanged.id):
-            state = client.inspect_container(unchanged.id)["State"]
-            if inputs.get("mustRun", True) and not state["Running"]:
+        recorded = self.state.get(options.urn)
+        if (
+            recorded is not None
+            and not recorded.tainted
+            and exists(client.inspect_container, recorded.id)
+        ):
+            # The engine's diff: the new inputs against what Read wrote back (readback.py).
+            changed = changed_properties(CONTAINER, inputs, recorded.readback)
+            running = client.inspect_container(recorded.id)["State"]["Running"]
+            if changed == ["mustRun"] or (
+                not changed and inputs.get("mustRun", True) and not running
+            ):
                 # [funcs] L813-824 Read sets must_run=false for a stopped container, the diff
-                # triggers Update, which starts it again (L997-1010). Same container, same id.
-                self.log(f"  starting stopped container {unchanged.physical_name} (mustRun)")
-                client.start(unchanged.id)
-            return unchanged.id, {**inputs, **unchanged.outputs}
+                # triggers Update, which starts it again (L997-1010). Same container, same id. (A
+                # container stopped since the last Read is seen as `pulumi up --refresh` sees it.)
+                self.log(f"  starting stopped container {recorded.physical_name} (mustRun)")
+                self.changes.append(Change("update", options.urn, ["mustRun"]))
+                client.start(recorded.id)
+                recorded.readback = property_digests(
+                    read_back(CONTAINER, inputs, _observe(client, recorded.id))
+                )
+                self.state.record(recorded)
+                return recorded.id, {**inputs, **recorded.outputs}
+            if not changed:
+                return recorded.id, {**inputs, **recorded.outputs}
+            self.changes.append(Change("replace", options.urn, changed))
+        elif recorded is None:
+            self.changes.append(Change("create", options.urn, []))
+        else:
+            self.changes.append(Change("replace", options.urn, ["(tainted or gone)"]))
+        digest = inputs_digest(inputs)
         self._replace_recorded(options.urn)
         name = inputs.get("name") or autoname(args.name)
         sequence = self.state.take_sequence()
@@ -441,6 +477,9 @@ class DockerAppliers:
         self.state.record(record)
         outputs = self._run_container(client, options.urn, container_id, name, inputs, attachments)
         record.outputs = outputs
+        record.readback = property_digests(
+            read_back(CONTAINER, inputs, _observe(client, container_id))
+        )
         record.tainted = False
         self.state.record(record)
         return container_id, {**inputs, **outputs}
@@ -478,6 +517,17 @@ class DockerAppliers:
                     container_id, stdout=True, stderr=True
                 ).decode(errors="replace")
         return {**outputs, **_read_container(client, container_id, inputs)}
+
+
+def _observe(client: docker.APIClient, container_id: str) -> Observed:
+    """What Read sees of the container ([funcs] resourceDockerContainerRead)."""
+    inspected = client.inspect_container(container_id)
+    state = inspected["State"]
+    return Observed(
+        running=bool(state["Running"]),
+        exit_code=None if state["Running"] else int(state["ExitCode"]),
+        image_id=str(inspected["Image"]),
+    )
 
 
 def _read_container(

@@ -26,7 +26,7 @@ import docker
 import docker.errors
 import docker.types
 
-from rehearsal.appliers import ApplyContext
+from rehearsal.appliers import ApplyContext, Change
 from rehearsal.engine import (
     STACK_LABEL,
     RehearsalError,
@@ -38,6 +38,7 @@ from rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
+from rehearsal.readback import changed_properties, property_digests, read_back
 from rehearsal.state import AppliedResource, inputs_digest
 from rehearsal.tokens import SECRET, SERVICE, SERVICE_CONFIG
 
@@ -577,7 +578,10 @@ def apply_service(
     client = api_client()
     recorded = context.state.get(urn)
     present = recorded is not None and exists(client.inspect_service, recorded.id)
-    if recorded is not None and present and not recorded.tainted and recorded.digest == digest:
+    # The engine's diff: the new inputs against what Read wrote back (rehearsal/readback.py).
+    readback = property_digests(read_back(SERVICE, inputs))
+    changed = changed_properties(SERVICE, inputs, recorded.readback) if recorded is not None else []
+    if recorded is not None and present and not recorded.tainted and not changed:
         return recorded.id, {**inputs, **recorded.outputs}
     name = str(inputs.get("name") or autoname(resource_name))
     converge = inputs.get("convergeConfig")
@@ -587,11 +591,16 @@ def apply_service(
         and not recorded.tainted
         and recorded.replace_key == replace_key
     ):
+        context.changes.append(Change("update", urn, changed))
         _update_service(context, client, recorded, inputs, name, urn, converge)
         recorded.digest = digest
+        recorded.readback = readback
         recorded.outputs = {"name": name}
         context.state.record(recorded)
         return recorded.id, {**inputs, **recorded.outputs}
+    context.changes.append(
+        Change("create", urn, []) if recorded is None else Change("replace", urn, changed)
+    )
     if recorded is not None:
         if present and not recorded.tainted:
             # pulumi-docker does not mark Service delete-before-replace ([resources.go]): the new
@@ -626,6 +635,7 @@ def apply_service(
         },
         tainted=True,
         replace_key=replace_key,
+        readback=readback,
     )
     context.state.record(record)
     context.log(f"  created service {name}")
@@ -733,6 +743,7 @@ def _apply_blob(
     inspect = client.inspect_secret if resource_type == SECRET else client.inspect_config
     if recorded is not None and recorded.digest == digest and exists(inspect, recorded.id):
         return recorded.id, {**inputs, **recorded.outputs}
+    context.changes.append(Change("create" if recorded is None else "replace", urn, []))
     if recorded is not None:
         context.superseded.append(recorded)
         context.state.forget(urn)

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.infra.pulumi_mocks import PROJECT, REPO_ROOT, ProgramRun, run_program, without_secrets
+from tests.infra.pulumi_mocks import (
+    PROJECT,
+    REPO_ROOT,
+    ProgramMocks,
+    ProgramRun,
+    run_program,
+    without_secrets,
+)
 
 # Test credentials, set as secrets like `pulumi config set --secret` does. Distinctive strings, so
 # that a leak anywhere in the registered inputs or outputs is found by a plain substring search.
@@ -28,9 +35,11 @@ def stack_file_config(stack: str) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in (document.get("config") or {}).items()}
 
 
-def run_stack(stack: str, **overrides: Any) -> ProgramRun:
+def run_stack(stack: str, *, mocks: ProgramMocks | None = None, **overrides: Any) -> ProgramRun:
     secrets = PROD_SECRETS if stack == "prod" else None
-    return run_program({**stack_file_config(stack), **overrides}, stack=stack, secrets=secrets)
+    return run_program(
+        {**stack_file_config(stack), **overrides}, stack=stack, secrets=secrets, mocks=mocks
+    )
 
 
 def assert_only_secret(run: ProgramRun, secret: str) -> str:
@@ -44,12 +53,14 @@ def assert_only_secret(run: ProgramRun, secret: str) -> str:
     return plaintext
 
 
-def assert_second_run_identical(run: Callable[[], ProgramRun]) -> None:
+def assert_second_run_identical(run: Callable[[ProgramMocks], ProgramRun]) -> None:
     """Two runs register the same inputs and dependencies: a second `pulumi up` changes nothing.
 
-    Registration order is asynchronous, so they are compared by URN.
+    The second run reads the first one's stack outputs (a StackReference to the stack itself, as
+    the engine answers it). Registration order is asynchronous, so they are compared by URN.
     """
-    first, second = run(), run()
+    first = run(ProgramMocks())
+    second = run(ProgramMocks(stack_outputs=without_secrets(first.stack_outputs)))
     assert {r.urn: r.inputs for r in first.registrations} == {
         r.urn: r.inputs for r in second.registrations
     }

@@ -32,6 +32,7 @@ from rehearsal.tokens import (
     SECRET,
     SERVICE,
     SERVICE_CONFIG,
+    STACK_REFERENCE,
     VOLUME,
 )
 
@@ -67,14 +68,23 @@ class ProgramMocks(pulumi_mocks.Mocks):
     `migration_exit_code` and `migration_logs` are what the one-shot migrate container reports.
     """
 
-    def __init__(self, migration_exit_code: int = 0, migration_logs: str = "") -> None:
+    def __init__(
+        self,
+        migration_exit_code: int = 0,
+        migration_logs: str = "",
+        stack_outputs: Mapping[str, Any] | None = None,
+    ) -> None:
         self.migration_exit_code = migration_exit_code
+        # What a StackReference to the stack itself reads: the outputs of its last `up`.
+        self.stack_outputs = dict(stack_outputs or {})
         self.migration_logs = migration_logs or (
             "INFO  [alembic.runtime.migration] Running upgrade  -> 0001, create jobs\n"
         )
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
+        if args.typ == STACK_REFERENCE:
+            return str(args.resource_id), {**state, "outputs": dict(self.stack_outputs)}
         if args.typ == SECRET and "name" not in state:
             state["name"] = f"{args.name}{AUTONAME_SUFFIX}"  # the provider auto-names secrets
         name = str(reveal(state.get("name", args.name)))

@@ -359,7 +359,7 @@ def test_stack_outputs(prod: ProgramRun) -> None:
 
 
 def test_a_second_run_registers_identical_inputs() -> None:
-    assert_second_run_identical(lambda: run_stack("prod"))
+    assert_second_run_identical(lambda mocks: run_stack("prod", mocks=mocks))
 
 
 # --- Components: named by role, earlier names kept as aliases ------------------------------------

@@ -57,7 +57,9 @@ COMPONENTS = {
     ("taskstack:swarm:Beat", "beat"),
     ("taskstack:swarm:Flower", "flower"),
 }
-GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[0-9]+m)?[0-9]+s")
+# What the provider reads a service's durations back as (Go's Duration.String() through shortDur:
+# "45s", "1m", "1m30s", "1h"): anything else is a diff on every `up`.
+GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?(?:[1-9][0-9]*s)?|0s")
 TMP = "/tmp"  # noqa: S108 - a path inside the containers, asserted on
 MIGRATED_MARKER = f"{TMP}/taskstack-migrated"
 PASSWORD_FILE_VARIABLE = "POSTGRES_PASSWORD_FILE"  # noqa: S105 - a variable name
@@ -554,13 +556,20 @@ def test_prod_services_are_hardened(prod: ProgramRun) -> None:
         assert any(m["type"] == "tmpfs" and m["target"] == TMP for m in spec["mounts"]), role
 
 
-def test_tmpfs_mounts_keep_size_and_mode(prod: ProgramRun) -> None:
+def test_tmpfs_mounts_keep_size_and_the_default_mode(prod: ProgramRun) -> None:
+    # Mode 1777 is a tmpfs's default and is not sent: the provider reads a mode back without the
+    # sticky bit (1023 -> 511), which would be a diff on every `up` (docs/swarm.md).
     mounts = {m["target"]: m for m in container_spec(prod, "postgres")["mounts"]}
-    assert mounts[TMP]["tmpfsOptions"] == {"sizeBytes": 64 * 1024**2, "mode": 0o1777}
-    assert mounts["/var/run/postgresql"]["tmpfsOptions"] == {
-        "sizeBytes": 16 * 1024**2,
-        "mode": 0o1777,
-    }
+    assert mounts[TMP]["tmpfsOptions"] == {"sizeBytes": 64 * 1024**2}
+    assert mounts["/var/run/postgresql"]["tmpfsOptions"] == {"sizeBytes": 16 * 1024**2}
+
+
+def test_a_tmpfs_mode_the_provider_cannot_read_back_is_refused() -> None:
+    from infra.targets.swarm import _tmpfs_options
+
+    assert _tmpfs_options("size=1m,mode=700").mode == 0o700
+    with pytest.raises(ValueError, match="sticky"):
+        _tmpfs_options("size=1m,mode=2770")
 
 
 def test_data_and_beat_volumes_are_named_and_labelled(prod: ProgramRun) -> None:
@@ -585,7 +594,7 @@ def test_dev_api_reloads_from_a_bind_mount(dev: ProgramRun) -> None:
 def test_workers_stop_gracefully(prod: ProgramRun) -> None:
     spec = container_spec(prod, "worker")
     assert spec["stopSignal"] == "SIGTERM"
-    assert spec["stopGracePeriod"] == "5m0s"  # workerStopGraceSeconds 300 in Pulumi.prod.yaml
+    assert spec["stopGracePeriod"] == "5m"  # workerStopGraceSeconds 300 in Pulumi.prod.yaml
     assert container_spec(prod, "postgres")["stopSignal"] == "SIGINT"
 
 
@@ -623,7 +632,7 @@ def test_stack_outputs_name_the_services(prod: ProgramRun) -> None:
 
 
 def test_a_second_run_registers_identical_inputs() -> None:
-    assert_second_run_identical(lambda: swarm("prod"))
+    assert_second_run_identical(lambda mocks: swarm("prod", mocks=mocks))
 
 
 def test_each_worker_task_is_named_by_its_slot(prod: ProgramRun) -> None:
