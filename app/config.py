@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
     flower_basic_auth: SecretStr | None = None
 
+    @property
+    def database_libpq_url(self) -> str:
+        """DATABASE_URL as the drivers themselves read it (`postgresql://...`): the hot paths'
+        asyncpg (app/pg.py) and psycopg (app/db.py) connections, which bypass SQLAlchemy."""
+        return "postgresql://" + self.database_url.split("://", 1)[1]
+
     @field_validator("database_url")
     @classmethod
     def _psycopg_driver(cls, value: str) -> str:

@@ -4,15 +4,18 @@ Both are created lazily, once per process, with a long-lived pool. A forked Cele
 reuse the parent's connections, so `app.worker` disposes the sync engine in `worker_process_init`.
 """
 
+import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -95,6 +98,47 @@ def reconnecting(sessions: sessionmaker[Session], change: Callable[[Session], T]
             raise
     with sessions() as session:
         return change(session)
+
+
+# What a PostgreSQL that is down or restarting raises in the worker, through SQLAlchemy or through
+# the hot path's own psycopg connection: the job did not fail, it is interrupted.
+DATABASE_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+_job_connections = threading.local()
+
+
+def _job_connection() -> psycopg.Connection[Any]:
+    connection: psycopg.Connection[Any] | None = getattr(_job_connections, "connection", None)
+    # A forked child must not use its parent's socket: a connection is its process's own.
+    if connection is None or connection.closed or _job_connections.pid != os.getpid():
+        connection = psycopg.connect(
+            get_settings().database_libpq_url, autocommit=True, prepare_threshold=0
+        )
+        _job_connections.connection, _job_connections.pid = connection, os.getpid()
+    return connection
+
+
+def on_job_connection(statement: Callable[[psycopg.Connection[Any]], T]) -> T:
+    """Run one of the worker's two per-job statements (`app.jobs.claim`, `app.jobs.finish`) on
+    this thread's own psycopg connection, in autocommit, prepared once per connection.
+
+    Not through SQLAlchemy: its statement machinery cost ten times the driver's own work per job
+    (docs/bench.md). Without a ping: a connection PostgreSQL closed (a restart) fails the
+    statement, and it runs once more on a new connection; both statements are safe to repeat.
+    """
+    try:
+        return statement(_job_connection())
+    except psycopg.OperationalError:
+        connection = getattr(_job_connections, "connection", None)
+        if connection is not None and not connection.closed:
+            connection.close()
+        _job_connections.connection = None
+    return statement(_job_connection())
 
 
 def dispose_sync_engines() -> None:

@@ -7,9 +7,11 @@ job changes nothing (the WHERE clause excludes finished rows).
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Row, case, delete, func, or_, select, update
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -56,16 +58,50 @@ async def list_jobs(
     return page.all(), total or 0
 
 
-def claim(
-    session: Session, job_id: uuid.UUID
-) -> Row[tuple[JobStatus, int, int, dict[str, Any]]] | None:
-    """The unfinished job a delivery is about to run: (status, attempts, item_id, payload), or None
-    when it is finished or unknown. A read: no row version, no WAL, no index entries."""
-    return session.execute(
-        select(Job.status, Job.attempts, Job.item_id, Job.payload).where(
-            Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES)
-        )
-    ).one_or_none()
+_UNFINISHED = ", ".join(f"'{status.value}'" for status in UNFINISHED_STATUSES)
+_FINISHED = ", ".join(f"'{status.value}'" for status in FINISHED_STATUSES)
+
+# The worker's two statements per job, in plain SQL on its own psycopg connection
+# (`app.db.on_job_connection`), not through SQLAlchemy (docs/bench.md).
+CLAIM = f"""
+SELECT status, attempts, item_id, payload FROM jobs
+WHERE id = %(id)s AND status IN ({_UNFINISHED})
+"""  # noqa: S608 - the IN list is this module's own constants
+# The second parameter says whether this change counts the attempt (see `_ending_attempt`).
+FINISH = f"""
+UPDATE jobs SET
+    attempts = attempts + CASE WHEN %(count)s THEN 1 ELSE 0 END,
+    started_at = CASE WHEN %(count)s THEN now() ELSE started_at END,
+    status = 'succeeded', progress = 100, result = %(result)s, error = NULL, finished_at = now()
+WHERE id = %(id)s AND status NOT IN ({_FINISHED})
+RETURNING id
+"""  # noqa: S608
+
+
+class Claimed(NamedTuple):
+    status: JobStatus
+    attempts: int
+    item_id: int
+    payload: dict[str, Any]
+
+
+def claim(connection: psycopg.Connection[Any], job_id: uuid.UUID) -> Claimed | None:
+    """The unfinished job a delivery is about to run, or None when it is finished or unknown.
+    A read: no row version, no WAL, no index entries."""
+    row = connection.execute(CLAIM, {"id": job_id}).fetchone()
+    return None if row is None else Claimed(JobStatus(row[0]), row[1], row[2], row[3])
+
+
+def finish(
+    connection: psycopg.Connection[Any],
+    job_id: uuid.UUID,
+    result: dict[str, Any],
+    *,
+    count_attempt: bool,
+) -> bool:
+    """Record the result; False when another delivery already finished the job."""
+    parameters = {"id": job_id, "result": Jsonb(result), "count": count_attempt}
+    return connection.execute(FINISH, parameters).fetchone() is not None
 
 
 def mark_started(session: Session, job_id: uuid.UUID) -> int | None:
@@ -88,13 +124,12 @@ def mark_started(session: Session, job_id: uuid.UUID) -> int | None:
     return attempts
 
 
-# A delivery counts its attempt once: in `mark_started` when it ran one (status is then
-# `started`), otherwise in the change that ends the attempt, which also stamps `started_at`.
-_IS_STARTED = Job.status == JobStatus.STARTED
-_COUNT_ATTEMPT = {
-    "attempts": Job.attempts + case((_IS_STARTED, 0), else_=1),
-    "started_at": case((_IS_STARTED, Job.started_at), else_=func.now()),
-}
+def _ending_attempt(count_attempt: bool) -> dict[str, Any]:
+    """A delivery counts its attempt once: in `mark_started` when it ran one, otherwise
+    (`count_attempt`) in the change that ends the attempt, which then also stamps `started_at`."""
+    if not count_attempt:
+        return {}
+    return {"attempts": Job.attempts + 1, "started_at": func.now()}
 
 
 def mark_progress(session: Session, job_id: uuid.UUID, percent: int) -> None:
@@ -106,42 +141,32 @@ def mark_progress(session: Session, job_id: uuid.UUID, percent: int) -> None:
     session.commit()
 
 
-def mark_succeeded(session: Session, job_id: uuid.UUID, result: dict[str, Any]) -> bool:
-    """Record the result; False when another delivery already finished the job."""
-    finished = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
-        .values(
-            **_COUNT_ATTEMPT,
-            status=JobStatus.SUCCEEDED,
-            progress=100,
-            result=result,
-            error=None,
-            finished_at=func.now(),
-        )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
-    session.commit()
-    return finished is not None
-
-
-def mark_retrying(session: Session, job_id: uuid.UUID, error: str) -> None:
+def mark_retrying(session: Session, job_id: uuid.UUID, error: str, *, count_attempt: bool) -> None:
     # queued_at moves to now: for the reaper, the retry message is a fresh publish.
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
-        .values(**_COUNT_ATTEMPT, status=JobStatus.RETRYING, error=error, queued_at=func.now())
+        .values(
+            **_ending_attempt(count_attempt),
+            status=JobStatus.RETRYING,
+            error=error,
+            queued_at=func.now(),
+        )
         .execution_options(synchronize_session=False)
     )
     session.commit()
 
 
-def mark_failed(session: Session, job_id: uuid.UUID, error: str) -> None:
+def mark_failed(session: Session, job_id: uuid.UUID, error: str, *, count_attempt: bool) -> None:
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
-        .values(**_COUNT_ATTEMPT, status=JobStatus.FAILED, error=error, finished_at=func.now())
+        .values(
+            **_ending_attempt(count_attempt),
+            status=JobStatus.FAILED,
+            error=error,
+            finished_at=func.now(),
+        )
         .execution_options(synchronize_session=False)
     )
     session.commit()

@@ -33,11 +33,6 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL did not take the statement; nothing was recorded. The API answers 503."""
 
 
-def asyncpg_dsn(database_url: str) -> str:
-    """SQLAlchemy's `postgresql+psycopg://...` as the libpq URL asyncpg reads."""
-    return "postgresql://" + database_url.split("://", 1)[1]
-
-
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncpg.Pool]" = (
     weakref.WeakKeyDictionary()
 )
@@ -58,7 +53,7 @@ async def get_pool() -> asyncpg.Pool:
         if pool is None:
             settings = get_settings()
             pool = await asyncpg.create_pool(
-                asyncpg_dsn(settings.database_url),
+                settings.database_libpq_url,
                 min_size=0,
                 max_size=settings.database_pool_size,
                 timeout=settings.readiness_timeout_seconds,

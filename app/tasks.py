@@ -7,12 +7,10 @@ from typing import Any
 
 from celery import Task
 from celery.utils.log import get_task_logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app import jobs
 from app.config import get_settings
-from app.db import get_sync_sessionmaker, reconnecting
-from app.models import JobStatus
+from app.db import DATABASE_DOWN_ERRORS, get_sync_sessionmaker, on_job_connection, reconnecting
 from app.worker import celery_app
 
 logger = get_task_logger(__name__)
@@ -29,6 +27,10 @@ class TransientJobError(Exception):
 class JobTask(Task):  # type: ignore[misc]
     """Mirrors Celery's retry and failure outcomes into the job row."""
 
+    def _uncounted(self) -> bool:
+        """Whether the delivery ending now has not counted its attempt yet (`mark_started`)."""
+        return not getattr(self.request, "attempt_counted", False)
+
     def on_retry(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
@@ -37,15 +39,17 @@ class JobTask(Task):  # type: ignore[misc]
         try:
             reconnecting(
                 get_sync_sessionmaker(),
-                lambda session: jobs.mark_retrying(session, uuid.UUID(task_id), _describe(exc)),
+                lambda session: jobs.mark_retrying(
+                    session, uuid.UUID(task_id), _describe(exc), count_attempt=self._uncounted()
+                ),
             )
-        except (OperationalError, InterfaceError) as error:
+        except DATABASE_DOWN_ERRORS as error:
             logger.warning("job %s retrying; its row not updated: %s", task_id, _describe(error))
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
-        if isinstance(exc, OperationalError | InterfaceError):
+        if isinstance(exc, DATABASE_DOWN_ERRORS):
             # The database went away (a restart): the job did not fail. Left unfinished, it is
             # republished by the reaper; marking it failed here (the server may be back by now)
             # would lose it.
@@ -53,7 +57,9 @@ class JobTask(Task):  # type: ignore[misc]
             return
         reconnecting(
             get_sync_sessionmaker(),
-            lambda session: jobs.mark_failed(session, uuid.UUID(task_id), _describe(exc)),
+            lambda session: jobs.mark_failed(
+                session, uuid.UUID(task_id), _describe(exc), count_attempt=self._uncounted()
+            ),
         )
 
 
@@ -88,26 +94,28 @@ def publish_job(job_id: uuid.UUID) -> None:
 def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
     """Process one job: idempotent, so a redelivered message for a finished job changes nothing."""
     job_uuid = uuid.UUID(job_id)
-    job = reconnecting(get_sync_sessionmaker(), lambda session: jobs.claim(session, job_uuid))
+    job = on_job_connection(lambda connection: jobs.claim(connection, job_uuid))
     if job is None:
         logger.info("job %s is finished or unknown; ignoring this delivery", job_id)
         return None
 
     work_seconds = get_settings().job_work_seconds
-    # `started` is written only when the job has time to be seen running, or when an earlier
-    # delivery left it started (so that this one counts its own attempt). A job done at once goes
+    # `started` is written only when the job has time to be seen running. A job done at once goes
     # from queued to succeeded in one UPDATE that counts the attempt and stamps started_at: one
-    # write per job instead of two. It commits without waiting for the WAL flush
+    # write per job instead of two. `started` commits without waiting for the WAL flush
     # (app.db.get_sync_engine): a crash may lose it, never the job, whose message is acknowledged
-    # only after the durable `succeeded` below.
+    # only after the durable `finish` below. The delivery's attempt is counted exactly once:
+    # by `mark_started`, else by the change that ends the attempt (`JobTask._uncounted`).
+    self.request.attempt_counted = False
     attempt = job.attempts + 1
-    if work_seconds > 0 or job.status == JobStatus.STARTED:
+    if work_seconds > 0:
         progress = get_sync_sessionmaker(durable=False)
         started = reconnecting(progress, lambda session: jobs.mark_started(session, job_uuid))
         if started is None:
             logger.info("job %s was finished by another delivery", job_id)
             return None
         attempt = started
+        self.request.attempt_counted = True
 
     fail_times = int(job.payload.get("fail_times", 0))
     if attempt <= fail_times:
@@ -121,8 +129,9 @@ def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
         time.sleep(work_seconds / PROGRESS_STEPS)
 
     result = {"item_id": job.item_id, "status": "processed"}
-    if not reconnecting(
-        get_sync_sessionmaker(), lambda session: jobs.mark_succeeded(session, job_uuid, result)
+    count_attempt = not self.request.attempt_counted
+    if not on_job_connection(
+        lambda connection: jobs.finish(connection, job_uuid, result, count_attempt=count_attempt)
     ):
         logger.info("job %s was finished by another delivery", job_id)
     return result
