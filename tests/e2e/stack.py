@@ -62,6 +62,17 @@ def eventually(probe: Callable[[], T | None], *, within: float, every: float = 1
         time.sleep(every)
 
 
+def reported_changes(completed: subprocess.CompletedProcess[str]) -> list[str]:
+    """The steps an `up` reports (`changes: N`, then one line per create, update, replace or
+    delete, from the diff against the read-back state: docs/rehearsal.md)."""
+    lines = completed.stdout.splitlines()
+    (index,) = [i for i, line in enumerate(lines) if line.strip().startswith("changes: ")]
+    count = int(lines[index].split(":")[1])
+    steps = [line.strip() for line in lines[index + 1 : index + 1 + count]]
+    assert len(steps) == count, completed.stdout
+    return steps
+
+
 @dataclass
 class RehearsedStack:
     base: str  # dev or prod: the Pulumi.<base>.yaml the rehearsal reads

@@ -18,7 +18,13 @@ import pytest
 
 from infra.spec import APP_ROLES, ROLES
 from rehearsal.runner import REPO_ROOT
-from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, RehearsedStack, eventually
+from tests.e2e.stack import (
+    ARTIFACTS,
+    SUCCEEDED_LINE,
+    RehearsedStack,
+    eventually,
+    reported_changes,
+)
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 
@@ -42,6 +48,14 @@ def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
     # The image the containers run is the one built from the Dockerfile for this up.
     (api,) = dev_stack.names("api")
     assert dev_stack.container(api).attrs["Image"] == dev_stack.outputs["imageId"]
+
+
+def test_a_second_up_changes_nothing(dev_stack: RehearsedStack) -> None:
+    image_before = dev_stack.outputs["imageId"]
+    second = dev_stack.up()
+    assert dev_stack.outputs["imageId"] == image_before, "the build context changed between ups"
+    # Diffed against what the provider's Read wrote back (rehearsal/readback.py): nothing.
+    assert reported_changes(second) == []
 
 
 def test_tutorial_flow_against_the_published_port(dev_stack: RehearsedStack) -> None:
@@ -248,3 +262,69 @@ def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: RehearsedSt
         name.startswith(f"taskstack-{dev_stack.name}-{role}") for name in names for role in GATED
     ), names
     assert {f"taskstack-{dev_stack.name}-{role}" for role in ROLES if role not in GATED} <= names
+
+
+def _set_database_password(stack: RehearsedStack, password: str) -> None:
+    """Change the app's PostgreSQL password inside the database (an outside cause: the stack's
+    configuration stays as it is). Over the container's own socket, which trusts local users."""
+    (postgres,) = stack.names("postgres")
+    exit_code, output = stack.container(postgres).exec_run(
+        [
+            "psql",
+            "-U",
+            "taskstack",
+            "-d",
+            "taskstack",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f"ALTER ROLE taskstack PASSWORD '{password}'",
+        ]
+    )
+    assert exit_code == 0, output.decode()
+
+
+def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: RehearsedStack) -> None:
+    # Back to a good stack after the previous test.
+    dev_stack.up()
+    (api,) = dev_stack.names("api")
+    env = dev_stack.container(api).attrs["Config"]["Env"]
+    (url,) = [e.split("=", 1)[1] for e in env if e.startswith("DATABASE_URL=")]
+    password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    gated_before = {c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)}
+    # A release (a changed app setting: the migration runs again) while the database refuses the
+    # stack's password: the cause is outside the stack's configuration.
+    release = [
+        "--config",
+        'appEnv=["JOB_WORK_SECONDS=0.2","REAPER_INTERVAL_SECONDS=5","JOB_MAX_RETRIES=4"]',
+    ]
+    _set_database_password(dev_stack, secrets.token_urlsafe(18))
+    try:
+        failed = dev_stack.up(*release, check=False)
+    finally:
+        _set_database_password(dev_stack, password)  # the fix
+    assert failed.returncode != 0
+    assert "the migration (alembic upgrade head) exited with code" in failed.stderr
+    assert "password authentication failed" in failed.stderr
+    # Nothing that needs the schema was deployed: the app containers are the ones from before.
+    assert {
+        c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)
+    } == gated_before
+
+    # The cause fixed, the same `up`, no --replace: the migration runs again and passes.
+    fixed = dev_stack.up(*release)
+    steps = reported_changes(fixed)
+    assert any(
+        step.startswith("replace ") and step.split()[1].endswith("::migrate") for step in steps
+    ), steps
+    (migrate,) = dev_stack.names("migrate")
+    assert dev_stack.container(migrate).attrs["State"]["ExitCode"] == 0
+    (api,) = dev_stack.names("api")
+    assert "JOB_MAX_RETRIES=4" in dev_stack.container(api).attrs["Config"]["Env"]
+
+    # And once more: nothing changes.
+    assert reported_changes(dev_stack.up(*release)) == []
+
+
+def _gated(stack: RehearsedStack, name: str) -> bool:
+    return any(name.startswith(f"taskstack-{stack.name}-{role}") for role in GATED)

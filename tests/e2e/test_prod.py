@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from infra.spec import APP_ROLES
-from tests.e2e.stack import RehearsedStack
+from tests.e2e.stack import RehearsedStack, reported_changes
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 
@@ -104,11 +104,14 @@ def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: Rehearse
 def test_a_second_up_changes_nothing(prod_stack: RehearsedStack) -> None:
     before = {c.name: c.id for c in prod_stack.all_containers()}
     image_before = prod_stack.outputs["imageId"]
-    prod_stack.up()
+    second = prod_stack.up()
     after = {c.name: c.id for c in prod_stack.all_containers()}
     # The image is rebuilt on every up; BuildKit gives the same id unless the context changed (a
     # file under app/ or alembic/, pyproject.toml, uv.lock edited while the test ran).
     assert prod_stack.outputs["imageId"] == image_before, "the build context changed between ups"
+    # Diffed against what the provider's Read wrote back (rehearsal/readback.py), as the engine
+    # diffs: no update, no replacement.
+    assert reported_changes(second) == []
     assert after == before
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from infra.spec import APP_ROLES
 from rehearsal.engine import STACK_LABEL
-from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
+from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually, reported_changes
 from tests.e2e_swarm.stack import SwarmStack
 
 ROLES_REPLICAS = {
@@ -208,6 +208,18 @@ def test_a_task_is_running_only_once_its_healthcheck_passed(swarm_stack: SwarmSt
 
 # -- the running stack
 # -------------------------------------------------------------------------------------------
+
+
+def test_a_second_up_changes_nothing(swarm_stack: SwarmStack) -> None:
+    # Diffed against what the provider's Read wrote back (rehearsal/readback.py: durations in
+    # shortDur form, tmpfs modes without the sticky bit, env as a map): no update, so no task rolls.
+    tasks = {
+        t["ID"] for role in ("postgres", "api", "worker") for t in swarm_stack.running_tasks(role)
+    }
+    assert reported_changes(swarm_stack.up()) == []
+    assert {
+        t["ID"] for role in ("postgres", "api", "worker") for t in swarm_stack.running_tasks(role)
+    } == tasks
 
 
 def test_tutorial_flow_against_the_published_port(swarm_stack: SwarmStack) -> None:
@@ -437,3 +449,39 @@ def test_scaling_workers_from_2_to_4_by_config(swarm_stack: SwarmStack) -> None:
         return workers if workers >= expected else None
 
     eventually(listed, within=60, every=3)
+
+
+# -- a failed migration
+# ----------------------------------------------------------------------------------------
+
+
+def test_a_failed_migration_stops_up_and_runs_again_once_fixed(swarm_stack: SwarmStack) -> None:
+    # From a stack without services (volumes kept, so PostgreSQL keeps the password it was
+    # initialised with); a stack config that now gives another points the migration at a wrong
+    # password. A shorter convergence timeout for this `up` only, so the failure comes sooner.
+    swarm_stack.down()
+    wrong = f"postgresPassword={uuid.uuid4().hex}"
+    failed = swarm_stack.up("--secret", wrong, "--config", "waitTimeoutSeconds=60", check=False)
+    assert failed.returncode != 0
+    assert "did not converge" in failed.stderr
+    assert "password authentication failed" in failed.stderr  # the migration's own output
+    # Nothing that needs the schema was deployed; the migration service was deleted.
+    client = docker.from_env()
+    services = {
+        s.name for s in client.services.list(filters={"label": f"{STACK_LABEL}={swarm_stack.name}"})
+    }
+    for role in APP_ROLES:
+        assert f"taskstack-{swarm_stack.name}-{role}" not in services, services
+    assert f"taskstack-{swarm_stack.name}-postgres" in services
+
+    # Fixed (the stack's own password again): the same `up`, no --replace, runs it and passes.
+    fixed = swarm_stack.up()
+    assert any(
+        step.startswith("create ") and step.split()[1].endswith("::migrate")
+        for step in reported_changes(fixed)
+    ), fixed.stdout
+    assert swarm_stack.running_tasks("migrate")
+    assert swarm_stack.submit_and_wait(77)["status"] == "SUCCESS"
+
+    # And once more: nothing changes.
+    assert reported_changes(swarm_stack.up()) == []

@@ -85,10 +85,16 @@ def test_second_up_changes_nothing_and_restarts_a_stopped_container(
     up(STACK, _config("ok"), state=state, log=_quiet)
     names = ("server", "one-shot", "client")
     before = {name: client.inspect_container(f"{PREFIX}-{name}") for name in names}
+    # Nothing changed: the diff against the read-back state finds no step.
+    assert up(STACK, _config("ok"), state=state, log=_quiet).changes == []
     client.stop(f"{PREFIX}-client", timeout=0)
 
-    up(STACK, _config("ok"), state=state, log=_quiet)
+    again = up(STACK, _config("ok"), state=state, log=_quiet)
 
+    # The one step: must_run read back false for the stopped container, so an update starts it.
+    assert [(c.op, c.urn.rsplit("::", 1)[1], c.properties) for c in again.changes] == [
+        ("update", "client", ["mustRun"])
+    ]
     after = {name: client.inspect_container(f"{PREFIX}-{name}") for name in names}
     assert {n: c["Id"] for n, c in after.items()} == {n: c["Id"] for n, c in before.items()}
     # must_run=False: the one-shot is not run again.
