@@ -301,3 +301,18 @@ def changed_properties(
     """The engine's diff: the new inputs, as sent, against the digests of the last read-back."""
     new = property_digests(_sent(resource_type, inputs))
     return sorted(key for key in set(new) | set(recorded) if new.get(key) != recorded.get(key))
+
+
+def recorded_changes(
+    resource_type: str,
+    inputs: Mapping[str, Any],
+    recorded: Mapping[str, str],
+    legacy_digest: str,
+    digest: str,
+) -> list[str] | None:
+    """`changed_properties`, or for a state written before the read-back model (no digests per
+    property) the old whole-input comparison: None when unchanged, so the caller records the
+    read-back now, else a list naming the inputs as changed."""
+    if recorded:
+        return changed_properties(resource_type, inputs, recorded)
+    return None if legacy_digest == digest else ["(inputs)"]

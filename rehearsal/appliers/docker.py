@@ -38,7 +38,7 @@ from rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
-from rehearsal.readback import Observed, changed_properties, property_digests, read_back
+from rehearsal.readback import Observed, property_digests, read_back, recorded_changes
 from rehearsal.runner import RegistrationOptions
 from rehearsal.state import AppliedResource, inputs_digest
 from rehearsal.tokens import CONTAINER, NETWORK, VOLUME
@@ -415,7 +415,15 @@ class DockerAppliers:
             and exists(client.inspect_container, recorded.id)
         ):
             # The engine's diff: the new inputs against what Read wrote back (readback.py).
-            changed = changed_properties(CONTAINER, inputs, recorded.readback)
+            legacy = recorded_changes(
+                CONTAINER, inputs, recorded.readback, recorded.digest, inputs_digest(inputs)
+            )
+            if legacy is None:  # a state from before the read-back model: record it now
+                recorded.readback = property_digests(
+                    read_back(CONTAINER, inputs, _observe(client, recorded.id))
+                )
+                self.state.record(recorded)
+            changed = legacy or []
             running = client.inspect_container(recorded.id)["State"]["Running"]
             if changed == ["mustRun"] or (
                 not changed and inputs.get("mustRun", True) and not running

@@ -38,7 +38,7 @@ from rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
-from rehearsal.readback import changed_properties, property_digests, read_back
+from rehearsal.readback import property_digests, read_back, recorded_changes
 from rehearsal.state import AppliedResource, inputs_digest
 from rehearsal.tokens import SECRET, SERVICE, SERVICE_CONFIG
 
@@ -580,7 +580,13 @@ def apply_service(
     present = recorded is not None and exists(client.inspect_service, recorded.id)
     # The engine's diff: the new inputs against what Read wrote back (rehearsal/readback.py).
     readback = property_digests(read_back(SERVICE, inputs))
-    changed = changed_properties(SERVICE, inputs, recorded.readback) if recorded is not None else []
+    changed: list[str] = []
+    if recorded is not None:
+        legacy = recorded_changes(SERVICE, inputs, recorded.readback, recorded.digest, digest)
+        if legacy is None:  # a state from before the read-back model: record it now
+            recorded.readback = readback
+            context.state.record(recorded)
+        changed = legacy or []
     if recorded is not None and present and not recorded.tainted and not changed:
         return recorded.id, {**inputs, **recorded.outputs}
     name = str(inputs.get("name") or autoname(resource_name))

@@ -20,6 +20,7 @@ from rehearsal.readback import (
     nano_decimal_string,
     property_digests,
     read_back,
+    recorded_changes,
     short_duration,
 )
 from rehearsal.tokens import CONTAINER, SERVICE
@@ -173,3 +174,10 @@ def test_service_mounts_are_a_set() -> None:
     second = {"type": "volume", "target": "/b", "source": "b"}
     recorded = property_digests(read_back(SERVICE, _service(mounts=[second, first])))
     assert changed_properties(SERVICE, _service(mounts=[first, second]), recorded) == []
+
+
+def test_a_state_from_before_the_model_compares_whole_inputs_once() -> None:
+    assert recorded_changes(CONTAINER, {"cpus": "2"}, {}, "d1", "d1") is None
+    assert recorded_changes(CONTAINER, {"cpus": "2"}, {}, "d1", "d2") == ["(inputs)"]
+    recorded = property_digests(read_back(CONTAINER, {"cpus": "2"}))
+    assert recorded_changes(CONTAINER, {"cpus": "2"}, recorded, "", "") == ["cpus"]
