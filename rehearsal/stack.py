@@ -117,6 +117,18 @@ def _leftover(kind: str, listed: dict[str, Any]) -> AppliedResource:
     )
 
 
+# Deletion order: what uses others first (services and containers use secrets, configs, networks,
+# volumes), each kind newest first. Creation order alone is not enough: a secret replaced after a
+# service was updated in place to use it is newer than that service, and the engine refuses to
+# delete a secret in use (Pulumi deletes by dependency, dependants first).
+_DELETE_FIRST = {SERVICE: 0, CONTAINER: 0, SECRET: 1, SERVICE_CONFIG: 1}
+
+
+def deletion_order(resources: list[AppliedResource]) -> list[AppliedResource]:
+    """`resources` (in creation order) in the order they can be deleted."""
+    return sorted(reversed(resources), key=lambda r: _DELETE_FIRST.get(r.type, 2))
+
+
 def is_swarm_stack(config: StackConfig) -> bool:
     return config.values.get(f"{config.project}:target") == "swarm"
 
@@ -159,7 +171,7 @@ def up(
     # Like `pulumi up`: what the program no longer declares is deleted once the rest has been
     # applied.
     removed = []
-    for resource in reversed(state.resources()):
+    for resource in deletion_order(state.resources()):
         if resource.urn not in mocks.registered:
             log(f"  deleting {resource.urn} (no longer declared)")
             delete_resource(
@@ -195,7 +207,7 @@ def down(
     remove_leftovers(stack, state, log)
     client = api_client()
     deleted = []
-    for resource in reversed(state.resources()):
+    for resource in deletion_order(state.resources()):
         if delete_resource(client, resource, keep_volumes=not volumes):
             if resource.type in (CONTAINER, NETWORK, VOLUME, SERVICE, SECRET, SERVICE_CONFIG):
                 log(f"  deleted {resource.physical_name}")
