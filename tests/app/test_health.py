@@ -49,7 +49,7 @@ async def test_ready_when_database_broker_and_schema_answer(client: httpx.AsyncC
     assert response.status_code == 200
     assert response.json() == {
         "status": "ready",
-        "checks": {"database": "ok", "broker": "ok", "schema": "ok"},
+        "checks": {"database": "ok", "broker": "ok", "schema": "ok", "database_pool": "ok"},
     }
 
 
@@ -130,5 +130,10 @@ async def test_schema_behind_the_code_is_503(
 
     assert response.status_code == 503
     checks = response.json()["checks"]
-    assert checks == {"database": "ok", "broker": "ok", "schema": checks["schema"]}
+    assert checks == {
+        "database": "ok",
+        "broker": "ok",
+        "schema": checks["schema"],
+        "database_pool": "ok",
+    }
     assert checks["schema"].startswith("failed")

@@ -6,6 +6,7 @@ from collections.abc import Awaitable
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
+from app import pg
 from app.api.deps import BrokerDep, EngineDep, SettingsDep
 from app.db import alembic_head
 from app.schemas import Readiness
@@ -37,7 +38,7 @@ async def _check(probe: Awaitable[None], bound: float) -> str:
 async def readiness(
     response: Response, settings: SettingsDep, engine: EngineDep, broker: BrokerDep
 ) -> Readiness:
-    """PostgreSQL answers, the broker answers and the schema is at the Alembic head."""
+    """PostgreSQL answers (through both pools), the broker answers, the schema is at the head."""
 
     async def database() -> None:
         async with engine.connect() as connection:
@@ -52,11 +53,16 @@ async def readiness(
     async def broker_ping() -> None:
         await broker.ping()
 
+    async def hot_path_pool() -> None:
+        # POST /process and GET /task use their own asyncpg pool (app/pg.py): a process whose
+        # pool cannot reach PostgreSQL cannot serve them, whatever the SQLAlchemy engine says.
+        async with pg.connection() as connection:
+            await connection.fetchval("SELECT 1")
+
     timeout = settings.readiness_timeout_seconds
-    names = ("database", "broker", "schema")
-    results = await asyncio.gather(
-        *(_check(probe, timeout) for probe in (database(), broker_ping(), schema()))
-    )
+    names = ("database", "broker", "schema", "database_pool")
+    probes = (database(), broker_ping(), schema(), hot_path_pool())
+    results = await asyncio.gather(*(_check(probe, timeout) for probe in probes))
     checks = dict(zip(names, results, strict=True))
     ready = all(result == "ok" for result in results)
     if not ready:
