@@ -104,12 +104,14 @@ class Stack:
         config = [f"{key}={value}" for key, value in PORTS[self.kind].items()]
         config.append(f"appEnv={json.dumps(APP_ENV)}")
         options = [arg for item in config for arg in ("--config", item)]
-        subprocess.run([*self.rehearsal("up"), *options], check=True, cwd=REPO)
+        subprocess.run([*self.rehearsal("up"), *options], check=True, cwd=REPO, stdout=sys.stderr)
         self.wait_ready()
 
     def down(self) -> None:
         log(f"rehearsal down {self.name} (volumes too)")
-        subprocess.run([*self.rehearsal("down"), "--volumes"], check=False, cwd=REPO)
+        subprocess.run(
+            [*self.rehearsal("down"), "--volumes"], check=False, cwd=REPO, stdout=sys.stderr
+        )
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 120
@@ -183,7 +185,7 @@ def wait_until(stack: Stack, query: str, expected: int, seconds: float) -> None:
 
 def settle(stack: Stack) -> None:
     """Every job of the previous phase finished, then the table emptied: a phase counts its own."""
-    wait_until(stack, "SELECT count(*) = 0 FROM jobs WHERE status <> 'succeeded'", 1, 900)
+    wait_until(stack, "SELECT (count(*) = 0)::int FROM jobs WHERE status <> 'succeeded'", 1, 900)
     stack.sql("TRUNCATE jobs")
 
 
