@@ -10,10 +10,14 @@ recently read dropped first; 0 turns the cache off.
 
 import uuid
 from collections import OrderedDict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from app.config import get_settings
+
+TASK_PREFIX = "/task/"
 
 
 class FinishedJobCache:
@@ -54,3 +58,44 @@ def get_finished_job_cache() -> FinishedJobCache:
     return FinishedJobCache(
         settings.finished_job_cache_size, timedelta(days=settings.job_retention_days)
     )
+
+
+class FinishedTaskFastPath:
+    """ASGI middleware: GET /task/{id} of a finished job in the cache is answered before routing.
+
+    The same bytes the route returns (`app.api.routes.task_status` fills the cache), without
+    FastAPI's routing, dependency resolution and validation, which cost more than the answer.
+    Anything else (another path, a malformed or unknown id, an unfinished job) goes on to the app.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            # Only the canonical 36-character form: the route would validate it the same way.
+            if path.startswith(TASK_PREFIX) and len(path) == len(TASK_PREFIX) + 36:
+                body = self._cached(path[len(TASK_PREFIX) :])
+                if body is not None:
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-length", str(len(body)).encode()),
+                                (b"content-type", b"application/json"),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _cached(task_id: str) -> bytes | None:
+        try:
+            job_id = uuid.UUID(task_id)
+        except ValueError:
+            return None
+        return get_finished_job_cache().get(job_id, datetime.now(UTC))

@@ -13,6 +13,7 @@ from app.api.routes import health, job_list, notifications, process_item, task_s
 from app.broker import close_publisher
 from app.config import get_settings
 from app.db import alembic_head, get_async_engine
+from app.finished_jobs import FinishedTaskFastPath
 
 
 @asynccontextmanager
@@ -41,6 +42,7 @@ app = FastAPI(
 )
 for module in (process_item, task_status, job_list, notifications, health):
     app.include_router(module.router)
+app.add_middleware(FinishedTaskFastPath)
 
 
 @app.exception_handler(OperationalError)
