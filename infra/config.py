@@ -141,6 +141,7 @@ class StackConfig(BaseModel):
     postgres_db: str = "taskstack"
 
     api_workers: PositiveInt = 2
+    api_access_log: bool = False
     worker_replicas: PositiveInt = 2
     worker_concurrency: PositiveInt = 2
     worker_stop_grace_seconds: PositiveInt = 60

@@ -491,6 +491,10 @@ def _migrate(c: _Common) -> Service:
 def _api(c: _Common) -> Service:
     command: tuple[str, ...] = ("uvicorn", "app.main:app", "--host", "0.0.0.0")
     command += ("--port", str(API_PORT))
+    if not c.config.api_access_log:
+        # A line per request costs the API about half its GET /task throughput (docs/bench.md);
+        # gunicorn's default is the same. Errors are still logged.
+        command += ("--no-access-log",)
     if c.prod:
         command += ("--workers", str(c.config.api_workers))
     else:

@@ -54,6 +54,7 @@ INVALID: dict[str, tuple[Any, str]] = {
     "redisCpus": ("0.0", "positive number of CPUs"),
     "appEnv": ('["DATABASE_URL=sqlite://"]', "NAME=value"),
     "apiReplicas": ("0", "greater than 0"),
+    "apiAccessLog": ("sometimes", "valid boolean"),
     "postgresNodeLabels": ("[]", "at least one node label"),
     "redisNodeLabels": ('["no value"]', "key=value"),
     "endpointMode": ("round-robin", "'vip' or 'dnsrr'"),

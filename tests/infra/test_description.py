@@ -212,6 +212,14 @@ def test_each_worker_copy_is_named_by_its_number() -> None:
     assert all(not s.replica_env for s in description.services if s is not worker)
 
 
+@pytest.mark.parametrize("stack", ["Pulumi.dev.yaml", "Pulumi.prod.yaml"])
+def test_the_api_logs_a_line_per_request_only_when_asked(stack: str) -> None:
+    quiet = describe(REPO_ROOT / stack).service("api").command
+    assert "--no-access-log" in quiet
+    loud = describe(REPO_ROOT / stack, api_access_log=True).service("api").command
+    assert "--no-access-log" not in loud
+
+
 def test_only_developer_ports_are_local_only() -> None:
     dev = describe(REPO_ROOT / "Pulumi.dev.yaml")
     for service in dev.services:
