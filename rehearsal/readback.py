@@ -291,8 +291,25 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _flatten(value: Any, path: str, into: dict[str, Any]) -> None:
+    # Nested blocks by dotted path, so a diff names the property that changed
+    # (`taskSpec.containerSpec.image`); lists are compared whole.
+    if isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            if item is not None:
+                _flatten(item, f"{path}.{key}", into)
+    else:
+        into[path] = value
+
+
 def property_digests(state: Mapping[str, Any]) -> dict[str, str]:
-    return {key: _digest(value) for key, value in state.items() if key not in COMPUTED}
+    """One digest per property (nested blocks by dotted path) of a state: what the rehearsal keeps
+    of it, since values carry secrets."""
+    flat: dict[str, Any] = {}
+    for key, value in state.items():
+        if key not in COMPUTED and value is not None:
+            _flatten(value, key, flat)
+    return {key: _digest(value) for key, value in flat.items()}
 
 
 def changed_properties(

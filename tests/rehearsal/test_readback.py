@@ -64,7 +64,7 @@ def test_container_healthcheck_durations_read_back_in_go_long_form() -> None:
     state = read_back(CONTAINER, sent)
     assert state["healthcheck"]["startPeriod"] == "1m0s"
     assert state["healthcheck"]["interval"] == "10s"
-    assert _diff(CONTAINER, sent) == ["healthcheck"]
+    assert _diff(CONTAINER, sent) == ["healthcheck.startPeriod"]
     sent["healthcheck"]["startPeriod"] = "1m0s"  # what the program sends
     assert _diff(CONTAINER, sent) == []
 
@@ -131,7 +131,7 @@ def test_service_tmpfs_mode_loses_the_sticky_bit() -> None:
     )
     state = read_back(SERVICE, sent)
     assert state["taskSpec"]["containerSpec"]["mounts"][0]["tmpfsOptions"]["mode"] == 511
-    assert _diff(SERVICE, sent) == ["taskSpec"]
+    assert _diff(SERVICE, sent) == ["taskSpec.containerSpec.mounts"]
     sent = _service(
         mounts=[{"type": "tmpfs", "target": "/scratch", "tmpfsOptions": {"sizeBytes": 1}}]
     )
@@ -152,7 +152,11 @@ def test_service_durations_are_shortened() -> None:
     assert spec["healthcheck"]["startPeriod"] == "1m"
     assert spec["stopGracePeriod"] == "5m"
     assert state["updateConfig"]["monitor"] == "1m"
-    assert _diff(SERVICE, sent) == ["taskSpec", "updateConfig"]
+    assert _diff(SERVICE, sent) == [
+        "taskSpec.containerSpec.healthcheck.startPeriod",
+        "taskSpec.containerSpec.stopGracePeriod",
+        "updateConfig.monitor",
+    ]
     short = _service(
         healthcheck={"tests": ["CMD", "true"], "interval": "5s", "startPeriod": "1m"},
         stopGracePeriod="5m",
@@ -166,7 +170,9 @@ def test_service_env_reads_back_as_a_map() -> None:
     assert list(state["taskSpec"]["containerSpec"]["env"]) == ["A", "B"]
     recorded = property_digests(state)
     assert changed_properties(SERVICE, _service(env={"A": "1", "B": "2"}), recorded) == []
-    assert changed_properties(SERVICE, _service(env={"A": "1", "B": "3"}), recorded) == ["taskSpec"]
+    assert changed_properties(SERVICE, _service(env={"A": "1", "B": "3"}), recorded) == [
+        "taskSpec.containerSpec.env.B"
+    ]
 
 
 def test_service_mounts_are_a_set() -> None:
