@@ -185,5 +185,6 @@ def test_service_mounts_are_a_set() -> None:
 def test_a_state_from_before_the_model_compares_whole_inputs_once() -> None:
     assert recorded_changes(CONTAINER, {"cpus": "2"}, {}, "d1", "d1") is None
     assert recorded_changes(CONTAINER, {"cpus": "2"}, {}, "d1", "d2") == ["(inputs)"]
+    assert recorded_changes(CONTAINER, {"cpus": "2"}, {"cpus": "x"}, "d1", "d1") is None
     recorded = property_digests(read_back(CONTAINER, {"cpus": "2"}))
     assert recorded_changes(CONTAINER, {"cpus": "2"}, recorded, "", "") == ["cpus"]
