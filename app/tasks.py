@@ -141,7 +141,7 @@ def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
     name="app.tasks.send_notification"
 )
 def send_notification(user_id: int, message: str) -> dict[str, Any]:
-    """Deliver a notification (simulated: logged); its result is kept in the result backend."""
+    """Deliver a notification (simulated: logged); fire and forget, Flower shows its progress."""
     logger.info("notification for user %s: %s", user_id, message)
     return {"user_id": user_id, "delivered": True}
 
