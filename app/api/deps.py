@@ -1,12 +1,15 @@
 """Dependencies shared by the routes; tests override them to point at unreachable services."""
 
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app import pg
 from app.config import Settings, get_settings
 from app.db import get_async_engine, get_session
 from app.finished_jobs import FinishedJobCache, get_finished_job_cache
@@ -29,7 +32,14 @@ async def finished_jobs() -> FinishedJobCache:
     return get_finished_job_cache()
 
 
+async def hot_connection() -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the hot path's asyncpg pool (app/pg.py) for the request."""
+    async with pg.connection() as connection:
+        yield connection
+
+
 IntakeDep = Annotated[JobIntake, Depends(intake)]
+HotConnectionDep = Annotated[asyncpg.Connection, Depends(hot_connection)]
 FinishedJobsDep = Annotated[FinishedJobCache, Depends(finished_jobs)]
 
 

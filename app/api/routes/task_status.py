@@ -1,13 +1,15 @@
-"""GET /task/{task_id}: the tutorial's polling endpoint, answered from the job row."""
+"""GET /task/{task_id}: the tutorial's polling endpoint, answered from the job row.
+
+A finished job's answer, once read here, is kept and served by `app.finished_jobs`'s middleware
+before routing: this route runs for unfinished, unknown and not yet cached jobs.
+"""
 
 import json
 import uuid
-from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Response, status
 
-from app import pg
-from app.api.deps import FinishedJobsDep
+from app.api.deps import FinishedJobsDep, HotConnectionDep
 from app.models import FINISHED_STATUSES, JobStatus
 from app.schemas import CELERY_STATE, TaskStatus
 
@@ -22,27 +24,26 @@ SELECT_TASK_STATE = "SELECT status, result, progress, error, finished_at FROM jo
     response_model=TaskStatus,
     responses={404: {"description": "No job has this id."}},
 )
-async def get_task(task_id: uuid.UUID, finished: FinishedJobsDep) -> Response:
+async def get_task(
+    task_id: uuid.UUID, connection: HotConnectionDep, finished: FinishedJobsDep
+) -> Response:
     """The job's state under Celery's names (PENDING, STARTED, RETRY, SUCCESS, FAILURE)."""
-    body = finished.get(task_id, datetime.now(UTC))
-    if body is None:
-        async with pg.connection() as connection:
-            row = await connection.fetchrow(SELECT_TASK_STATE, task_id)
-        if row is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
-        job_status = JobStatus(row["status"])
-        body = (
-            TaskStatus(
-                task_id=str(task_id),
-                status=CELERY_STATE[job_status],
-                result=None if row["result"] is None else json.loads(row["result"]),
-                progress=row["progress"],
-                error=row["error"],
-            )
-            .model_dump_json()
-            .encode()
+    row = await connection.fetchrow(SELECT_TASK_STATE, task_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
+    job_status = JobStatus(row["status"])
+    body = (
+        TaskStatus(
+            task_id=str(task_id),
+            status=CELERY_STATE[job_status],
+            result=None if row["result"] is None else json.loads(row["result"]),
+            progress=row["progress"],
+            error=row["error"],
         )
-        if job_status in FINISHED_STATUSES:
-            finished.put(task_id, body, row["finished_at"])
+        .model_dump_json()
+        .encode()
+    )
+    if job_status in FINISHED_STATUSES:
+        finished.put(task_id, body, row["finished_at"])
     # Already the response model's JSON: returned as is, not validated and serialised again.
     return Response(body, media_type="application/json")
