@@ -75,7 +75,8 @@ def get_sync_sessionmaker(durable: bool = True) -> sessionmaker[Session]:
     """Sessions for the worker's job updates, in autocommit (same pool as `get_sync_engine`).
 
     Every job-lifecycle change (`app.jobs`) is one statement, atomic on its own; autocommit saves
-    the BEGIN and COMMIT round trips around each (a job with no work time costs two UPDATEs).
+    the BEGIN and COMMIT round trips around each. A job's own claim and finish do not come here
+    (`on_job_connection`).
     """
     return sessionmaker(
         get_sync_engine(durable).execution_options(isolation_level="AUTOCOMMIT"),

@@ -22,7 +22,7 @@ from app.tasks import process_data
 MAX_BATCH = 256
 MAX_CONCURRENT_FLUSHES = 2
 
-# The same row `app.jobs.insert_job` writes, for many jobs at once; columns not named take their
+# A queued job's row (the `Job` model), for many jobs at once; columns not named take their
 # server defaults (payload '{}', created_at/queued_at now()). Prepared once per connection.
 INSERT_JOBS = """
 INSERT INTO jobs (id, item_id, kind, status, celery_task_id)

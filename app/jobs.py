@@ -67,7 +67,7 @@ CLAIM = f"""
 SELECT status, attempts, item_id, payload FROM jobs
 WHERE id = %(id)s AND status IN ({_UNFINISHED})
 """  # noqa: S608 - the IN list is this module's own constants
-# The second parameter says whether this change counts the attempt (see `_ending_attempt`).
+# `count` says whether this change counts the delivery's attempt (see `_ending_attempt`).
 FINISH = f"""
 UPDATE jobs SET
     attempts = attempts + CASE WHEN %(count)s THEN 1 ELSE 0 END,
