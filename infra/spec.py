@@ -231,6 +231,8 @@ class ClusterSettings:
     update_parallelism: int
     update_delay_seconds: int
     update_monitor_seconds: int
+    overlay_encryption: bool
+    restart_delay_seconds: int
 
 
 @dataclass(frozen=True)
@@ -711,5 +713,7 @@ def describe_stack(
             update_parallelism=config.update_parallelism,
             update_delay_seconds=config.update_delay_seconds,
             update_monitor_seconds=config.update_monitor_seconds,
+            overlay_encryption=config.overlay_encryption,
+            restart_delay_seconds=config.restart_delay_seconds,
         ),
     )

@@ -155,10 +155,12 @@ def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealt
 @dataclass(frozen=True)
 class NetworksArgs:
     networks: Sequence[Network]
+    encrypted: bool = True
 
 
 class Networks(Component):
-    """The app and data networks as encrypted, attachable overlays spanning the swarm.
+    """The app and data networks as attachable overlays spanning the swarm, encrypted unless
+    `overlayEncryption` is off.
 
     Children: `<key>-<name>` (`app-network`, `data-network`).
     """
@@ -178,8 +180,9 @@ class Networks(Component):
                     attachable=True,
                     internal=network.internal,
                     # IPsec between nodes for the overlay's traffic (`docker network create --opt
-                    # encrypted`): credentials and job payloads cross the hosts' network.
-                    options={"encrypted": ""},
+                    # encrypted`): credentials and job payloads cross the hosts' network. A
+                    # kernel without IPsec (ESP) drops it between nodes: `overlayEncryption` off.
+                    options={"encrypted": ""} if args.encrypted else None,
                     labels=[
                         docker.NetworkLabelArgs(label=k, value=v)
                         for k, v in sorted(network.labels.items())
@@ -401,7 +404,8 @@ def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
         else None,
         resources=_resources(service),
         restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
-            condition=_RESTART_CONDITION[service.restart], delay="5s"
+            condition=_RESTART_CONDITION[service.restart],
+            delay=go_duration(args.cluster.restart_delay_seconds),
         ),
         log_driver=docker.ServiceTaskSpecLogDriverArgs(
             name=args.logging.driver, options=dict(args.logging.options)
@@ -542,7 +546,9 @@ def render(description: StackDescription) -> RenderedStack:
     a dependency that fails stops the program before its dependants are sent.
     """
     networks = Networks(
-        "network", NetworksArgs(description.networks), renamed(PREVIOUS_NAMES["network"])
+        "network",
+        NetworksArgs(description.networks, encrypted=description.cluster.overlay_encryption),
+        renamed(PREVIOUS_NAMES["network"]),
     )
     image = description.app_image
     app_image = AppImage(

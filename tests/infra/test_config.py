@@ -63,6 +63,8 @@ INVALID: dict[str, tuple[Any, str]] = {
     "updateDelaySeconds": ("-1", "greater than or equal to 0"),
     "updateMonitorSeconds": ("0", "greater than or equal to 1"),
     "apiUpdateOrder": ("random", "'start-first' or 'stop-first'"),
+    "overlayEncryption": ("ipsec", "valid boolean"),
+    "restartDelaySeconds": ("-5", "greater than or equal to 0"),
     "postgresPassword": ("short", "at least 16 characters"),
     "redisPassword": ("tiny", "at least 16 characters"),
     "flowerBasicAuth": ("no-colon-in-this-value", "user:password"),
