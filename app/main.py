@@ -4,10 +4,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app import pg
+from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.api.routes import health, job_list, notifications, process_item, task_status
 from app.broker import close_publisher
@@ -43,6 +45,7 @@ app = FastAPI(
 for module in (process_item, task_status, job_list, notifications, health):
     app.include_router(module.router)
 app.add_middleware(FinishedTaskFastPath)
+app.add_exception_handler(RequestValidationError, strict_json.validation_error)
 
 
 @app.exception_handler(OperationalError)
