@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     worker_heartbeat_path: Path = Path("/tmp/celery-worker-heartbeat")  # noqa: S108
     worker_heartbeat_seconds: float = Field(default=10, gt=0)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
+    # Admission control of each API process (app/admission.py): beyond these, 503 at once.
+    max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
+    max_concurrent_job_lists: int = Field(default=4, ge=1, le=1_000)
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
     flower_basic_auth: SecretStr | None = None
 

@@ -48,6 +48,8 @@ async def notify(notification: NotificationIn) -> TaskAccepted:
         task_id = await run_in_threadpool(_publish, notification)
     except Exception as error:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail="broker unavailable"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="broker unavailable",
+            headers={"Retry-After": "1"},
         ) from error
     return TaskAccepted(task_id=task_id)
