@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/taskstack"
+    # The migration only: the administrator that makes the app's role (app/roles.py).
+    admin_database_url: SecretStr | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -68,6 +70,13 @@ class Settings(BaseSettings):
         if not value.startswith("postgresql+psycopg://"):
             raise ValueError("must start with postgresql+psycopg:// or postgresql://")
         return value
+
+    @field_validator("admin_database_url")
+    @classmethod
+    def _admin_psycopg_driver(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        return SecretStr(cls._psycopg_driver(value.get_secret_value()))
 
     @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
     @classmethod
