@@ -22,13 +22,13 @@ DATA_ROLES = ("postgres", "redis")
 
 
 def test_dev_api_reloads_from_a_bind_mount_of_app(dev: ProgramRun) -> None:
-    api = dev.named("api").plain
+    api = dev.named("api-1").plain
     assert "--reload" in api["command"]
     assert [m["type"] for m in api["mounts"]] == ["bind"]
 
 
 def test_prod_api_runs_several_processes_from_the_image(prod: ProgramRun) -> None:
-    api = prod.named("api").plain
+    api = prod.named("api-1").plain
     assert "--reload" not in api["command"]
     assert api["command"][api["command"].index("--workers") + 1] == "4"
     assert "mounts" not in api
@@ -99,7 +99,7 @@ def test_image_tag_is_the_stack_name(dev: ProgramRun, prod: ProgramRun) -> None:
 def test_prod_containers_are_hardened(prod: ProgramRun) -> None:
     for container in prod.containers():
         inputs = container.plain
-        assert inputs["user"] in {"10001:10001", "999:999"}, container.name
+        assert inputs["user"] in {"10001:10001", "999:999", "99:99"}, container.name
         assert inputs["securityOpts"] == ["no-new-privileges:true"], container.name
         assert inputs["capabilities"]["drops"] == ["ALL"], container.name
         assert not inputs["capabilities"].get("adds"), container.name
