@@ -3,8 +3,11 @@ idempotent, and its data outlives a down and up."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import uuid
+from pathlib import Path
 
 import docker
 import httpx
@@ -214,6 +217,61 @@ def test_the_proxy_writes_an_access_log_line_per_request(prod_stack: RehearsedSt
         assert client.get(marker).status_code == 404
     (proxy,) = prod_stack.names("proxy")
     assert f"GET {marker} HTTP/1.1" in prod_stack.logs(proxy)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl, as an operator would make a test one)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_when_the_stack_sets_a_certificate_and_key(
+    prod_stack: RehearsedStack, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = [
+        "--secret",
+        f"tlsCertificate={cert.read_text()}",
+        "--secret",
+        f"tlsKey={key.read_text()}",
+    ]
+    try:
+        prod_stack.up(*tls)
+        assert prod_stack.api_url.startswith("https://127.0.0.1:")
+        with httpx.Client(base_url=prod_stack.api_url, verify=str(cert), timeout=30) as client:
+            assert client.get("/health").status_code == 200
+        # The same port no longer speaks plain HTTP.
+        plain = prod_stack.api_url.replace("https://", "http://")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{plain}/health", timeout=10)
+        (proxy,) = prod_stack.names("proxy")
+        inspected = json.dumps(prod_stack.container(proxy).attrs["Config"]["Cmd"])
+        assert "PRIVATE KEY" not in inspected  # the key is not in the command line
+    finally:
+        prod_stack.up()  # back to plain HTTP for the tests after this one
+    assert prod_stack.api_url.startswith("http://127.0.0.1:")
 
 
 def test_a_new_image_is_deployed_without_a_failed_request_or_a_lost_job(
