@@ -29,13 +29,14 @@ from urllib.parse import quote
 
 import pulumi
 
+from infra import proxy
 from infra.config import PROJECT, Credentials, StackConfig
 
 # Where a secret store (Swarm) mounts credentials; app/config.py reads this directory.
 SECRETS_DIR = "/run/secrets"
 
-Role = Literal["postgres", "redis", "migrate", "api", "worker", "beat", "flower"]
-ImageKind = Literal["app", "postgres", "redis"]
+Role = Literal["postgres", "redis", "migrate", "api", "worker", "beat", "flower", "proxy"]
+ImageKind = Literal["app", "postgres", "redis", "proxy"]
 NetworkKey = Literal["app", "data"]
 VolumeKey = Literal["postgres", "redis", "beat"]
 SecretKey = Literal[
@@ -45,9 +46,19 @@ SecretKey = Literal[
     "database_url",
     "admin_database_url",
     "redis_url",
+    "tls_pem",
 ]
 
-ROLES: tuple[Role, ...] = ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
+ROLES: tuple[Role, ...] = (
+    "postgres",
+    "redis",
+    "migrate",
+    "api",
+    "worker",
+    "beat",
+    "flower",
+    "proxy",
+)
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
 
 # In `Service.replica_env` values: the copy's number (1, 2, ...), filled in by the target.
@@ -58,6 +69,8 @@ REPLICA = "{replica}"
 # chown/setpriv step, so no capability has to be added back after dropping them all.
 APP_USER = "10001:10001"
 DATA_USER = "999:999"
+# The haproxy image's own user (its contract: uid/gid 99).
+PROXY_USER = "99:99"
 
 # PostgreSQL's administrator (the superuser initdb makes, the image's default name): the migration
 # connects as it to make the app's own role, `postgresUser`, which owns its schema and nothing more
@@ -69,6 +82,8 @@ REDIS_ALIAS = "redis"
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 API_PORT = 8000
+# The name every API copy answers to on the app network: what the proxy resolves.
+API_ALIAS = "api"
 FLOWER_PORT = 5555
 
 WORKER_HEARTBEAT_PATH = "/tmp/celery-worker-heartbeat"  # noqa: S108 - a tmpfs in every container
@@ -86,6 +101,7 @@ _FIXED_LIMITS: Mapping[Role, tuple[int, str]] = {
     "migrate": (256, "0.5"),
     "beat": (256, "0.25"),
     "flower": (256, "0.5"),
+    "proxy": (256, "1.0"),
 }
 _TMP = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a private tmpfs
 
@@ -97,6 +113,8 @@ _TMP = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a p
 # most by default, plus its own) and Redis share DATA_USER.
 APP_MAX_PROCESSES = 1024
 DATA_MAX_PROCESSES = 512
+# HAProxy (its own uid 99): one process, a thread per CPU.
+PROXY_MAX_PROCESSES = 256
 
 # Redis refuses writes (`OOM command not allowed`) beyond this share of its container's memory,
 # rather than being killed by the kernel: the API answers such a refusal with 503. The rest is
@@ -186,8 +204,10 @@ class Service:
     `replicas` copies; `replica_env` is set per copy, `REPLICA` in a value standing for the copy's
     number. A `one_shot` runs to completion and gates its dependants. `depends_on`: the roles that
     must be up (healthy, or for a one-shot: succeeded) before this one is created. `start_first`: a
-    new copy may start before the old one stops on an update. `node_labels`: on a several-node
-    target, the node labels (key=value) the role is pinned to (its volume lives there).
+    new copy may start before the old one stops on an update (a target gives such copies names
+    and ports that cannot collide). `one_at_a_time`: new copies start one after the other, each
+    healthy before the next. `node_labels`: on a several-node target, the node labels (key=value)
+    the role is pinned to (its volume lives there).
     """
 
     role: Role
@@ -212,6 +232,7 @@ class Service:
     depends_on: tuple[Role, ...] = ()
     one_shot: bool = False
     start_first: bool = False
+    one_at_a_time: bool = False
     node_labels: tuple[str, ...] = ()
     stop_signal: str = "SIGTERM"
     stop_grace_seconds: int = 10
@@ -287,6 +308,7 @@ class StackDescription:
     redis_url: pulumi.Output[str]
     secrets: Mapping[SecretKey, pulumi.Output[str]]
     cluster: ClusterSettings
+    proxy: proxy.ProxyConfig
 
     def service(self, role: Role) -> Service:
         return next(s for s in self.services if s.role == role)
@@ -598,11 +620,12 @@ def _api(c: _Common) -> Service:
             start_period="30s",
         ),
         wait_healthy=True,
-        ports=(PublishedPort(API_PORT, c.config.api_port, c.config.publish_address),),
+        # No published port: the proxy owns it and finds the copies by this alias.
+        networks=(NetworkAttachment("app", (API_ALIAS,)), NetworkAttachment("data")),
         binds=() if c.prod else (bind,),
-        # Copies where a target can balance between them; one published port admits one per host.
         replicas=c.config.api_replicas,
         start_first=c.config.api_update_order == "start-first",
+        one_at_a_time=True,
         stop_grace_seconds=30,
     )
 
@@ -691,6 +714,65 @@ def _flower(c: _Common) -> Service:
     )
 
 
+def proxy_config(config: StackConfig, tls: bool) -> proxy.ProxyConfig:
+    return proxy.ProxyConfig(
+        api_port=API_PORT,
+        replicas=config.api_replicas,
+        request_timeout_seconds=config.proxy_request_timeout_seconds,
+        max_body_bytes=config.proxy_max_body_kb * 1024,
+        access_log=config.proxy_access_log,
+        tls=tls,
+    )
+
+
+def _tls_pem(credentials: Credentials) -> pulumi.Output[str] | None:
+    """The certificate chain and its key in one PEM, as HAProxy's `crt` reads it."""
+    if credentials.tls_certificate is None or credentials.tls_key is None:
+        return None
+    return pulumi.Output.secret(
+        pulumi.Output.all(credentials.tls_certificate, credentials.tls_key).apply(
+            lambda pair: f"{pair[0].strip()}\n{pair[1].strip()}\n"
+        )
+    )
+
+
+def _proxy(c: _Common) -> Service:
+    pem = _tls_pem(c.credentials)
+    settings = proxy_config(c.config, tls=pem is not None)
+    tls_file = f"{SECRETS_DIR}/tls_pem"
+    return Service(
+        role="proxy",
+        image="proxy",
+        command=proxy.start_command(f'printf "%s" "${proxy.TLS_PEM_ENV}"' if pem else None),
+        env={proxy.CONFIG_ENV: proxy.render(settings)},
+        secret_env={proxy.TLS_PEM_ENV: pem} if pem else {},
+        user=PROXY_USER,
+        networks=(NetworkAttachment("app"),),
+        hardening=c.hardening,
+        restart=c.config.restart_policy,
+        labels=c.labels("proxy"),
+        healthcheck=HealthCheck(
+            test=proxy.HEALTHCHECK, interval="5s", timeout="5s", retries=3, start_period="10s"
+        ),
+        wait_healthy=True,
+        ports=(PublishedPort(settings.listen_port, c.config.api_port, c.config.publish_address),),
+        tmpfs=_TMP,
+        limits=c.limits("proxy"),
+        # Created once the API answers, so the first request after `up` finds a copy.
+        depends_on=("api",),
+        file_secrets=FileSecrets(
+            files={"tls_pem": "tls_pem"},
+            command=proxy.start_command(f"cat {tls_file}"),
+        )
+        if pem
+        else FileSecrets(files={}),
+        # HAProxy's soft stop (the image's STOPSIGNAL): open connections finish first.
+        stop_signal="SIGUSR1",
+        stop_grace_seconds=30,
+        max_processes=PROXY_MAX_PROCESSES,
+    )
+
+
 def _flower_healthcheck(credentials: str) -> HealthCheck:
     """GET Flower's /healthcheck, with the first user:password that `credentials` evaluates to."""
     return HealthCheck(
@@ -726,12 +808,15 @@ def _secrets(c: _Common) -> dict[SecretKey, pulumi.Output[str]]:
         secrets["redis_password"] = c.credentials.redis_password
     if c.credentials.flower_basic_auth is not None:
         secrets["flower_basic_auth"] = c.credentials.flower_basic_auth
+    pem = _tls_pem(c.credentials)
+    if pem is not None:
+        secrets["tls_pem"] = pem
     return secrets
 
 
-def _endpoints(config: StackConfig) -> Endpoints:
+def _endpoints(config: StackConfig, tls: bool) -> Endpoints:
     shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
-    api_url = f"http://{shown_host}:{config.api_port}"
+    api_url = f"{'https' if tls else 'http'}://{shown_host}:{config.api_port}"
     return Endpoints(
         api_url=api_url,
         docs_url=f"{api_url}/docs",
@@ -763,7 +848,8 @@ def describe_stack(
 ) -> StackDescription:
     """The whole stack for `stack`, from its validated configuration and its credentials."""
     c = _common(config, credentials, stack, repo_root)
-    roles = (_postgres, _redis, _migrate, _api, _worker, _beat, _flower)
+    roles = (_postgres, _redis, _migrate, _api, _worker, _beat, _flower, _proxy)
+    tls = credentials.tls_certificate is not None
     return StackDescription(
         project=PROJECT,
         stack=stack,
@@ -777,7 +863,11 @@ def describe_stack(
             dockerfile=repo_root / "Dockerfile",
             platform=config.platform,
         ),
-        images={"postgres": config.postgres_image, "redis": config.redis_image},
+        images={
+            "postgres": config.postgres_image,
+            "redis": config.redis_image,
+            "proxy": config.proxy_image,
+        },
         services=in_dependency_order(tuple(role(c) for role in roles)),
         logging=LogSettings(
             driver="json-file",
@@ -787,7 +877,7 @@ def describe_stack(
             },
         ),
         wait_timeout_seconds=config.wait_timeout_seconds,
-        endpoints=_endpoints(config),
+        endpoints=_endpoints(config, tls),
         database_url=c.database_env["DATABASE_URL"],
         redis_url=c.broker_env["REDIS_URL"],
         secrets=_secrets(c),
@@ -798,4 +888,5 @@ def describe_stack(
             update_delay_seconds=config.update_delay_seconds,
             update_monitor_seconds=config.update_monitor_seconds,
         ),
+        proxy=proxy_config(config, tls),
     )

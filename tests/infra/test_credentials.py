@@ -31,6 +31,7 @@ CREDENTIALS: Mapping[str, set[str]] = {
     "worker": {"DATABASE_URL", *BROKER},
     "beat": {"DATABASE_URL", *BROKER},
     "flower": {*BROKER, "FLOWER_BASIC_AUTH"},  # never the database
+    "proxy": set(),  # its TLS key and certificate when the stack sets them (none here)
 }
 # Swarm: the same, as files (a file named like the setting; PostgreSQL and Redis their own names).
 FILES: Mapping[str, str] = {

@@ -135,7 +135,12 @@ def expected(secret_keys: set[str]) -> set[tuple[str, str]]:
         (IMAGE, "app-image"),
     }
     resources |= {(SERVICE, role) for role in ROLES}
-    return COMPONENTS | resources | {(SECRET, name) for name in secret_keys}
+    return (
+        COMPONENTS
+        | {("taskstack:swarm:Proxy", "proxy")}
+        | resources
+        | {(SECRET, name) for name in secret_keys}
+    )
 
 
 def registered(run: ProgramRun) -> set[tuple[str, str]]:
@@ -179,9 +184,9 @@ def test_no_container_volume_or_pulled_image_on_swarm(prod: ProgramRun) -> None:
 
 
 def test_the_docker_target_stays_the_default_and_ignores_swarm_keys() -> None:
-    run = run_stack("dev", apiReplicas=5, endpointMode="dnsrr", publishMode="host")
+    run = run_stack("dev", endpointMode="dnsrr", publishMode="host", updateParallelism=3)
     assert not run.of_type(SERVICE)
-    assert len(run.role("api")) == 1
+    assert len(run.role("api")) == 2
 
 
 def test_each_resource_sits_in_its_component(prod: ProgramRun) -> None:
@@ -299,7 +304,7 @@ def test_secret_files_are_readable_by_the_service_user_only(prod: ProgramRun) ->
     for role in ROLES:
         spec = container_spec(prod, role)
         uid, _, gid = spec["user"].partition(":")
-        for mount in spec["secrets"]:
+        for mount in spec.get("secrets", []):
             assert (mount["fileUid"], mount["fileGid"]) == (uid, gid), role
             assert mount["fileMode"] == 0o400, role
             assert "/" not in mount["fileName"]  # relative: under /run/secrets
@@ -375,6 +380,7 @@ def test_replicas_follow_config() -> None:
         "worker": 5,
         "beat": 1,
         "flower": 1,
+        "proxy": 1,
     }
 
 
@@ -399,6 +405,7 @@ def test_rolling_updates_roll_back_on_failure_with_the_configured_pace() -> None
         "worker": "start-first",
         "beat": "stop-first",
         "flower": "stop-first",
+        "proxy": "stop-first",  # one task per node owns the published port
     }
 
 
@@ -515,8 +522,10 @@ def test_a_converged_migration_lets_every_dependant_register() -> None:
 def test_swarm_defaults_are_vip_and_the_ingress_mesh(prod: ProgramRun) -> None:
     for role in ROLES:
         assert service(prod, role)["endpointSpec"]["mode"] == "vip", role
-    assert service(prod, "api")["endpointSpec"]["ports"] == [
-        {"targetPort": 8000, "publishedPort": 8000, "protocol": "tcp", "publishMode": "ingress"}
+    # The proxy owns the API's port; the API tasks publish nothing.
+    assert "ports" not in service(prod, "api")["endpointSpec"]
+    assert service(prod, "proxy")["endpointSpec"]["ports"] == [
+        {"targetPort": 8080, "publishedPort": 8000, "protocol": "tcp", "publishMode": "ingress"}
     ]
     assert service(prod, "flower")["endpointSpec"]["ports"] == [
         {"targetPort": 5555, "publishedPort": 5555, "protocol": "tcp", "publishMode": "ingress"}
@@ -527,7 +536,7 @@ def test_endpoint_and_publish_modes_are_settings() -> None:
     run = swarm("prod", endpointMode="dnsrr", publishMode="host", apiPort=18000)
     for role in ROLES:
         assert service(run, role)["endpointSpec"]["mode"] == "dnsrr", role
-    (port,) = service(run, "api")["endpointSpec"]["ports"]
+    (port,) = service(run, "proxy")["endpointSpec"]["ports"]
     assert (port["publishedPort"], port["publishMode"]) == (18000, "host")
 
 
@@ -571,7 +580,7 @@ def test_prod_limits_and_reservations(dev: ProgramRun, prod: ProgramRun) -> None
 def test_prod_services_are_hardened(prod: ProgramRun) -> None:
     for role in ROLES:
         spec = container_spec(prod, role)
-        assert spec["user"] in {"10001:10001", "999:999"}, role
+        assert spec["user"] in {"10001:10001", "999:999", "99:99"}, role
         assert spec["readOnly"] is True, role
         assert spec["capDrops"] == ["ALL"], role
         assert spec["init"] is True, role
