@@ -190,6 +190,9 @@ class StackConfig(BaseModel):
     overlay_encryption: bool = True
     # Seconds Swarm waits before restarting a task that exited (its restart policy's delay).
     restart_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
+    # Proxy tasks. Host-published, a node runs one at most: as many as nodes lets a client use
+    # any node's address (the three-node rehearsal runs three).
+    proxy_replicas: PositiveInt = 1
 
     @field_validator("postgres_image", "redis_image", "proxy_image")
     @classmethod

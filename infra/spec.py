@@ -762,6 +762,9 @@ def _proxy(c: _Common) -> Service:
         limits=c.limits("proxy"),
         # Created once the API answers, so the first request after `up` finds a copy.
         depends_on=("api",),
+        # On a swarm, `proxyReplicas` tasks: host-published, one per node at most (Swarm places no
+        # two tasks publishing the same host port on a node). One container on a single host.
+        replicas=c.config.proxy_replicas if c.config.target == "swarm" else 1,
         file_secrets=FileSecrets(
             files={"tls_pem": "tls_pem"},
             command=proxy.start_command(f"cat {tls_file}"),

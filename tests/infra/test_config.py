@@ -70,6 +70,7 @@ INVALID: dict[str, tuple[Any, str]] = {
     "apiUpdateOrder": ("random", "'start-first' or 'stop-first'"),
     "overlayEncryption": ("ipsec", "valid boolean"),
     "restartDelaySeconds": ("-5", "greater than or equal to 0"),
+    "proxyReplicas": ("0", "greater than 0"),
     "postgresPassword": ("short", "at least 16 characters"),
     "redisPassword": ("tiny", "at least 16 characters"),
     "flowerBasicAuth": ("no-colon-in-this-value", "user:password"),

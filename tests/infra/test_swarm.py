@@ -379,7 +379,7 @@ def test_default_placement_labels(prod: ProgramRun) -> None:
 
 
 def test_replicas_follow_config() -> None:
-    run = swarm("prod", apiReplicas=3, workerReplicas=5)
+    run = swarm("prod", apiReplicas=3, workerReplicas=5, proxyReplicas=3)
     replicas = {role: service(run, role)["mode"]["replicated"]["replicas"] for role in ROLES}
     assert replicas == {
         "postgres": 1,
@@ -389,8 +389,16 @@ def test_replicas_follow_config() -> None:
         "worker": 5,
         "beat": 1,
         "flower": 1,
-        "proxy": 1,
+        "proxy": 3,
     }
+
+
+def test_proxy_replicas_are_swarm_only() -> None:
+    # One host has one of each published port: the docker target runs one proxy container.
+    run = run_stack("prod", proxyReplicas=3)
+    assert len(run.of_type(CONTAINER)) == len(
+        [c for c in run.of_type(CONTAINER) if "proxy" not in c.name]
+    ) + 1
 
 
 def test_rolling_updates_roll_back_on_failure_with_the_configured_pace() -> None:
