@@ -290,6 +290,9 @@ class ClusterSettings:
     update_monitor_seconds: int
     overlay_encryption: bool
     restart_delay_seconds: int
+    # Proxy tasks on a cluster (the description's proxy is one copy: one host has one of each
+    # published port).
+    proxy_replicas: int
 
 
 @dataclass(frozen=True)
@@ -762,9 +765,6 @@ def _proxy(c: _Common) -> Service:
         limits=c.limits("proxy"),
         # Created once the API answers, so the first request after `up` finds a copy.
         depends_on=("api",),
-        # On a swarm, `proxyReplicas` tasks: host-published, one per node at most (Swarm places no
-        # two tasks publishing the same host port on a node). One container on a single host.
-        replicas=c.config.proxy_replicas if c.config.target == "swarm" else 1,
         file_secrets=FileSecrets(
             files={"tls_pem": "tls_pem"},
             command=proxy.start_command(f"cat {tls_file}"),
@@ -894,6 +894,7 @@ def describe_stack(
             update_monitor_seconds=config.update_monitor_seconds,
             overlay_encryption=config.overlay_encryption,
             restart_delay_seconds=config.restart_delay_seconds,
+            proxy_replicas=config.proxy_replicas,
         ),
         proxy=proxy_config(config, tls),
     )

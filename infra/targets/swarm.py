@@ -432,6 +432,14 @@ def _endpoint_spec(args: ServiceArgs) -> docker.ServiceEndpointSpecArgs:
     return docker.ServiceEndpointSpecArgs(mode=cluster.endpoint_mode, ports=ports or None)
 
 
+def _replicas(args: ServiceArgs) -> int:
+    # Host-published proxies: Swarm places at most one per node (one of each host port), so
+    # `proxyReplicas` up to the number of nodes puts a front door on each.
+    if args.service.role == "proxy":
+        return args.cluster.proxy_replicas
+    return args.service.replicas
+
+
 def _swarm_service(
     resource_name: str, args: ServiceArgs, opts: pulumi.ResourceOptions
 ) -> docker.Service:
@@ -445,7 +453,7 @@ def _swarm_service(
             name=args.service_name,
             labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in _labels(service).items()],
             mode=docker.ServiceModeArgs(
-                replicated=docker.ServiceModeReplicatedArgs(replicas=service.replicas)
+                replicated=docker.ServiceModeReplicatedArgs(replicas=_replicas(args))
             ),
             task_spec=_task_spec(args),
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
