@@ -5,9 +5,8 @@
 # the manager through DOCKER_HOST, and removes the nodes whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-count=${1:?usage: e2e-swarm-nodes.sh NODES [pytest arguments]}
+count=${1:?usage: e2e-swarm-nodes.sh NODES [pytest options, e.g. -k losing -s]}
 shift
-tests=("${@:-tests/e2e_nodes}")
 UV=${UV:-uv}
 if ! [[ $count =~ ^[0-9]+$ ]] || [ "$count" -lt 3 ]; then
   echo "NODES=$count: the multi-node run needs 3 nodes or more (make e2e-swarm without NODES runs" \
@@ -60,5 +59,5 @@ export REHEARSAL_IMAGE_NODES
 "$docker_cli" node update --label-add taskstack.postgres=true swarm-node2 >/dev/null
 "$docker_cli" node update --label-add taskstack.redis=true swarm-node1 >/dev/null
 $UV run python -m rehearsal check
-$UV run pytest "${tests[@]}"
+$UV run pytest tests/e2e_nodes "$@"
 echo "e2e-swarm NODES=$count: $(($(date +%s) - started)) s (nodes up to nodes down)" >&2
