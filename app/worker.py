@@ -7,10 +7,12 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 from celery.signals import worker_process_init
+from celery.worker import state as worker_state
 from kombu.entity import Queue
 
 from app.config import get_settings
 from app.db import dispose_sync_engines
+from app.liveness import Rescuer
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -40,6 +42,8 @@ celery_app.conf.update(
     # (work time plus the longest retry countdown, which a worker holds unacknowledged).
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
     broker_connection_retry_on_startup=True,
+    # kombu's Redis transport, recording which messages each consumer holds (app/liveness.py).
+    broker_transport="app.liveness:Transport",
     task_queues=(Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)),  # type: ignore[no-untyped-call]
     task_default_queue=JOBS_QUEUE,
     task_routes={
@@ -70,7 +74,9 @@ def _dispose_inherited_pool(**_: Any) -> None:
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Touches WORKER_HEARTBEAT_PATH while the consumer is connected (the container healthcheck)."""
+    """Every WORKER_HEARTBEAT_SECONDS while the consumer is connected: touches
+    WORKER_HEARTBEAT_PATH (the container healthcheck), shows the worker alive in Redis and puts
+    dead workers' messages back on their queues (app/liveness.py)."""
 
     requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
 
@@ -78,14 +84,28 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(parent, **kwargs)
         self.path: Path = get_settings().worker_heartbeat_path
         self.timer_ref: Any = None
+        self.rescuer = Rescuer(str(parent.hostname))
 
-    def _touch(self) -> None:
+    def _beat(self, parent: Any) -> None:
         self.path.touch()
+        consumer = getattr(parent, "task_consumer", None)
+        channel = getattr(consumer, "channel", None)
+        if channel is None:
+            return
+        qos = channel.qos
+        own = getattr(qos, "channel_id", None)
+        running = [request.id for request in list(worker_state.active_requests)]
+        try:
+            with channel.conn_or_acquire() as client:
+                self.rescuer.beat(client, own, running)
+                self.rescuer.rescue(client, qos, own)
+        except Exception as error:  # Redis away: the consumer reconnects, the next beat retries
+            logger.warning("liveness heartbeat failed: %s: %s", type(error).__name__, error)
 
     def start(self, parent: Any) -> None:
-        self._touch()
+        self._beat(parent)
         self.timer_ref = parent.timer.call_repeatedly(
-            get_settings().worker_heartbeat_seconds, self._touch
+            get_settings().worker_heartbeat_seconds, self._beat, (parent,)
         )
 
     def stop(self, parent: Any) -> None:
