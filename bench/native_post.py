@@ -1,8 +1,8 @@
 """POST /process throughput natively, for an A/B of two versions of the code in one sitting.
 
-Runs one `uvicorn app.main:app` (no access log) and one prefork worker × 2 (`JOB_WORK_SECONDS=0`,
-draining meanwhile, `--loglevel=WARNING`) from the code under `--code` (default: this checkout)
-against the machine's PostgreSQL and Redis (a database and an empty Redis db of their own, removed
+Runs one `uvicorn app.main:app` (no access log) and one prefork worker, 2 children
+(`JOB_WORK_SECONDS=0`, draining meanwhile, `--loglevel=WARNING`) from the code under `--code`
+(default: this checkout) against the machine's PostgreSQL and Redis (a database and an empty Redis db of their own, removed
 at the end), then `wrk -t2 -c32 -d10s -s bench/post.lua`, the method of `make bench`. Prints one
 JSON line per run. Never part of the tests.
 
@@ -70,8 +70,10 @@ def run(code: Path, seconds: int, port: int) -> dict[str, object]:
         with (run_dir / "api.log").open("wb") as log:
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
-                    + ["--no-access-log", "--log-level", "warning"],
+                    [
+                        *(sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)),
+                        *("--no-access-log", "--log-level", "warning"),
+                    ],
                     cwd=code,
                     env=env,
                     stdout=log,
@@ -81,8 +83,10 @@ def run(code: Path, seconds: int, port: int) -> dict[str, object]:
         with (run_dir / "worker.log").open("wb") as log:
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "app.worker", "worker"]
-                    + ["--loglevel=WARNING", "--concurrency=2"],
+                    [
+                        *(sys.executable, "-m", "celery", "-A", "app.worker", "worker"),
+                        *("--loglevel=WARNING", "--concurrency=2"),
+                    ],
                     cwd=code,
                     env=env,
                     stdout=log,

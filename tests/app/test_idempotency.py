@@ -113,7 +113,7 @@ async def test_the_same_key_after_the_first_answer_was_lost(
 async def test_a_malformed_key_is_422_naming_the_header(
     client: httpx.AsyncClient, key: str
 ) -> None:
-    response = await client.post("/process/1", headers=[("Idempotency-Key", key.encode("utf-8"))])
+    response = await client.post("/process/1", headers=[(b"Idempotency-Key", key.encode("utf-8"))])
     assert response.status_code == 422
     assert "Idempotency-Key" in response.text
 
@@ -135,7 +135,8 @@ async def test_notifications_the_same_key_returns_the_same_task(
     assert again.headers["idempotent-replayed"] == "true"
     assert (
         count(
-            "SELECT count(*) FROM idempotency_keys WHERE key = :key AND task_id = CAST(:id AS uuid)",
+            "SELECT count(*) FROM idempotency_keys"
+            " WHERE key = :key AND task_id = CAST(:id AS uuid)",
             key=key,
             id=first.json()["task_id"],
         )
