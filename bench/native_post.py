@@ -2,9 +2,9 @@
 
 Runs one `uvicorn app.main:app` (no access log) and one prefork worker, 2 children
 (`JOB_WORK_SECONDS=0`, draining meanwhile, `--loglevel=WARNING`) from the code under `--code`
-(default: this checkout) against the machine's PostgreSQL and Redis (a database and an empty Redis db of their own, removed
-at the end), then `wrk -t2 -c32 -d10s -s bench/post.lua`, the method of `make bench`. Prints one
-JSON line per run. Never part of the tests.
+(default: this checkout) against the machine's PostgreSQL and Redis (a database and an empty
+Redis db of their own, removed at the end), then `wrk -t2 -c32 -d10s -s bench/post.lua`, the
+method of `make bench`. Prints one JSON line per run. Never part of the tests.
 
     uv run python -m bench.native_post                       # this checkout
     git archive main | tar -x -C /tmp/base && \
