@@ -12,9 +12,10 @@ twice. Instead, each consumer channel records which messages it holds and shows 
 - Every `WORKER_HEARTBEAT_SECONDS` each worker (`WorkerLiveness` in app/worker.py) refreshes its
   consuming channel's `alive` key (expiring after `WORKER_DEAD_AFTER_SECONDS`) and records the
   ids of the tasks its pool is running (`active`, same expiry).
-- Then it rescues: a channel whose `alive` key it has seen missing for two heartbeats (so every
-  live worker has since published what it runs, also just after Redis restarted) is dead — its
-  worker was killed (container, parent process, OOM) or its connection died with a Redis restart.
+- Then it rescues: a channel whose `alive` key has expired is dead — its worker was killed
+  (container, parent process, OOM) or its connection died with a Redis restart. Keys expire while
+  Redis is down too, so nothing is restored until Redis has been up for two heartbeats (every
+  live worker has beaten and reported what it runs since).
   Its held messages go back to the front of their queue with kombu's own `restore_by_tag`, except
   a task some live worker is still running (a connection lost under a long task): that one stays
   held until it ends. One rescuer per dead channel at a time (a lock key).
@@ -118,9 +119,8 @@ class Rescuer:
         settings = get_settings()
         self.worker = worker
         self.dead_after = max(1, round(settings.worker_dead_after_seconds))
-        # Seen dead this long before its messages are restored: two heartbeats of every worker.
+        # Redis up at least this long before anything is restored: two heartbeats of every worker.
         self.confirm_seconds = 2 * settings.worker_heartbeat_seconds
-        self.missing_since: dict[str, float] = {}
 
     def beat(self, client: Any, channel_id: str | None, running: Iterable[str]) -> None:
         """Show this worker alive: its consuming channel, the tasks its pool is running."""
@@ -133,27 +133,18 @@ class Rescuer:
         pipe.execute()
 
     def dead_channels(self, client: Any, own: str | None) -> list[str]:
-        """Channels whose `alive` key has been missing for `confirm_seconds` as seen from here."""
-        channels = sorted(
-            c.decode() if isinstance(c, bytes) else c for c in client.smembers(CHANNELS)
-        )
-        channels = [channel for channel in channels if channel != own]
+        """Channels whose `alive` key has expired: silent for WORKER_DEAD_AFTER_SECONDS.
+
+        None while Redis has been up for less than two heartbeats: keys expire while Redis is
+        down, so just after a restart every channel looks dead until live workers have beaten
+        (and reported what they run) again."""
+        if float(client.info("server")["uptime_in_seconds"]) < self.confirm_seconds:
+            return []
+        channels = [channel for channel in _text(client.smembers(CHANNELS)) if channel != own]
         if not channels:
-            self.missing_since.clear()
             return []
         alive = client.mget([alive_key(channel) for channel in channels])
-        now = time.monotonic()
-        dead = []
-        for channel, flag in zip(channels, alive, strict=True):
-            if flag is not None:
-                self.missing_since.pop(channel, None)
-                continue
-            since = self.missing_since.setdefault(channel, now)
-            if now - since >= self.confirm_seconds:
-                dead.append(channel)
-        for gone in set(self.missing_since) - set(channels):
-            del self.missing_since[gone]
-        return dead
+        return [channel for channel, flag in zip(channels, alive, strict=True) if flag is None]
 
     def running_anywhere(self, client: Any) -> set[str]:
         """Task ids that live workers reported running (their `active` keys)."""
@@ -210,5 +201,4 @@ class Rescuer:
         if not kept:
             client.srem(CHANNELS, channel)
             client.delete(held_key(channel))
-            self.missing_since.pop(channel, None)
         return restored
