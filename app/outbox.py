@@ -33,10 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from kombu.transport import redis as kombu_redis
 
 from app import pg
 from app.broker import get_publisher, queue_of, task_envelope
 from app.config import get_settings
+from app.models import UNFINISHED_STATUSES
+from app.tasks import process_data
 
 logger = logging.getLogger(__name__)
 
@@ -151,13 +154,13 @@ class Outbox:
         """Publish what is due (see the module docstring); how many messages went out."""
         after_seconds = get_settings().outbox_relay_after_seconds
         run_id = str((await get_publisher().info("server"))["run_id"])
-        if self.broker_run_id not in (None, run_id):
+        restarted = self.broker_run_id not in (None, run_id)
+        if restarted:
             # Redis restarted: what it held in its last second may be gone; send all again.
             logger.warning("broker restarted; publishing every outbox row again")
             after_seconds = 0
         published = 0
         async with pg.connection() as connection:
-            await self._delete_published(connection)
             if await connection.fetchval(RELAY_ANY_DUE, after_seconds, list(self.failed)):
                 while True:
                     taken = await self._relay_rows(connection, after_seconds)
@@ -166,6 +169,9 @@ class Outbox:
                         break
             else:
                 self.failed.clear()
+            await self._delete_published(connection)
+            if restarted:
+                published += await reconcile(connection, run_id)
         self.broker_run_id = run_id
         if published:
             logger.warning("relay published %d pending task messages", published)
@@ -197,6 +203,44 @@ class Outbox:
                 await connection.execute(DELETE_RELAYED, [batch.outbox_id for batch in batches])
         self.failed.difference_update(batch.outbox_id for batch in batches)
         return sum(len(batch.task_ids) for batch in batches)
+
+
+# Unfinished jobs, for the reconciliation after a broker restart.
+UNFINISHED_JOBS = f"""
+SELECT id FROM jobs WHERE status IN ({", ".join(repr(s.value) for s in UNFINISHED_STATUSES)})
+"""  # noqa: S608 - the model's own constants
+RECONCILE_SCAN = 1000
+
+
+async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
+    """After a broker restart: publish again every unfinished job the broker no longer holds.
+
+    A Redis that stopped or died may have lost messages the outbox no longer has: one a worker
+    had just popped (BRPOP) but not yet recorded as unacknowledged, the last second of writes of
+    a killed Redis. Such a job would otherwise wait for the reaper (REAPER_STALE_AFTER_SECONDS).
+    Done once per Redis run (a key names it), by the first API process to notice. A job in
+    transit at that moment may be published twice: harmless (module docstring)."""
+    publisher = get_publisher()
+    if not await publisher.set(f"taskstack:reconciled:{run_id}", 1, nx=True, ex=86400):
+        return 0
+    queue = queue_of(process_data.name)
+    held: set[str] = set()
+    length = int(await publisher.llen(queue))
+    for start in range(0, length, RECONCILE_SCAN):
+        for raw in await publisher.lrange(queue, start, start + RECONCILE_SCAN - 1):
+            held.add(str(json.loads(raw)["headers"]["id"]))
+        await asyncio.sleep(0)
+    async for _, raw in publisher.hscan_iter(kombu_redis.Channel.unacked_key, count=RECONCILE_SCAN):
+        held.add(str(json.loads(raw)[0]["headers"]["id"]))
+    missing = [
+        row["id"] for row in await connection.fetch(UNFINISHED_JOBS) if str(row["id"]) not in held
+    ]
+    if missing:
+        await push([OutboxBatch(0, process_data.name, missing)])
+        logger.warning(
+            "broker restarted: published %d unfinished jobs it no longer held", len(missing)
+        )
+    return len(missing)
 
 
 async def run_relay() -> None:

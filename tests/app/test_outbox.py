@@ -14,7 +14,13 @@ from app.broker import _publishers
 from app.config import get_settings
 from app.outbox import BROKER_LOSS_WINDOW_SECONDS, get_outbox
 from tests.app.conftest import WORKER_LOG
-from tests.app.helpers import execute, job_row, wait_for_log_line, wait_for_task
+from tests.app.helpers import (
+    create_queued_job,
+    execute,
+    job_row,
+    wait_for_log_line,
+    wait_for_task,
+)
 
 pytestmark = pytest.mark.anyio
 DEAD_PORT = 1  # nothing listens there: connections are refused at once
@@ -162,3 +168,27 @@ async def test_after_a_broker_restart_every_row_still_kept_is_published_again(
     outbox.broker_run_id = "a Redis that was running before"  # as after a restart
     assert await outbox.relay_once() >= 1
     assert outbox_rows(task_id) == 0
+
+
+@pytest.mark.usefixtures("worker")
+async def test_after_a_broker_restart_unfinished_jobs_it_lost_are_published_again(
+    client: httpx.AsyncClient,
+) -> None:
+    # A job whose message Redis lost (popped by a worker as Redis died, say): no outbox row, no
+    # message in the queue or in the unacknowledged hash.
+    lost = await create_queued_job(15)
+    outbox = get_outbox()
+    await outbox.relay_once()  # learns the broker's run_id
+    publisher = Redis.from_url(get_settings().celery_broker_url)
+    try:
+        run_id = (await publisher.info("server"))["run_id"]
+        await publisher.delete(f"taskstack:reconciled:{run_id}")
+    finally:
+        await publisher.aclose()
+    outbox.broker_run_id = "a Redis that was running before"  # as after a restart
+    assert await outbox.relay_once() >= 1
+    done = await wait_for_task(client, str(lost), {"SUCCESS", "FAILURE"})
+    assert done["status"] == "SUCCESS"
+    # Once per Redis run: a second process noticing the same restart does not do it again.
+    outbox.broker_run_id = "a Redis that was running before"
+    assert await outbox.relay_once() == 0

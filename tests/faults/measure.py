@@ -45,6 +45,7 @@ class Submission:
     detail: str = ""
     # Answers before the last, for a client that retries: (status code or None, detail).
     earlier: list[tuple[int | None, str]] = field(default_factory=list)
+    replayed: bool = False  # answered `Idempotent-Replayed: true`
 
 
 @dataclass
@@ -116,7 +117,15 @@ class Submitter:
             )
         seconds = time.monotonic() - started
         task_id = response.json().get("task_id") if response.status_code == 202 else None
-        return Submission(item_id, response.status_code, task_id, seconds, at, response.text[:200])
+        return Submission(
+            item_id,
+            response.status_code,
+            task_id,
+            seconds,
+            at,
+            response.text[:200],
+            replayed=response.headers.get("idempotent-replayed") == "true",
+        )
 
 
 def accepted_ids(results: list[Submission]) -> set[uuid.UUID]:
