@@ -9,9 +9,10 @@ twice. Instead, each consumer channel records which messages it holds and shows 
   delivery tag to the channel's `held` set in the same pipeline that writes kombu's `unacked`
   entry, and removes it in the pipeline that removes the entry: no extra round trip per message.
   That pipeline also refreshes the channel's `alive` key.
-- Every `WORKER_HEARTBEAT_SECONDS` each worker (`WorkerLiveness` in app/worker.py) refreshes its
-  consuming channel's `alive` key (expiring after `WORKER_DEAD_AFTER_SECONDS`) and records the
-  ids of the tasks its pool is running (`active`, same expiry).
+- Every `WORKER_HEARTBEAT_SECONDS` each worker (`WorkerHeartbeat` in app/worker.py) refreshes its
+  consuming channel's `alive` key (expiring after `WORKER_DEAD_AFTER_SECONDS`), and a thread of
+  its own (`RunningTasksReporter`) records the ids of the tasks its pool is running (`active`,
+  same expiry), also while the consumer is reconnecting.
 - Then it rescues: a channel whose `alive` key has expired is dead — its worker was killed
   (container, parent process, OOM) or its connection died with a Redis restart. Keys expire while
   Redis is down too, so nothing is restored until Redis has been up for two heartbeats (every
@@ -28,11 +29,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps as kombu_dumps
@@ -122,15 +125,12 @@ class Rescuer:
         # Redis up at least this long before anything is restored: two heartbeats of every worker.
         self.confirm_seconds = 2 * settings.worker_heartbeat_seconds
 
-    def beat(self, client: Any, channel_id: str | None, running: Iterable[str]) -> None:
-        """Show this worker alive: its consuming channel, the tasks its pool is running."""
-        pipe = client.pipeline(transaction=False)
+    def beat(self, client: Any, channel_id: str | None) -> None:
+        """Show this worker's consuming channel alive."""
         if channel_id is not None:
-            pipe.sadd(CHANNELS, channel_id).set(alive_key(channel_id), 1, ex=self.dead_after)
-        pipe.sadd(WORKERS, self.worker).set(
-            active_key(self.worker), json.dumps(sorted(running)), ex=self.dead_after
-        )
-        pipe.execute()
+            client.pipeline(transaction=False).sadd(CHANNELS, channel_id).set(
+                alive_key(channel_id), 1, ex=self.dead_after
+            ).execute()
 
     def dead_channels(self, client: Any, own: str | None) -> list[str]:
         """Channels whose `alive` key has expired: silent for WORKER_DEAD_AFTER_SECONDS.
@@ -202,3 +202,44 @@ class Rescuer:
             client.srem(CHANNELS, channel)
             client.delete(held_key(channel))
         return restored
+
+
+class RunningTasksReporter:
+    """Reports the tasks a worker's pool is running, every WORKER_HEARTBEAT_SECONDS, from a thread
+    of its own with its own Redis client: also while the worker's consumer is reconnecting (its
+    connection died with a Redis restart, its tasks run on), when the consumer's own steps are
+    stopped. A task reported here is never restored from a dead channel."""
+
+    def __init__(self, worker: str, running: Callable[[], Iterable[str]]) -> None:
+        settings = get_settings()
+        self.worker, self.running = worker, running
+        self.interval = settings.worker_heartbeat_seconds
+        self.dead_after = max(1, round(settings.worker_dead_after_seconds))
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="liveness-report", daemon=True)
+        self.client: Any = redis.Redis.from_url(
+            settings.celery_broker_url,
+            socket_connect_timeout=settings.readiness_timeout_seconds,
+            socket_timeout=settings.readiness_timeout_seconds,
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        self.client.close()
+
+    def report(self) -> None:
+        self.client.pipeline(transaction=False).sadd(WORKERS, self.worker).set(
+            active_key(self.worker), json.dumps(sorted(self.running())), ex=self.dead_after
+        ).execute()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.report()
+            except Exception as error:  # Redis away: the next report tries again
+                logger.info("running tasks not reported: %s: %s", type(error).__name__, error)
+            self.stopped.wait(self.interval)

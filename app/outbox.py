@@ -6,10 +6,10 @@ doing. Afterwards this process pushes the messages (`Outbox.publish_soon`: one `
 batch committed meanwhile). So the accept path costs no more round trips than before, and a
 message never names a row that is not committed.
 
-Published rows are deleted `BROKER_LOSS_WINDOW_SECONDS` later, many at once: Redis writes its
-append-only file to disk every second, so a Redis killed (not stopped) may come back without the
-last second or two of messages; the relay notices the restart (a new `run_id`) and publishes every
-row still there again.
+Published rows are deleted by the next relay pass, many in one statement. A Redis that stopped or
+died may come back without some messages it had taken (the last second of writes of a killed
+Redis; one a worker popped as it went away): the relay notices the restart (a new `run_id`) and
+publishes again, once per Redis run, every unfinished job Redis no longer holds (`reconcile`).
 
 What the broker did not take stays in `outbox`. The relay (`run_relay`, a task in every API
 process, started by the app's lifespan) publishes it: at once for this process's own failed
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -43,10 +42,6 @@ from app.tasks import process_data
 
 logger = logging.getLogger(__name__)
 
-# How long a published row is kept: longer than the writes a killed Redis may lose (its
-# append-only file is flushed every second; Redis documents "up to 2 seconds" at worst).
-BROKER_LOSS_WINDOW_SECONDS = 3.0
-
 # The outbox rows the broker took, deleted in one statement. Committed without waiting for the
 # WAL flush (set for this statement's own transaction): losing it in a crash only means the relay
 # publishes those messages once more.
@@ -56,7 +51,6 @@ SELECT set_config('synchronous_commit', 'off', true)
 """
 
 # What the relay may publish: this process's failed batches ($2) and anything older than $1 s.
-# (After a broker restart, $1 is 0: everything.)
 RELAY_DUE = "created_at < now() - make_interval(secs => $1) OR id = ANY($2::bigint[])"
 RELAY_ANY_DUE = f"SELECT EXISTS (SELECT FROM outbox WHERE {RELAY_DUE})"  # noqa: S608 - constants
 RELAY_TAKE = f"""
@@ -116,8 +110,8 @@ class Outbox:
     pending: list[OutboxBatch] = field(default_factory=list)
     # This process's batches the broker refused: the relay takes them without waiting.
     failed: set[int] = field(default_factory=set)
-    # Published rows to delete once BROKER_LOSS_WINDOW_SECONDS have passed: (when, ids).
-    published: list[tuple[float, list[int]]] = field(default_factory=list)
+    # Published rows, deleted by the next relay pass (one DELETE for all of them).
+    published: list[int] = field(default_factory=list)
     publishing: asyncio.Task[None] | None = None
     # The broker's `run_id` at the last relay pass: a new one means Redis restarted.
     broker_run_id: str | None = None
@@ -142,7 +136,7 @@ class Outbox:
                     type(error).__name__,
                 )
                 continue
-            self.published.append((time.monotonic(), outbox_ids))
+            self.published.extend(outbox_ids)
 
     async def finish_publishing(self, seconds: float) -> None:
         """Wait (at most `seconds`) for the batches queued so far (the API's shutdown)."""
@@ -154,11 +148,6 @@ class Outbox:
         """Publish what is due (see the module docstring); how many messages went out."""
         after_seconds = get_settings().outbox_relay_after_seconds
         run_id = str((await get_publisher().info("server"))["run_id"])
-        restarted = self.broker_run_id not in (None, run_id)
-        if restarted:
-            # Redis restarted: what it held in its last second may be gone; send all again.
-            logger.warning("broker restarted; publishing every outbox row again")
-            after_seconds = 0
         published = 0
         async with pg.connection() as connection:
             if await connection.fetchval(RELAY_ANY_DUE, after_seconds, list(self.failed)):
@@ -170,7 +159,7 @@ class Outbox:
             else:
                 self.failed.clear()
             await self._delete_published(connection)
-            if restarted:
+            if self.broker_run_id not in (None, run_id):
                 published += await reconcile(connection, run_id)
         self.broker_run_id = run_id
         if published:
@@ -178,11 +167,9 @@ class Outbox:
         return published
 
     async def _delete_published(self, connection: asyncpg.Connection) -> None:
-        cutoff = time.monotonic() - BROKER_LOSS_WINDOW_SECONDS
-        due = [entry for entry in self.published if entry[0] <= cutoff]
-        if due:
-            await connection.execute(DELETE_PUBLISHED, [i for _, ids in due for i in ids])
-            del self.published[: len(due)]
+        if self.published:
+            published, self.published = self.published, []
+            await connection.execute(DELETE_PUBLISHED, published)
 
     async def _relay_rows(self, connection: asyncpg.Connection, after_seconds: float) -> int:
         async with connection.transaction():

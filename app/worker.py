@@ -12,7 +12,7 @@ from kombu.entity import Queue
 
 from app.config import get_settings
 from app.db import dispose_sync_engines
-from app.liveness import Rescuer
+from app.liveness import Rescuer, RunningTasksReporter
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -94,10 +94,9 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         qos = channel.qos
         own = getattr(qos, "channel_id", None)
-        running = [request.id for request in list(worker_state.active_requests)]
         try:
             with channel.conn_or_acquire() as client:
-                self.rescuer.beat(client, own, running)
+                self.rescuer.beat(client, own)
                 self.rescuer.rescue(client, qos, own)
         except Exception as error:  # Redis away: the consumer reconnects, the next beat retries
             logger.warning("liveness heartbeat failed: %s: %s", type(error).__name__, error)
@@ -118,4 +117,34 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     shutdown = stop
 
 
+def _running_task_ids() -> list[str]:
+    # Read from the reporter's thread while the main thread changes the set: copy, retry.
+    for _ in range(5):
+        try:
+            return [request.id for request in list(worker_state.active_requests)]
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+    return []
+
+
+class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The worker's `RunningTasksReporter` (app/liveness.py), for the worker's whole life."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.reporter: RunningTasksReporter | None = None
+
+    def start(self, worker: Any) -> None:
+        self.reporter = RunningTasksReporter(str(worker.hostname), _running_task_ids)
+        self.reporter.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.reporter is not None:
+            self.reporter.stop()
+            self.reporter = None
+
+    shutdown = stop
+
+
 celery_app.steps["consumer"].add(WorkerHeartbeat)
+celery_app.steps["worker"].add(ReportRunningTasks)

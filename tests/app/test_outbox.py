@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from app.broker import _publishers
 from app.config import get_settings
-from app.outbox import BROKER_LOSS_WINDOW_SECONDS, get_outbox
+from app.outbox import get_outbox
 from tests.app.conftest import WORKER_LOG
 from tests.app.helpers import (
     create_queued_job,
@@ -137,7 +137,7 @@ async def test_rows_of_a_process_that_died_before_publishing_are_relayed(
     assert done["status"] == "SUCCESS"
 
 
-async def test_published_rows_are_kept_for_the_loss_window_then_deleted(
+async def test_published_rows_are_deleted_by_the_next_relay_pass(
     client: httpx.AsyncClient,
 ) -> None:
     response = await client.post("/process/13")
@@ -145,29 +145,11 @@ async def test_published_rows_are_kept_for_the_loss_window_then_deleted(
     outbox = get_outbox()
     await outbox.finish_publishing(5)
     assert not outbox.failed
-    assert outbox_rows(task_id) == 1  # published, kept in case Redis loses its last writes
-    assert await outbox.relay_once() == 0  # and not published again meanwhile
-    # Once the window has passed, the next relay pass deletes it.
-    outbox.published = [
-        (when - BROKER_LOSS_WINDOW_SECONDS - 1, ids) for when, ids in outbox.published
-    ]
-    await outbox.relay_once()
+    assert outbox.published, "the batch should be waiting for its deletion"
+    assert outbox_rows(task_id) == 1
+    assert await outbox.relay_once() == 0  # deleted, not published again
     assert outbox_rows(task_id) == 0
     assert not outbox.published
-
-
-async def test_after_a_broker_restart_every_row_still_kept_is_published_again(
-    client: httpx.AsyncClient,
-) -> None:
-    response = await client.post("/process/14")
-    task_id = response.json()["task_id"]
-    outbox = get_outbox()
-    await outbox.finish_publishing(5)
-    await outbox.relay_once()  # learns the broker's run_id
-    assert outbox_rows(task_id) == 1
-    outbox.broker_run_id = "a Redis that was running before"  # as after a restart
-    assert await outbox.relay_once() >= 1
-    assert outbox_rows(task_id) == 0
 
 
 @pytest.mark.usefixtures("worker")

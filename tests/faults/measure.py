@@ -252,3 +252,16 @@ def last_started_after(dsn: str, since: float) -> float | None:
             (since,),
         ).fetchone()
     return None if row is None or row[0] is None else round(float(row[0]) - since, 2)
+
+
+def pending_outbox_rows(dsn: str, created_before: float) -> int:
+    """Outbox rows (messages not yet taken by the broker) created before a moment (epoch)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM outbox WHERE created_at < to_timestamp(%s)",
+                (created_before,),
+            ).fetchone()
+    except psycopg.OperationalError:
+        return -1
+    return int(row[0]) if row else -1

@@ -18,6 +18,7 @@ from tests.faults.measure import (
     all_settled,
     batch_figures,
     last_started_after,
+    pending_outbox_rows,
     report,
     wait_for_jobs,
 )
@@ -83,6 +84,12 @@ def _redis_outage(stack: Stack, scenario: str, take_down: Callable[[], None]) ->
 
     up_at = time.time()
     stack.redis.start()
+    published_after = wait_until(
+        lambda: pending_outbox_rows(stack.dsn, up_at) == 0,
+        SETTLE_SECONDS,
+        "the outbox relayed what Redis missed",
+        0.05,
+    )
     results = submitter.join()
     accepted = accepted_ids(results) | {uuid.UUID(during.json()["task_id"])}
     counts = wait_for_jobs(stack.dsn, accepted, on_poll=worker.check)
@@ -103,6 +110,8 @@ def _redis_outage(stack: Stack, scenario: str, take_down: Callable[[], None]) ->
             max([r.seconds for r in in_outage] + [during_seconds]), 3
         ),
         outage_seconds=round(up_at - down_at, 2),
+        # From Redis back to the relay's publish of the last job accepted while it was away.
+        pending_jobs_published_after_seconds=round(published_after, 2),
         # From Redis back to the start of the last job accepted before it was back: the relay's
         # publish of the pending jobs plus their wait in the queue.
         pending_jobs_all_started_after_seconds=last_started_after(stack.dsn, up_at),
