@@ -6,8 +6,10 @@
    (`python -m rehearsal up --stack dev|prod`, their own stack names and host ports,
    JOB_WORK_SECONDS=0, the stack files' own API processes and workers):
    - POST /process: `wrk -t2 -c32 -d10s -s post.lua`, the tutorial's own script (a new item id per
-     request), the workers draining meanwhile;
-   - GET /task/{id}: `wrk -t2 -c32 -d10s` on one finished job;
+     request), the workers draining meanwhile; through the proxy (the published port), then
+     straight to the API copies (one `wrk -t1` per copy, the 32 connections split between them, on
+     their addresses on the stack's bridge network): what the proxy costs;
+   - GET /task/{id}: `wrk -t2 -c32 -d10s` on one finished job, the same two ways;
    - drain: the workers stopped, K jobs enqueued through the API by 16 client threads, the workers
      started; (K-1) / (finish of the K-th job - finish of the 1st), so worker start-up is not
      counted (the tutorial times its results in Redis, we read `finished_at`);
@@ -137,20 +139,28 @@ class Stack:
             raise RuntimeError(f"psql failed: {result.output.decode()}")
         return str(result.output.decode()).strip()
 
+    def api_addresses(self) -> list[str]:
+        """Each API copy's own URL on the stack's app network (the proxy's upstreams)."""
+        network = f"taskstack-{self.name}-app"
+        return [
+            f"http://{api.attrs['NetworkSettings']['Networks'][network]['IPAddress']}:8000"
+            for api in self.containers("api")
+        ]
+
     def shape(self) -> dict[str, Any]:
-        """What serves the load: API processes (uvicorn's command line), worker containers."""
-        (api,) = self.containers("api")
-        command = api.attrs["Config"]["Cmd"]
+        """What serves the load: API copies and processes (uvicorn's command line), workers."""
+        apis = self.containers("api")
+        command = apis[0].attrs["Config"]["Cmd"]
         workers = self.containers("worker")
         concurrency = [
             arg.split("=", 1)[1]
             for arg in workers[0].attrs["Config"]["Cmd"]
             if arg.startswith("--concurrency=")
         ]
+        per_copy = int(command[command.index("--workers") + 1]) if "--workers" in command else 1
         return {
-            "api_processes": int(command[command.index("--workers") + 1])
-            if "--workers" in command
-            else 1,
+            "api_copies": len(apis),
+            "api_processes": per_copy * len(apis),
             "worker_containers": len(workers),
             "worker_concurrency": int(concurrency[0]) if concurrency else None,
         }
@@ -158,7 +168,13 @@ class Stack:
 
 def wrk(*arguments: str) -> dict[str, Any]:
     """wrk's request rate and failures, read from its text report (as the tutorial's run does)."""
-    output = subprocess.run([*WRK, *arguments], check=True, capture_output=True, text=True).stdout
+    return wrk_with(WRK, *arguments)
+
+
+def wrk_with(command: list[str], *arguments: str) -> dict[str, Any]:
+    output = subprocess.run(
+        [*command, *arguments], check=True, capture_output=True, text=True
+    ).stdout
 
     def number(pattern: str) -> float:
         found = re.search(pattern, output)
@@ -173,6 +189,24 @@ def wrk(*arguments: str) -> dict[str, Any]:
         "non_2xx": int(number(r"Non-2xx or 3xx responses: (\d+)")),
         "socket_errors": sum(int(count) for count in errors.groups()) if errors else 0,
     }
+
+
+def wrk_split(urls: list[str], *arguments: str) -> dict[str, Any]:
+    """The same load as `wrk` (2 threads, 32 connections, 10 s) split over `urls`, one wrk per URL
+    at once; rates and counts summed."""
+    connections = 32 // len(urls)
+    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        parts = list(
+            pool.map(
+                lambda url: wrk_with(
+                    ["wrk", f"-t{max(1, 2 // len(urls))}", f"-c{connections}", "-d10s"],
+                    *arguments,
+                    url,
+                ),
+                urls,
+            )
+        )
+    return {key: round(sum(part[key] for part in parts), 2) for key in parts[0]}
 
 
 def wait_until(stack: Stack, query: str, expected: int, seconds: float) -> None:
@@ -190,9 +224,12 @@ def settle(stack: Stack) -> None:
 
 
 def bench_post(stack: Stack) -> dict[str, Any]:
-    log("POST /process: wrk -t2 -c32 -d10s -s post.lua (the tutorial's)")
+    log("POST /process: wrk -t2 -c32 -d10s -s post.lua (the tutorial's), through the proxy")
     result = wrk("-s", str(POST_LUA), stack.api_url)
     result["rows_committed"] = int(stack.sql("SELECT count(*) FROM jobs"))
+    settle(stack)
+    log("POST /process, the same load straight to the API copies (no proxy)")
+    result["direct"] = wrk_split(stack.api_addresses(), "-s", str(POST_LUA))
     return result
 
 
@@ -200,8 +237,11 @@ def bench_get(stack: Stack) -> dict[str, Any]:
     settle(stack)
     task_id = httpx.post(f"{stack.api_url}/process/1").json()["task_id"]
     wait_until(stack, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", 1, 60)
-    log("GET /task/{id} of a finished job: wrk -t2 -c32 -d10s")
-    return wrk(f"{stack.api_url}/task/{task_id}")
+    log("GET /task/{id} of a finished job: wrk -t2 -c32 -d10s, through the proxy")
+    result = wrk(f"{stack.api_url}/task/{task_id}")
+    log("GET /task/{id}, the same load straight to the API copies (no proxy)")
+    result["direct"] = wrk_split([f"{url}/task/{task_id}" for url in stack.api_addresses()])
+    return result
 
 
 def enqueue(api_url: str, count: int) -> None:
@@ -336,6 +376,11 @@ def _rate(result: dict[str, Any], key: str) -> float:
     return float(measured["jobs_per_second" if key == "drain" else "requests_per_second"])
 
 
+def _kept(measured: dict[str, Any]) -> float:
+    direct = float(measured["direct"]["requests_per_second"])
+    return float(measured["requests_per_second"]) / direct if direct else 0.0
+
+
 def table(results: dict[str, Any]) -> str:
     tutorial = results["tutorial"]
     kinds = [kind for kind in ("dev", "prod") if kind in results]
@@ -359,8 +404,16 @@ def table(results: dict[str, Any]) -> str:
         for kind in kinds
     )
     rows.append(f"| enqueue -> succeeded, 20 req/s | - |{latency}")
+    for key, label in (("post", "POST"), ("get", "GET")):
+        direct = "".join(
+            f" {results[kind][key]['direct']['requests_per_second']:,.0f} without the proxy | "
+            f"proxy keeps {_kept(results[kind][key]):.0%} |"
+            for kind in kinds
+        )
+        rows.append(f"| {label}, straight to the API copies | - |{direct}")
     shapes = "".join(
-        f" {results[kind]['api_processes']} API process(es), {results[kind]['worker_containers']}"
+        f" {results[kind]['api_copies']} API copies ({results[kind]['api_processes']} processes)"
+        f" behind HAProxy, {results[kind]['worker_containers']}"
         f" worker(s) x {results[kind]['worker_concurrency']} | |"
         for kind in kinds
     )

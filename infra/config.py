@@ -45,9 +45,11 @@ UpdateOrder = Literal["start-first", "stop-first"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Keys whose value is a credential: read as secrets, never rendered in plain text.
-SECRET_KEYS = ("postgresPassword", "redisPassword", "flowerBasicAuth")
-# Required in prod; in dev the program falls back to the documented dev-only values below.
-PROD_REQUIRED_SECRETS = SECRET_KEYS
+SECRET_KEYS = ("postgresPassword", "redisPassword", "flowerBasicAuth", "tlsCertificate", "tlsKey")
+# Required in prod; in dev the program falls back to the documented dev-only values below. TLS is
+# optional: with both keys set the proxy serves HTTPS (docs/infra.md, "The front door").
+PROD_REQUIRED_SECRETS = ("postgresPassword", "redisPassword", "flowerBasicAuth")
+TLS_KEYS = ("tlsCertificate", "tlsKey")
 
 # Dev-only PostgreSQL password, used when a dev stack sets none. The dev database is published on
 # 127.0.0.1 only; a prod stack refuses to start with this value (see `_prod_rules`).
@@ -108,6 +110,9 @@ _EXAMPLES: Mapping[str, str] = {
     "redisNodeLabels": "'[\"taskstack.redis=true\"]'",
     "endpointMode": "dnsrr",
     "publishMode": "host",
+    "tlsCertificate": '-- "$(cat fullchain.pem)"',
+    "tlsKey": '-- "$(cat privkey.pem)"',
+    "apiReplicas": "2",
 }
 
 
@@ -142,6 +147,17 @@ class StackConfig(BaseModel):
 
     api_workers: PositiveInt = 2
     api_access_log: bool = False
+    # API copies behind the proxy, on both targets: a new image replaces them one at a time while
+    # the others answer, so prod needs two at least (`_cross_key_rules`).
+    api_replicas: PositiveInt = 2
+
+    # The front door (infra/proxy.py, docs/infra.md "The front door"): HAProxy owns the API port.
+    proxy_image: str = "haproxy:3.0"
+    # Seconds a client has to send a whole request (headers and body); a slower one gets 408.
+    proxy_request_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    # Largest request body the proxy passes on (413 beyond): the app's own cap (docs/app.md).
+    proxy_max_body_kb: Annotated[int, Field(ge=1, le=102400)] = 64
+    proxy_access_log: bool = True
     worker_replicas: PositiveInt = 2
     worker_concurrency: PositiveInt = 2
     worker_stop_grace_seconds: PositiveInt = 60
@@ -162,7 +178,6 @@ class StackConfig(BaseModel):
     app_env: tuple[str, ...] = ()
 
     # target swarm only (docs/swarm.md); a docker stack accepts and ignores them.
-    api_replicas: PositiveInt = 2
     postgres_node_labels: tuple[str, ...] = ("taskstack.postgres=true",)
     redis_node_labels: tuple[str, ...] = ("taskstack.redis=true",)
     endpoint_mode: EndpointMode = "vip"
@@ -172,7 +187,7 @@ class StackConfig(BaseModel):
     update_monitor_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
     api_update_order: UpdateOrder = "start-first"
 
-    @field_validator("postgres_image", "redis_image")
+    @field_validator("postgres_image", "redis_image", "proxy_image")
     @classmethod
     def _pinned_image(cls, value: str) -> str:
         if not _PINNED_IMAGE.match(value) or value.endswith(":latest"):
@@ -272,6 +287,12 @@ class StackConfig(BaseModel):
             if port in seen:
                 raise ValueError(f"{key}: port {port} is already used by {seen[port]}")
             seen[port] = key
+        if self.environment == "prod" and self.api_replicas < 2:
+            # One copy cannot be replaced without a gap: the proxy needs another to send to.
+            raise ValueError(
+                "apiReplicas: a prod stack runs 2 API copies at least, so that a deployment "
+                "replaces one while the other answers"
+            )
         if self.endpoint_mode == "dnsrr" and self.publish_mode == "ingress":
             # Swarm rejects the pair: the routing mesh balances over a virtual IP.
             raise ValueError(
@@ -292,6 +313,8 @@ class CredentialRules(BaseModel):
     postgres_password: SecretStr | None = None
     redis_password: SecretStr | None = None
     flower_basic_auth: SecretStr | None = None
+    tls_certificate: SecretStr | None = None
+    tls_key: SecretStr | None = None
 
     @field_validator("postgres_password", "redis_password")
     @classmethod
@@ -311,6 +334,28 @@ class CredentialRules(BaseModel):
                 raise ValueError("must be user:password (password at least 16 characters)")
         return value
 
+    @field_validator("tls_certificate")
+    @classmethod
+    def _certificate(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "-----BEGIN CERTIFICATE-----" not in value.get_secret_value():
+            raise ValueError("must be a PEM certificate chain (-----BEGIN CERTIFICATE-----)")
+        return value
+
+    @field_validator("tls_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if value is not None and not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
+            raise ValueError("must be a PEM private key (-----BEGIN PRIVATE KEY-----)")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> CredentialRules:
+        if (self.tls_certificate is None) != (self.tls_key is None):
+            missing = "tlsKey" if self.tls_key is None else "tlsCertificate"
+            raise ValueError(f"{missing}: TLS needs both tlsCertificate and tlsKey")
+        return self
+
 
 @dataclass(frozen=True)
 class Credentials:
@@ -320,6 +365,9 @@ class Credentials:
     postgres_password: pulumi.Output[str]
     redis_password: pulumi.Output[str] | None
     flower_basic_auth: pulumi.Output[str] | None
+    # The proxy's certificate chain and key (both or neither): HTTPS on the API port when set.
+    tls_certificate: pulumi.Output[str] | None = None
+    tls_key: pulumi.Output[str] | None = None
 
 
 def _positive_below(entry: str, bound: int) -> bool:
@@ -436,16 +484,22 @@ def parse_stack_config(values: Mapping[str, Any], secret_keys: set[str]) -> Stac
 def load_credentials(config: StackConfig) -> Credentials:
     """The credentials as secret `Output`s; call after `parse_stack_config` accepted them."""
     bag = pulumi.Config(PROJECT)
+    tls = {
+        "tls_certificate": bag.get_secret("tlsCertificate"),
+        "tls_key": bag.get_secret("tlsKey"),
+    }
     if config.is_prod:
         return Credentials(
             postgres_password=bag.require_secret("postgresPassword"),
             redis_password=bag.require_secret("redisPassword"),
             flower_basic_auth=bag.require_secret("flowerBasicAuth"),
+            **tls,
         )
     return Credentials(
         postgres_password=bag.get_secret("postgresPassword", DEV_ONLY_POSTGRES_PASSWORD),
         redis_password=bag.get_secret("redisPassword"),
         flower_basic_auth=bag.get_secret("flowerBasicAuth"),
+        **tls,
     )
 
 

@@ -19,6 +19,8 @@ with a secret store), where each consumer has its own way to read a file (Postgr
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,20 +29,36 @@ from urllib.parse import quote
 
 import pulumi
 
+from infra import proxy
 from infra.config import PROJECT, Credentials, StackConfig
 
 # Where a secret store (Swarm) mounts credentials; app/config.py reads this directory.
 SECRETS_DIR = "/run/secrets"
 
-Role = Literal["postgres", "redis", "migrate", "api", "worker", "beat", "flower"]
-ImageKind = Literal["app", "postgres", "redis"]
+Role = Literal["postgres", "redis", "migrate", "api", "worker", "beat", "flower", "proxy"]
+ImageKind = Literal["app", "postgres", "redis", "proxy"]
 NetworkKey = Literal["app", "data"]
 VolumeKey = Literal["postgres", "redis", "beat"]
 SecretKey = Literal[
-    "postgres_password", "redis_password", "flower_basic_auth", "database_url", "redis_url"
+    "postgres_password",
+    "redis_password",
+    "flower_basic_auth",
+    "database_url",
+    "admin_database_url",
+    "redis_url",
+    "tls_pem",
 ]
 
-ROLES: tuple[Role, ...] = ("postgres", "redis", "migrate", "api", "worker", "beat", "flower")
+ROLES: tuple[Role, ...] = (
+    "postgres",
+    "redis",
+    "migrate",
+    "api",
+    "worker",
+    "beat",
+    "flower",
+    "proxy",
+)
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
 
 # In `Service.replica_env` values: the copy's number (1, 2, ...), filled in by the target.
@@ -51,12 +69,21 @@ REPLICA = "{replica}"
 # chown/setpriv step, so no capability has to be added back after dropping them all.
 APP_USER = "10001:10001"
 DATA_USER = "999:999"
+# The haproxy image's own user (its contract: uid/gid 99).
+PROXY_USER = "99:99"
+
+# PostgreSQL's administrator (the superuser initdb makes, the image's default name): the migration
+# connects as it to make the app's own role, `postgresUser`, which owns its schema and nothing more
+# (app/roles.py, docs/infra.md "Database roles"). Only the postgres and migrate containers get it.
+POSTGRES_ADMIN_USER = "postgres"
 
 POSTGRES_ALIAS = "postgres"
 REDIS_ALIAS = "redis"
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 API_PORT = 8000
+# The name every API copy answers to on the app network: what the proxy resolves.
+API_ALIAS = "api"
 FLOWER_PORT = 5555
 
 WORKER_HEARTBEAT_PATH = "/tmp/celery-worker-heartbeat"  # noqa: S108 - a tmpfs in every container
@@ -74,8 +101,32 @@ _FIXED_LIMITS: Mapping[Role, tuple[int, str]] = {
     "migrate": (256, "0.5"),
     "beat": (256, "0.25"),
     "flower": (256, "0.5"),
+    "proxy": (256, "1.0"),
 }
 _TMP = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a private tmpfs
+
+# Process (and thread) bounds, as RLIMIT_NPROC: the docker provider (pulumi-docker 5.x,
+# terraform-provider-docker v4.5.0) has no `pids_limit`, and the kernel counts this limit per user
+# id, across the containers that run as it. The app roles all run as APP_USER: their sum in prod is
+# about 300 (4 uvicorn processes with up to 40 threads each, 3 x 5 Celery processes, beat, Flower),
+# so 1024 leaves room and still stops a fork bomb. PostgreSQL (a process per connection, 100 at
+# most by default, plus its own) and Redis share DATA_USER.
+APP_MAX_PROCESSES = 1024
+DATA_MAX_PROCESSES = 512
+# HAProxy (its own uid 99): one process, a thread per CPU.
+PROXY_MAX_PROCESSES = 256
+
+# Redis refuses writes (`OOM command not allowed`) beyond this share of its container's memory,
+# rather than being killed by the kernel: the API answers such a refusal with 503. The rest is
+# headroom for the copy-on-write of an append-only-file rewrite and for client buffers.
+REDIS_MAXMEMORY_SHARE = 0.75
+
+# Each API process (docs/app.md "Overload"): idle keep-alive connections closed after this many
+# seconds; at most this many connections held open (uvicorn answers 503 beyond, a last line behind
+# the app's own admission limit, which counts requests); the listen backlog.
+API_KEEP_ALIVE_SECONDS = 5
+API_MAX_CONNECTIONS = 1000
+API_BACKLOG = 2048
 
 
 @dataclass(frozen=True)
@@ -153,8 +204,10 @@ class Service:
     `replicas` copies; `replica_env` is set per copy, `REPLICA` in a value standing for the copy's
     number. A `one_shot` runs to completion and gates its dependants. `depends_on`: the roles that
     must be up (healthy, or for a one-shot: succeeded) before this one is created. `start_first`: a
-    new copy may start before the old one stops on an update. `node_labels`: on a several-node
-    target, the node labels (key=value) the role is pinned to (its volume lives there).
+    new copy may start before the old one stops on an update (a target gives such copies names
+    and ports that cannot collide). `one_at_a_time`: new copies start one after the other, each
+    healthy before the next. `node_labels`: on a several-node target, the node labels (key=value)
+    the role is pinned to (its volume lives there).
     """
 
     role: Role
@@ -179,9 +232,13 @@ class Service:
     depends_on: tuple[Role, ...] = ()
     one_shot: bool = False
     start_first: bool = False
+    one_at_a_time: bool = False
     node_labels: tuple[str, ...] = ()
     stop_signal: str = "SIGTERM"
     stop_grace_seconds: int = 10
+    # The most processes and threads the role's user may have (a target without a per-container
+    # pids limit renders it as RLIMIT_NPROC: see APP_MAX_PROCESSES).
+    max_processes: int | None = None
     file_secrets: FileSecrets = field(default_factory=lambda: FileSecrets(files={}))
 
 
@@ -251,6 +308,7 @@ class StackDescription:
     redis_url: pulumi.Output[str]
     secrets: Mapping[SecretKey, pulumi.Output[str]]
     cluster: ClusterSettings
+    proxy: proxy.ProxyConfig
 
     def service(self, role: Role) -> Service:
         return next(s for s in self.services if s.role == role)
@@ -293,7 +351,9 @@ class _Common:
     repo_root: Path
     hardening: Hardening
     app_env: Mapping[str, str]
-    connection_env: Mapping[str, pulumi.Output[str]]
+    database_env: Mapping[str, pulumi.Output[str]]
+    admin_database_env: Mapping[str, pulumi.Output[str]]
+    broker_env: Mapping[str, pulumi.Output[str]]
     credentials: Credentials
 
     @property
@@ -320,19 +380,34 @@ class _Common:
         return () if self.prod else (local,)
 
 
-# pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`).
-_CONNECTION_FILES: Mapping[str, SecretKey] = {
-    "database_url": "database_url",
+# pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`). Each role
+# gets only the connections it uses: the database (app role), the administrator (the migration),
+# the broker.
+_DATABASE_FILES: Mapping[str, SecretKey] = {"database_url": "database_url"}
+_ADMIN_DATABASE_FILES: Mapping[str, SecretKey] = {"admin_database_url": "admin_database_url"}
+_BROKER_FILES: Mapping[str, SecretKey] = {
     "redis_url": "redis_url",
     "celery_broker_url": "redis_url",
     "celery_result_backend": "redis_url",
 }
 
 
-def _database_url(config: StackConfig, password: pulumi.Output[str]) -> pulumi.Output[str]:
-    prefix = f"postgresql+psycopg://{config.postgres_user}:"
+def _database_url(
+    config: StackConfig, user: str, password: pulumi.Output[str]
+) -> pulumi.Output[str]:
+    prefix = f"postgresql+psycopg://{user}:"
     suffix = f"@{POSTGRES_ALIAS}:{POSTGRES_PORT}/{config.postgres_db}"
     return pulumi.Output.secret(password.apply(lambda p: f"{prefix}{quote(p, safe='')}{suffix}"))
+
+
+def app_role_password(admin_password: str, role: str) -> str:
+    """The app role's password, derived from the administrator's (HMAC-SHA256): one credential to
+    set and rotate, and knowing the app's password reveals nothing of the administrator's. The
+    migration sets it on the role on every run (app/roles.py)."""
+    digest = hmac.new(
+        admin_password.encode(), f"taskstack app role {role}".encode(), hashlib.sha256
+    )
+    return digest.hexdigest()
 
 
 def _redis_url(password: pulumi.Output[str] | None) -> pulumi.Output[str]:
@@ -345,6 +420,10 @@ def _redis_url(password: pulumi.Output[str] | None) -> pulumi.Output[str]:
 def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root: Path) -> _Common:
     prod = config.is_prod
     redis_url = _redis_url(credentials.redis_password)
+    admin_password = credentials.postgres_password
+    role = config.postgres_user
+    derived: pulumi.Output[str] = admin_password.apply(lambda p: app_role_password(p, role))
+    app_password: pulumi.Output[str] = pulumi.Output.secret(derived)
     return _Common(
         config=config,
         stack=stack,
@@ -353,8 +432,11 @@ def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root
             read_only_rootfs=prod, no_new_privileges=prod, cap_drop=("ALL",) if prod else ()
         ),
         app_env=dict(entry.partition("=")[::2] for entry in config.app_env),
-        connection_env={
-            "DATABASE_URL": _database_url(config, credentials.postgres_password),
+        database_env={"DATABASE_URL": _database_url(config, role, app_password)},
+        admin_database_env={
+            "ADMIN_DATABASE_URL": _database_url(config, POSTGRES_ADMIN_USER, admin_password)
+        },
+        broker_env={
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url,
             "CELERY_RESULT_BACKEND": redis_url,
@@ -367,11 +449,13 @@ def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root
 
 
 def _postgres(c: _Common) -> Service:
-    user, db = c.config.postgres_user, c.config.postgres_db
+    user, db = POSTGRES_ADMIN_USER, c.config.postgres_db
     return Service(
         role="postgres",
         image="postgres",
         command=(),  # the image's own: postgres
+        # initdb makes the administrator and the database (owned by it); the migration makes the
+        # app's role.
         env={"POSTGRES_USER": user, "POSTGRES_DB": db},
         secret_env={"POSTGRES_PASSWORD": c.credentials.postgres_password},
         user=DATA_USER,
@@ -401,10 +485,20 @@ def _postgres(c: _Common) -> Service:
         ),
         stop_signal="SIGINT",  # PostgreSQL's fast shutdown, as the official image declares
         stop_grace_seconds=60,
+        max_processes=DATA_MAX_PROCESSES,
     )
 
 
 _REDIS_CHECK = "redis-cli ping | grep -q PONG"
+
+
+def _redis_server(c: _Common) -> str:
+    """redis-server's arguments: append-only, and a full broker refuses writes (noeviction: an
+    evicted key would be a lost task message) instead of growing until it is killed."""
+    maxmemory_mb = int(c.config.redis_memory_mb * REDIS_MAXMEMORY_SHARE)
+    return (
+        f"redis-server --appendonly yes --maxmemory {maxmemory_mb}mb --maxmemory-policy noeviction"
+    )
 
 
 def _redis_check(test: str) -> HealthCheck:
@@ -418,7 +512,7 @@ def _redis(c: _Common) -> Service:
     service = Service(
         role="redis",
         image="redis",
-        command=("redis-server", "--appendonly", "yes"),
+        command=tuple(_redis_server(c).split()),
         env={},
         secret_env={},
         user=DATA_USER,
@@ -435,6 +529,7 @@ def _redis(c: _Common) -> Service:
         limits=c.limits("redis"),
         node_labels=c.config.redis_node_labels,
         stop_grace_seconds=30,
+        max_processes=DATA_MAX_PROCESSES,
     )
     if password is None:
         return service
@@ -444,14 +539,14 @@ def _redis(c: _Common) -> Service:
         service,
         # The password reaches redis-server through the environment, never through the command (a
         # plain resource input). REDISCLI_AUTH is also what the healthcheck's redis-cli reads.
-        command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDISCLI_AUTH"'),
+        command=("sh", "-c", f'exec {_redis_server(c)} --requirepass "$REDISCLI_AUTH"'),
         secret_env={"REDISCLI_AUTH": password},
         file_secrets=FileSecrets(
             files={"redis_password": "redis_password"},
             command=(
                 "sh",
                 "-c",
-                f'exec redis-server --appendonly yes --requirepass "$(cat {password_file})"',
+                f'exec {_redis_server(c)} --requirepass "$(cat {password_file})"',
             ),
             healthcheck=_redis_check(f'REDISCLI_AUTH="$(cat {password_file})" {_REDIS_CHECK}'),
         ),
@@ -459,13 +554,14 @@ def _redis(c: _Common) -> Service:
 
 
 def _app_service(c: _Common, role: Role, command: tuple[str, ...]) -> Service:
-    """A role of the app image: needs PostgreSQL, Redis and the migrated schema."""
+    """A role of the app image: needs PostgreSQL (as the app's role), Redis and the migrated
+    schema."""
     return Service(
         role=role,
         image="app",
         command=command,
         env=c.app_env,
-        secret_env=c.connection_env,
+        secret_env={**c.database_env, **c.broker_env},
         user=APP_USER,
         # Both networks: `data` reaches PostgreSQL and Redis (internal in prod), `app` the rest.
         networks=(NetworkAttachment("app"), NetworkAttachment("data")),
@@ -475,13 +571,18 @@ def _app_service(c: _Common, role: Role, command: tuple[str, ...]) -> Service:
         tmpfs=_TMP,
         limits=c.limits(role),
         depends_on=("postgres", "redis", "migrate"),
-        file_secrets=FileSecrets(files=_CONNECTION_FILES),
+        file_secrets=FileSecrets(files={**_DATABASE_FILES, **_BROKER_FILES}),
+        max_processes=APP_MAX_PROCESSES,
     )
 
 
 def _migrate(c: _Common) -> Service:
     return replace(
         _app_service(c, "migrate", ("alembic", "upgrade", "head")),
+        # The administrator, to make the app's role, and the app's role, to migrate as it; no
+        # broker.
+        secret_env={**c.database_env, **c.admin_database_env},
+        file_secrets=FileSecrets(files={**_DATABASE_FILES, **_ADMIN_DATABASE_FILES}),
         one_shot=True,
         restart="no",
         depends_on=("postgres",),
@@ -491,6 +592,8 @@ def _migrate(c: _Common) -> Service:
 def _api(c: _Common) -> Service:
     command: tuple[str, ...] = ("uvicorn", "app.main:app", "--host", "0.0.0.0")
     command += ("--port", str(API_PORT))
+    command += ("--timeout-keep-alive", str(API_KEEP_ALIVE_SECONDS))
+    command += ("--limit-concurrency", str(API_MAX_CONNECTIONS), "--backlog", str(API_BACKLOG))
     if not c.config.api_access_log:
         # A line per request costs the API about half its GET /task throughput (docs/bench.md);
         # gunicorn's default is the same. Errors are still logged.
@@ -517,11 +620,12 @@ def _api(c: _Common) -> Service:
             start_period="30s",
         ),
         wait_healthy=True,
-        ports=(PublishedPort(API_PORT, c.config.api_port, c.config.publish_address),),
+        # No published port: the proxy owns it and finds the copies by this alias.
+        networks=(NetworkAttachment("app", (API_ALIAS,)), NetworkAttachment("data")),
         binds=() if c.prod else (bind,),
-        # Copies where a target can balance between them; one published port admits one per host.
         replicas=c.config.api_replicas,
         start_first=c.config.api_update_order == "start-first",
+        one_at_a_time=True,
         stop_grace_seconds=30,
     )
 
@@ -577,9 +681,13 @@ def _beat(c: _Common) -> Service:
 
 
 def _flower(c: _Common) -> Service:
-    command = ("celery", "-A", "app.worker", "flower", f"--port={FLOWER_PORT}")
+    # app.monitoring: the Celery app, with Flower's /metrics behind Flower's own authentication.
+    command = ("celery", "-A", "app.monitoring", "flower", f"--port={FLOWER_PORT}")
     service = replace(
         _app_service(c, "flower", command),
+        # The broker only: Flower never touches the database.
+        secret_env=c.broker_env,
+        file_secrets=FileSecrets(files=_BROKER_FILES),
         # Reads the credentials from the environment, so they never appear in the healthcheck input.
         healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
         ports=(PublishedPort(FLOWER_PORT, c.config.flower_port, c.config.publish_address),),
@@ -592,9 +700,9 @@ def _flower(c: _Common) -> Service:
     auth_file = f"{SECRETS_DIR}/flower_basic_auth"
     return replace(
         service,
-        secret_env={**c.connection_env, "FLOWER_BASIC_AUTH": auth},
+        secret_env={**c.broker_env, "FLOWER_BASIC_AUTH": auth},
         file_secrets=FileSecrets(
-            files={**_CONNECTION_FILES, "flower_basic_auth": "flower_basic_auth"},
+            files={**_BROKER_FILES, "flower_basic_auth": "flower_basic_auth"},
             command=(
                 "sh",
                 "-c",
@@ -603,6 +711,65 @@ def _flower(c: _Common) -> Service:
             ),
             healthcheck=_flower_healthcheck(f"open('{auth_file}').read().strip()"),
         ),
+    )
+
+
+def proxy_config(config: StackConfig, tls: bool) -> proxy.ProxyConfig:
+    return proxy.ProxyConfig(
+        api_port=API_PORT,
+        replicas=config.api_replicas,
+        request_timeout_seconds=config.proxy_request_timeout_seconds,
+        max_body_bytes=config.proxy_max_body_kb * 1024,
+        access_log=config.proxy_access_log,
+        tls=tls,
+    )
+
+
+def _tls_pem(credentials: Credentials) -> pulumi.Output[str] | None:
+    """The certificate chain and its key in one PEM, as HAProxy's `crt` reads it."""
+    if credentials.tls_certificate is None or credentials.tls_key is None:
+        return None
+    return pulumi.Output.secret(
+        pulumi.Output.all(credentials.tls_certificate, credentials.tls_key).apply(
+            lambda pair: f"{pair[0].strip()}\n{pair[1].strip()}\n"
+        )
+    )
+
+
+def _proxy(c: _Common) -> Service:
+    pem = _tls_pem(c.credentials)
+    settings = proxy_config(c.config, tls=pem is not None)
+    tls_file = f"{SECRETS_DIR}/tls_pem"
+    return Service(
+        role="proxy",
+        image="proxy",
+        command=proxy.start_command(f'printf "%s" "${proxy.TLS_PEM_ENV}"' if pem else None),
+        env={proxy.CONFIG_ENV: proxy.render(settings)},
+        secret_env={proxy.TLS_PEM_ENV: pem} if pem else {},
+        user=PROXY_USER,
+        networks=(NetworkAttachment("app"),),
+        hardening=c.hardening,
+        restart=c.config.restart_policy,
+        labels=c.labels("proxy"),
+        healthcheck=HealthCheck(
+            test=proxy.HEALTHCHECK, interval="5s", timeout="5s", retries=3, start_period="10s"
+        ),
+        wait_healthy=True,
+        ports=(PublishedPort(settings.listen_port, c.config.api_port, c.config.publish_address),),
+        tmpfs=_TMP,
+        limits=c.limits("proxy"),
+        # Created once the API answers, so the first request after `up` finds a copy.
+        depends_on=("api",),
+        file_secrets=FileSecrets(
+            files={"tls_pem": "tls_pem"},
+            command=proxy.start_command(f"cat {tls_file}"),
+        )
+        if pem
+        else FileSecrets(files={}),
+        # HAProxy's soft stop (the image's STOPSIGNAL): open connections finish first.
+        stop_signal="SIGUSR1",
+        stop_grace_seconds=30,
+        max_processes=PROXY_MAX_PROCESSES,
     )
 
 
@@ -633,19 +800,23 @@ def _flower_healthcheck(credentials: str) -> HealthCheck:
 def _secrets(c: _Common) -> dict[SecretKey, pulumi.Output[str]]:
     secrets: dict[SecretKey, pulumi.Output[str]] = {
         "postgres_password": c.credentials.postgres_password,
-        "database_url": c.connection_env["DATABASE_URL"],
-        "redis_url": c.connection_env["REDIS_URL"],
+        "database_url": c.database_env["DATABASE_URL"],
+        "admin_database_url": c.admin_database_env["ADMIN_DATABASE_URL"],
+        "redis_url": c.broker_env["REDIS_URL"],
     }
     if c.credentials.redis_password is not None:
         secrets["redis_password"] = c.credentials.redis_password
     if c.credentials.flower_basic_auth is not None:
         secrets["flower_basic_auth"] = c.credentials.flower_basic_auth
+    pem = _tls_pem(c.credentials)
+    if pem is not None:
+        secrets["tls_pem"] = pem
     return secrets
 
 
-def _endpoints(config: StackConfig) -> Endpoints:
+def _endpoints(config: StackConfig, tls: bool) -> Endpoints:
     shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
-    api_url = f"http://{shown_host}:{config.api_port}"
+    api_url = f"{'https' if tls else 'http'}://{shown_host}:{config.api_port}"
     return Endpoints(
         api_url=api_url,
         docs_url=f"{api_url}/docs",
@@ -677,7 +848,8 @@ def describe_stack(
 ) -> StackDescription:
     """The whole stack for `stack`, from its validated configuration and its credentials."""
     c = _common(config, credentials, stack, repo_root)
-    roles = (_postgres, _redis, _migrate, _api, _worker, _beat, _flower)
+    roles = (_postgres, _redis, _migrate, _api, _worker, _beat, _flower, _proxy)
+    tls = credentials.tls_certificate is not None
     return StackDescription(
         project=PROJECT,
         stack=stack,
@@ -691,7 +863,11 @@ def describe_stack(
             dockerfile=repo_root / "Dockerfile",
             platform=config.platform,
         ),
-        images={"postgres": config.postgres_image, "redis": config.redis_image},
+        images={
+            "postgres": config.postgres_image,
+            "redis": config.redis_image,
+            "proxy": config.proxy_image,
+        },
         services=in_dependency_order(tuple(role(c) for role in roles)),
         logging=LogSettings(
             driver="json-file",
@@ -701,9 +877,9 @@ def describe_stack(
             },
         ),
         wait_timeout_seconds=config.wait_timeout_seconds,
-        endpoints=_endpoints(config),
-        database_url=c.connection_env["DATABASE_URL"],
-        redis_url=c.connection_env["REDIS_URL"],
+        endpoints=_endpoints(config, tls),
+        database_url=c.database_env["DATABASE_URL"],
+        redis_url=c.broker_env["REDIS_URL"],
         secrets=_secrets(c),
         cluster=ClusterSettings(
             endpoint_mode=config.endpoint_mode,
@@ -712,4 +888,5 @@ def describe_stack(
             update_delay_seconds=config.update_delay_seconds,
             update_monitor_seconds=config.update_monitor_seconds,
         ),
+        proxy=proxy_config(config, tls),
     )

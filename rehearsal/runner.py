@@ -85,6 +85,8 @@ class Registration:
     outputs: dict[str, Any] = field(default_factory=dict)
     ignore_changes: tuple[str, ...] = ()
     id: str = ""  # the provider's id (custom resources)
+    # Whether the program set delete_before_replace at all (unset: the provider's choice stands).
+    delete_before_replace_defined: bool = False
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -99,6 +101,8 @@ class RegistrationOptions:
     dependencies: list[str] = field(default_factory=list)
     protect: bool = False
     retain_on_delete: bool = False
+    # The program's delete_before_replace; None when unset (the provider's own choice then).
+    delete_before_replace: bool | None = None
 
 
 _current = threading.local()
@@ -129,6 +133,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             dependencies=list(request.dependencies),
             protect=bool(request.protect),
             retain_on_delete=bool(request.retainOnDelete),
+            delete_before_replace=bool(request.deleteBeforeReplace)
+            if request.deleteBeforeReplaceDefined
+            else None,
         )
         try:
             response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
@@ -154,6 +161,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             outputs=rpc.deserialize_properties(response.object),
             ignore_changes=tuple(request.ignoreChanges),
             id=response.id,
+            delete_before_replace_defined=bool(request.deleteBeforeReplaceDefined),
         )
         with self._lock:  # the SDK registers independent resources from several threads
             self.registrations.append(registration)

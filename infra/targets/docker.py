@@ -14,13 +14,15 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import pulumi
 import pulumi_docker as docker
 
+from infra import proxy
 from infra.spec import (
+    API_ALIAS,
     LogSettings,
     Network,
     NetworkKey,
@@ -116,6 +118,12 @@ class _Role(Component):
     Children: `<name>-image`, `<name>-data`, and the containers `<name>` (one copy) or
     `<name>-1` ... `<name>-N` (several, or copies told apart by `replica_env`). A role that
     publishes a port runs one container: a host port is bound once.
+
+    A `start_first` role without a published port (the API, the workers) is replaced
+    create-before-delete: its containers are auto-named (`<resource name>-<random>`, a new name for
+    each replacement), so the new container starts and becomes healthy next to the old one, which
+    Pulumi deletes at the end of the deployment. Every other container keeps its fixed name and
+    is deleted before its replacement is created (the provider's own default).
     """
 
     TYPE_NAME: ClassVar[str]
@@ -135,18 +143,27 @@ class _Role(Component):
         service = args.service
         copies = 1 if service.ports else service.replicas
         numbered = copies > 1 or bool(service.replica_env)
-        self.containers = [
-            _container(
-                args,
-                image,
-                volumes,
-                f"{name}-{n}" if numbered else name,
-                f"{args.container_name}-{n}" if numbered else args.container_name,
-                replica=n,
-                opts=self.child_options(),
+        side_by_side = starts_first(service)
+        self.containers: list[docker.Container] = []
+        for n in range(1, copies + 1):
+            opts = self.child_options()
+            if service.one_at_a_time and self.containers:
+                # Each new copy healthy before the next one starts.
+                opts = pulumi.ResourceOptions.merge(
+                    opts, pulumi.ResourceOptions(depends_on=[self.containers[-1]])
+                )
+            fixed_name = f"{args.container_name}-{n}" if numbered else args.container_name
+            self.containers.append(
+                _container(
+                    args,
+                    image,
+                    volumes,
+                    f"{name}-{n}" if numbered else name,
+                    None if side_by_side else fixed_name,
+                    replica=n,
+                    opts=opts,
+                )
             )
-            for n in range(1, copies + 1)
-        ]
         self.gate: pulumi.Output[str] | None = None
 
     def _done(self) -> None:
@@ -241,6 +258,28 @@ class Flower(_Role):
     ) -> None:
         super().__init__(name, args, opts)
         self._done()
+
+
+class Proxy(_Role):
+    """HAProxy in front of the API copies: the one container that publishes the API port
+    (infra/proxy.py). It finds the copies by their alias on the app network."""
+
+    TYPE_NAME = "Proxy"
+
+    def __init__(
+        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        service = args.service
+        # On one host the copies answer to their network alias (Docker's embedded DNS).
+        with_host = replace(service, env={**service.env, proxy.API_HOST_ENV: API_ALIAS})
+        super().__init__(name, replace(args, service=with_host), opts)
+        self._done()
+
+
+def starts_first(service: Service) -> bool:
+    """Whether a role's containers are replaced create-before-delete: the role asks for it and
+    publishes no port (a host port can be bound by one container only)."""
+    return service.start_first and not service.ports
 
 
 def _require_success(exit_code: int, logs: str | None) -> str:
@@ -344,7 +383,7 @@ def _container(
     image: pulumi.Input[str],
     volumes: Mapping[VolumeKey, docker.Volume],
     resource_name: str,
-    container_name: str,
+    container_name: str | None,
     *,
     replica: int,
     opts: pulumi.ResourceOptions,
@@ -397,6 +436,14 @@ def _container(
             capabilities=docker.ContainerCapabilitiesArgs(drops=list(hardening.cap_drop))
             if hardening.cap_drop
             else None,
+            # The provider has no pids_limit: the process bound as RLIMIT_NPROC (infra/spec.py).
+            ulimits=[
+                docker.ContainerUlimitArgs(
+                    name="nproc", soft=service.max_processes, hard=service.max_processes
+                )
+            ]
+            if service.max_processes
+            else None,
             memory=service.limits.memory_mb if service.limits else None,
             cpus=service.limits.cpus if service.limits else None,
             stop_signal=service.stop_signal,
@@ -406,12 +453,15 @@ def _container(
             destroy_grace_seconds=service.stop_grace_seconds,
         ),
         # The provider ignores changes to healthcheck, tmpfs and init (kreuzwerker#988, fixed after
-        # the release 5.x bridges): force a replacement instead. Containers carry fixed names and
-        # published ports, so the old one must go before the new one starts.
+        # the release 5.x bridges): force a replacement instead. pulumi-docker marks containers
+        # delete-before-replace (provider/resources.go); an explicit option overrides that in the
+        # engine's step generator. Auto-named containers without a published port cannot collide
+        # with their replacement, so it is created first (no gap); the others keep the default.
         opts=pulumi.ResourceOptions.merge(
             opts,
             pulumi.ResourceOptions(
-                replace_on_changes=["healthcheck", "tmpfs", "init"], delete_before_replace=True
+                replace_on_changes=["healthcheck", "tmpfs", "init"],
+                delete_before_replace=container_name is not None,
             ),
         ),
     )
@@ -454,6 +504,7 @@ _COMPONENTS: Mapping[Role, type[_Role]] = {
     "worker": Workers,
     "beat": Beat,
     "flower": Flower,
+    "proxy": Proxy,
 }
 PREVIOUS_NAMES: Mapping[str, str] = {
     "network": "networks",

@@ -36,14 +36,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import ClassVar
 
 import pulumi
 import pulumi_docker as docker
 
+from infra import proxy
 from infra.spec import (
+    API_ALIAS,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_STACK,
@@ -515,6 +517,24 @@ class Flower(_Role):
     TYPE_NAME = "Flower"
 
 
+class Proxy(_Role):
+    """HAProxy in front of the API tasks: the one service that publishes the API port
+    (infra/proxy.py)."""
+
+    TYPE_NAME = "Proxy"
+
+    def __init__(
+        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        service = args.service
+        # `tasks.<alias>` answers with every task's own address, in vip and dnsrr modes alike
+        # (the alias itself is a virtual IP in vip mode): HAProxy checks and balances each task.
+        host = {proxy.API_HOST_ENV: f"tasks.{API_ALIAS}"}
+        super().__init__(
+            name, replace(args, service=replace(service, env={**service.env, **host})), opts
+        )
+
+
 _COMPONENTS: Mapping[Role, type[_Role]] = {
     "postgres": Database,
     "redis": Cache,
@@ -523,6 +543,7 @@ _COMPONENTS: Mapping[Role, type[_Role]] = {
     "worker": Workers,
     "beat": Beat,
     "flower": Flower,
+    "proxy": Proxy,
 }
 
 

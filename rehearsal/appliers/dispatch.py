@@ -69,7 +69,9 @@ class EngineMocks(Mocks):
             REMOTE_IMAGE: single_host.remote_image,
             IMAGE: single_host.image,
             CONTAINER: single_host.container,
-            SERVICE: lambda a, o: swarm.apply_service(self, a.name, a.inputs, o.urn),
+            SERVICE: lambda a, o: swarm.apply_service(
+                self, a.name, a.inputs, o.urn, delete_first=bool(o.delete_before_replace)
+            ),
             SECRET: lambda a, o: swarm.apply_secret(self, a.name, a.inputs, o.urn),
             SERVICE_CONFIG: lambda a, o: swarm.apply_service_config(self, a.name, a.inputs, o.urn),
         }

@@ -161,6 +161,7 @@ class DockerAppliers:
         self.state = context.state
         self.log = context.log
         self.changes = context.changes
+        self.superseded = context.superseded
 
     # -- shared
     # ---------------------------------------------------------------------------------------
@@ -179,14 +180,24 @@ class DockerAppliers:
         op = "create" if self.state.get(urn) is None else "replace"
         self.changes.append(Change(op, urn, []))
 
-    def _replace_recorded(self, urn: str) -> None:
+    def _replace_recorded(self, urn: str, *, delete_first: bool = True) -> None:
+        """Make way for a new resource at `urn`, in the order Pulumi's engine replaces it.
+
+        Delete before replace: the old resource goes now, then the new one is created. Otherwise
+        (create before delete) the new one is created first and the old one is deleted once the
+        whole deployment has been applied (`stack.up` deletes `superseded` at the end, as the
+        engine's step generator schedules replaced resources' deletes last).
+        """
         recorded = self.state.get(urn)
-        if recorded is not None:
-            # Containers are delete-before-replace in pulumi-docker ([resources.go]
-            # DeleteBeforeReplace).
-            self.log(f"  replacing {urn}")
+        if recorded is None:
+            return
+        if delete_first or recorded.tainted:
+            self.log(f"  replacing {urn} (delete before create)")
             delete_docker_resource(api_client(), recorded, keep_volumes=False)
-            self.state.forget(urn)
+        else:
+            self.log(f"  replacing {urn} (create before delete)")
+            self.superseded.append(recorded)
+        self.state.forget(urn)
 
     # -- networks and volumes
     # -------------------------------------------------------------------------
@@ -447,7 +458,14 @@ class DockerAppliers:
         else:
             self.changes.append(Change("replace", options.urn, ["(tainted or gone)"]))
         digest = inputs_digest(inputs)
-        self._replace_recorded(options.urn)
+        # pulumi-docker marks containers delete-before-replace ([resources.go]); the program's own
+        # delete_before_replace option, when set, overrides that in the engine's step generator.
+        delete_first = options.delete_before_replace
+        if delete_first is None or recorded is None:
+            delete_first = True
+        elif not exists(client.inspect_container, recorded.id):
+            delete_first = True  # gone already: nothing to keep running
+        self._replace_recorded(options.urn, delete_first=delete_first)
         name = inputs.get("name") or autoname(args.name)
         sequence = self.state.take_sequence()
         create, host_config, attachments = container_create_spec(inputs)

@@ -570,8 +570,15 @@ def task_diagnostics(client: docker.APIClient, service_id: str, *, tail: int = 2
 
 
 def apply_service(
-    context: ApplyContext, resource_name: str, inputs: Mapping[str, Any], urn: str
+    context: ApplyContext,
+    resource_name: str,
+    inputs: Mapping[str, Any],
+    urn: str,
+    *,
+    delete_first: bool = False,
 ) -> tuple[str, dict[str, Any]]:
+    """`delete_first`: the program's delete_before_replace (the provider's default for a service is
+    create before delete)."""
     validate_service_inputs(urn, inputs)
     digest = inputs_digest(dict(inputs))
     replace_key = replacement_key(inputs)
@@ -608,7 +615,7 @@ def apply_service(
         Change("create", urn, []) if recorded is None else Change("replace", urn, changed)
     )
     if recorded is not None:
-        if present and not recorded.tainted:
+        if present and not recorded.tainted and not delete_first:
             # pulumi-docker does not mark Service delete-before-replace ([resources.go]): the new
             # service is created first, the old one deleted at the end of the deployment. With the
             # same name the engine refuses the create, as it would for `pulumi up`.

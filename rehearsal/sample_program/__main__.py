@@ -82,3 +82,26 @@ pulumi.export("oneShotExitCode", one_shot.exit_code)
 pulumi.export("oneShotLogs", one_shot.container_logs)
 pulumi.export("serverId", server.id)
 pulumi.export("clientId", client.id)
+
+# A replacement in each of the engine's two orders (`sample:generation` changes their inputs):
+# `side` sets delete_before_replace=False and has no name (auto-named, so old and new coexist),
+# `fixed` keeps the provider's delete-before-replace and its fixed name.
+generation = config.get("generation")
+if generation:
+    side = docker.Container(
+        "side",
+        image=base.image_id,
+        command=["sleep", "600"],
+        envs=[f"GENERATION={generation}"],
+        labels=[label],
+        opts=pulumi.ResourceOptions(delete_before_replace=False),
+    )
+    fixed = docker.Container(
+        "fixed",
+        name=f"{prefix}-fixed",
+        image=base.image_id,
+        command=["sleep", "600"],
+        envs=[f"GENERATION={generation}"],
+        labels=[label],
+    )
+    pulumi.export("sideName", side.name)

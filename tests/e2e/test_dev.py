@@ -18,6 +18,7 @@ import pytest
 
 from infra.spec import APP_ROLES, ROLES
 from rehearsal.runner import REPO_ROOT
+from tests.e2e.probe import deploy_new_image_under_probe
 from tests.e2e.stack import (
     ARTIFACTS,
     SUCCEEDED_LINE,
@@ -38,15 +39,16 @@ def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
     (migrate,) = dev_stack.names("migrate")
     assert state[migrate]["Status"] == "exited"
     assert state[migrate]["ExitCode"] == 0
-    for role in ("postgres", "redis", "api", "worker"):
+    for role in ("postgres", "redis", "api", "worker", "proxy"):
         for name in dev_stack.names(role):
             assert state[name]["Health"]["Status"] == "healthy", name
     assert len(dev_stack.names("worker")) == 2
+    assert len(dev_stack.names("api")) == 2
     for role in ("beat", "flower"):
         (name,) = dev_stack.names(role)
         assert state[name]["Running"] is True, name
     # The image the containers run is the one built from the Dockerfile for this up.
-    (api,) = dev_stack.names("api")
+    api = dev_stack.names("api")[0]
     assert dev_stack.container(api).attrs["Image"] == dev_stack.outputs["imageId"]
 
 
@@ -217,7 +219,7 @@ def test_image_size_user_and_hadolint(dev_stack: RehearsedStack) -> None:
     image = docker.from_env().images.get(dev_stack.image_name)
     size_mb = image.attrs["Size"] / 1_000_000
     user = image.attrs["Config"]["User"]
-    (api,) = dev_stack.names("api")
+    api = dev_stack.names("api")[0]
     exit_code, identity = dev_stack.container(api).exec_run(["id"])
     assert exit_code == 0
     report = (
@@ -257,28 +259,28 @@ def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: RehearsedSt
     assert failed.returncode != 0
     assert "the migration (alembic upgrade head) exited with code" in failed.stderr
     assert "password authentication failed" in failed.stderr
-    names = {c.name for c in dev_stack.all_containers()}
-    assert not any(
-        name.startswith(f"taskstack-{dev_stack.name}-{role}") for name in names for role in GATED
-    ), names
-    assert {f"taskstack-{dev_stack.name}-{role}" for role in ROLES if role not in GATED} <= names
+    roles = {c.labels.get("com.taskstack.role") for c in dev_stack.all_containers()}
+    # Nothing behind the gate, nor the proxy in front of the API.
+    assert not roles & {*GATED, "proxy"}, roles
+    assert {"postgres", "redis", "migrate"} <= roles
 
 
 def _set_database_password(stack: RehearsedStack, password: str) -> None:
-    """Change the app's PostgreSQL password inside the database (an outside cause: the stack's
-    configuration stays as it is). Over the container's own socket, which trusts local users."""
+    """Change the administrator's PostgreSQL password inside the database (an outside cause: the
+    stack's configuration stays as it is); the migration connects as the administrator to make
+    the app's role. Over the container's own socket, which trusts local users."""
     (postgres,) = stack.names("postgres")
     exit_code, output = stack.container(postgres).exec_run(
         [
             "psql",
             "-U",
-            "taskstack",
+            "postgres",
             "-d",
             "taskstack",
             "-v",
             "ON_ERROR_STOP=1",
             "-c",
-            f"ALTER ROLE taskstack PASSWORD '{password}'",
+            f"ALTER ROLE postgres PASSWORD '{password}'",
         ]
     )
     assert exit_code == 0, output.decode()
@@ -287,9 +289,9 @@ def _set_database_password(stack: RehearsedStack, password: str) -> None:
 def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: RehearsedStack) -> None:
     # Back to a good stack after the previous test.
     dev_stack.up()
-    (api,) = dev_stack.names("api")
-    env = dev_stack.container(api).attrs["Config"]["Env"]
-    (url,) = [e.split("=", 1)[1] for e in env if e.startswith("DATABASE_URL=")]
+    (migrate,) = dev_stack.names("migrate")
+    env = dev_stack.container(migrate).attrs["Config"]["Env"]
+    (url,) = [e.split("=", 1)[1] for e in env if e.startswith("ADMIN_DATABASE_URL=")]
     password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
     gated_before = {c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)}
     # A release (a changed app setting: the migration runs again) while the database refuses the
@@ -319,7 +321,7 @@ def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: Rehear
     ), steps
     (migrate,) = dev_stack.names("migrate")
     assert dev_stack.container(migrate).attrs["State"]["ExitCode"] == 0
-    (api,) = dev_stack.names("api")
+    api = dev_stack.names("api")[0]
     assert "JOB_MAX_RETRIES=4" in dev_stack.container(api).attrs["Config"]["Env"]
 
     # And once more: nothing changes.
@@ -327,4 +329,12 @@ def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: Rehear
 
 
 def _gated(stack: RehearsedStack, name: str) -> bool:
-    return any(name.startswith(f"taskstack-{stack.name}-{role}") for role in GATED)
+    return stack.container(name).labels.get("com.taskstack.role") in GATED
+
+
+def test_a_new_image_is_deployed_without_a_failed_request_or_a_lost_job(
+    dev_stack: RehearsedStack,
+) -> None:
+    report = deploy_new_image_under_probe(dev_stack)
+    assert report["failed_requests"] == 0, report
+    assert report["jobs"] == {"succeeded": report["jobs_accepted"]}, report

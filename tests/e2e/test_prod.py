@@ -3,14 +3,20 @@ idempotent, and its data outlives a down and up."""
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import uuid
+from pathlib import Path
 
 import docker
 import httpx
 import pytest
 
+from infra.config import StackConfig
 from infra.spec import APP_ROLES
-from tests.e2e.stack import RehearsedStack, reported_changes
+from tests.e2e.probe import deploy_new_image_under_probe, trickle_request, write_report
+from tests.e2e.stack import ARTIFACTS, RehearsedStack, reported_changes
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 
@@ -28,6 +34,15 @@ def test_every_app_container_is_hardened(prod_stack: RehearsedStack) -> None:
         assert not attrs["HostConfig"]["CapAdd"], name
         assert "no-new-privileges:true" in attrs["HostConfig"]["SecurityOpt"], name
         assert attrs["HostConfig"]["Privileged"] is False, name
+
+
+def test_the_proxy_is_hardened_too(prod_stack: RehearsedStack) -> None:
+    (name,) = prod_stack.names("proxy")
+    attrs = prod_stack.container(name).attrs
+    assert attrs["Config"]["User"] == "99:99"
+    assert attrs["HostConfig"]["ReadonlyRootfs"] is True
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in attrs["HostConfig"]["SecurityOpt"]
 
 
 @pytest.mark.parametrize("role", GATED)
@@ -52,7 +67,7 @@ def test_tutorial_flow_on_the_hardened_stack(prod_stack: RehearsedStack) -> None
 
 
 def _redis_ping_from_api(stack: RehearsedStack, url_expression: str) -> tuple[int, str]:
-    (api,) = stack.names("api")
+    api = stack.names("api")[0]
     script = f"import os, redis; print(redis.Redis.from_url({url_expression}).ping())"
     exit_code, output = stack.container(api).exec_run(["python", "-c", script])
     return exit_code, output.decode()
@@ -119,16 +134,249 @@ def test_data_survives_down_and_up(prod_stack: RehearsedStack) -> None:
     body = prod_stack.submit_and_wait(7)
     task_id = body["task_id"]
     before = {c.name: c.id for c in prod_stack.all_containers()}
+    roles_before = sorted(c.labels["com.taskstack.role"] for c in prod_stack.all_containers())
 
     prod_stack.down()
     assert prod_stack.all_containers() == []
     prod_stack.up()
 
     after = {c.name: c.id for c in prod_stack.all_containers()}
-    assert set(after) == set(before)
+    roles_after = sorted(c.labels["com.taskstack.role"] for c in prod_stack.all_containers())
+    assert roles_after == roles_before
     assert not set(after.values()) & set(before.values())  # new containers, same volumes
     with prod_stack.api() as client:
         again = client.get(f"/task/{task_id}")
     assert again.status_code == 200
     assert again.json()["status"] == "SUCCESS"
     assert again.json()["result"] == {"item_id": 7, "status": "processed"}
+
+
+# --- Least privilege, on the engine -----------------------------------------------------------
+
+
+def _env(stack: RehearsedStack, name: str) -> dict[str, str]:
+    entries = stack.container(name).attrs["Config"]["Env"]
+    return dict(str(entry).split("=", 1) for entry in entries)
+
+
+def _admin_psql(stack: RehearsedStack, sql: str) -> str:
+    (postgres,) = stack.names("postgres")
+    exit_code, output = stack.container(postgres).exec_run(
+        ["psql", "-U", "postgres", "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql]
+    )
+    assert exit_code == 0, output.decode()
+    return str(output.decode()).strip()
+
+
+def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
+    prod_stack: RehearsedStack,
+) -> None:
+    flags = _admin_psql(
+        prod_stack,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls"
+        " FROM pg_roles WHERE rolname = 'taskstack'",
+    )
+    assert flags == "f|f|f|f|f"
+    owned = _admin_psql(
+        prod_stack,
+        "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspowner = 'taskstack'::regrole"
+        " UNION ALL SELECT 'table ' || schemaname || '.' || tablename FROM pg_tables"
+        " WHERE tableowner = 'taskstack'"
+        " UNION ALL SELECT 'database ' || datname FROM pg_database"
+        " WHERE datdba = 'taskstack'::regrole ORDER BY 1",
+    )
+    assert owned.splitlines() == [
+        "schema taskstack",
+        "table taskstack.alembic_version",
+        "table taskstack.jobs",
+    ]
+    # And the app connects as it (over TCP, with its password: scram-sha-256).
+    api = prod_stack.names("api")[0]
+    url = _env(prod_stack, api)["DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://taskstack:")
+    assert "taskstack" in _admin_psql(
+        prod_stack,
+        "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity"
+        " WHERE client_addr IS NOT NULL",
+    ).split(",")
+
+
+def test_each_container_holds_only_the_credentials_it_uses(prod_stack: RehearsedStack) -> None:
+    (migrate,) = prod_stack.names("migrate")
+    (flower,) = prod_stack.names("flower")
+    (postgres,) = prod_stack.names("postgres")
+    broker = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    admin_password = _env(prod_stack, postgres)["POSTGRES_PASSWORD"]
+    assert not {"DATABASE_URL", "ADMIN_DATABASE_URL"} & set(_env(prod_stack, flower))
+    assert not broker & set(_env(prod_stack, migrate))
+    assert "ADMIN_DATABASE_URL" in _env(prod_stack, migrate)
+    # The administrator's password: PostgreSQL (initdb) and the migration, nobody else.
+    holders = {
+        container.name
+        for container in prod_stack.all_containers()
+        if any(admin_password in value for value in _env(prod_stack, container.name).values())
+    }
+    assert holders == {postgres, migrate}
+
+
+def test_flower_metrics_need_the_credentials(prod_stack: RehearsedStack) -> None:
+    assert httpx.get(f"{prod_stack.flower_url}/metrics", timeout=30).status_code == 401
+    allowed = httpx.get(
+        f"{prod_stack.flower_url}/metrics", auth=prod_stack.flower_auth(), timeout=30
+    )
+    assert allowed.status_code == 200
+
+
+# --- Overload limits, on the engine ----------------------------------------------------------
+
+
+def test_every_container_has_a_process_limit(prod_stack: RehearsedStack) -> None:
+    for container in prod_stack.all_containers():
+        ulimits = container.attrs["HostConfig"]["Ulimits"]
+        assert [u["Name"] for u in ulimits] == ["nproc"], container.name
+        (limit,) = ulimits
+        assert 0 < limit["Soft"] == limit["Hard"] <= 1024, container.name
+
+
+def test_redis_refuses_writes_before_its_container_limit(prod_stack: RehearsedStack) -> None:
+    (redis,) = prod_stack.names("redis")
+    container = prod_stack.container(redis)
+    code, out = container.exec_run(
+        ["sh", "-c", "redis-cli config get maxmemory; redis-cli config get maxmemory-policy"]
+    )
+    assert code == 0, out
+    values = out.decode().split()
+    maxmemory = int(values[1])
+    assert values[3] == "noeviction"
+    assert 0 < maxmemory < container.attrs["HostConfig"]["Memory"]
+
+
+# -- the front door ------------------------------------------------------------------------------
+
+
+def _api_port(stack: RehearsedStack) -> int:
+    return int(stack.api_url.rsplit(":", 1)[1])
+
+
+def test_the_api_is_reachable_only_through_the_proxy(prod_stack: RehearsedStack) -> None:
+    port = str(_api_port(prod_stack))
+    publishers = []
+    for container in prod_stack.all_containers():
+        bindings = container.attrs["HostConfig"]["PortBindings"] or {}
+        published = {b["HostPort"] for bs in bindings.values() for b in bs or []}
+        if port in published:
+            publishers.append(container.labels["com.taskstack.role"])
+    assert publishers == ["proxy"]
+    apis = prod_stack.names("api")
+    assert len(apis) == 2
+    for name in apis:
+        attrs = prod_stack.container(name).attrs
+        assert not attrs["HostConfig"]["PortBindings"], name
+        assert not any(attrs["NetworkSettings"]["Ports"].values()), name
+    # Through the proxy, both copies answer (round robin): each copy's hostname is its id.
+    with prod_stack.api() as client:
+        for _ in range(20):
+            assert client.get("/health").status_code == 200
+
+
+def test_a_slow_client_is_cut_off_within_the_request_timeout(prod_stack: RehearsedStack) -> None:
+    timeout = StackConfig().proxy_request_timeout_seconds
+    slow = trickle_request(prod_stack.api_url, wait_bound=timeout * 5)
+    write_report(
+        ARTIFACTS / "slow-client-rehearsal-prod.json",
+        {
+            "request_timeout_seconds": timeout,
+            "bytes_sent_before_cut_off": slow.sent,
+            "bytes_of_the_whole_request": slow.total,
+            "seconds_until_cut_off": slow.seconds,
+            "answer": slow.answer.decode(errors="replace").splitlines()[:1],
+        },
+    )
+    # One byte a second: cut off long before the whole request was sent, with 408.
+    assert slow.answer.startswith(b"HTTP/1.1 408"), slow
+    assert slow.sent < slow.total, slow
+
+
+def test_a_body_above_the_limit_is_refused_at_the_proxy(prod_stack: RehearsedStack) -> None:
+    limit = StackConfig().proxy_max_body_kb * 1024
+    with prod_stack.api() as client:
+        too_big = client.post(
+            "/notifications",
+            content=b"x" * (limit + 1),
+            headers={"content-type": "application/json"},
+        )
+        fits = client.post("/notifications", json={"user_id": 1, "message": "hello"})
+    assert too_big.status_code == 413
+    assert "<h1>413" in too_big.text  # HAProxy's own page: the API never saw the body
+    assert fits.status_code == 202
+
+
+def test_the_proxy_writes_an_access_log_line_per_request(prod_stack: RehearsedStack) -> None:
+    marker = f"/task/{uuid.uuid4()}"
+    with prod_stack.api() as client:
+        assert client.get(marker).status_code == 404
+    (proxy,) = prod_stack.names("proxy")
+    assert f"GET {marker} HTTP/1.1" in prod_stack.logs(proxy)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl, as an operator would make a test one)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_tls_when_the_stack_sets_a_certificate_and_key(
+    prod_stack: RehearsedStack, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = [
+        "--secret",
+        f"tlsCertificate={cert.read_text()}",
+        "--secret",
+        f"tlsKey={key.read_text()}",
+    ]
+    try:
+        prod_stack.up(*tls)
+        assert prod_stack.api_url.startswith("https://127.0.0.1:")
+        with httpx.Client(base_url=prod_stack.api_url, verify=str(cert), timeout=30) as client:
+            assert client.get("/health").status_code == 200
+        # The same port no longer speaks plain HTTP.
+        plain = prod_stack.api_url.replace("https://", "http://")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{plain}/health", timeout=10)
+        (proxy,) = prod_stack.names("proxy")
+        inspected = json.dumps(prod_stack.container(proxy).attrs["Config"]["Cmd"])
+        assert "PRIVATE KEY" not in inspected  # the key is not in the command line
+    finally:
+        prod_stack.up()  # back to plain HTTP for the tests after this one
+    assert prod_stack.api_url.startswith("http://127.0.0.1:")
+
+
+def test_a_new_image_is_deployed_without_a_failed_request_or_a_lost_job(
+    prod_stack: RehearsedStack,
+) -> None:
+    report = deploy_new_image_under_probe(prod_stack)
+    assert report["failed_requests"] == 0, report
+    assert report["jobs"] == {"succeeded": report["jobs_accepted"]}, report

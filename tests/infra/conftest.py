@@ -26,6 +26,11 @@ PROD_SECRETS: Mapping[str, str] = {
     "redisPassword": "redis-Secret-8badf00d-42",
     "flowerBasicAuth": "admin:flower-Secret-deadbeef",
 }
+# The proxy's certificate and key: only their shape is checked by the program.
+TLS_SECRETS: Mapping[str, str] = {
+    "tlsCertificate": "-----BEGIN CERTIFICATE-----\ncert-Secret-0ddba11\n-----END CERTIFICATE-----",
+    "tlsKey": "-----BEGIN PRIVATE KEY-----\nkey-Secret-c0ffee99\n-----END PRIVATE KEY-----",
+}
 
 
 def stack_file_config(stack: str) -> dict[str, Any]:

@@ -85,8 +85,9 @@ class ProgramMocks(pulumi_mocks.Mocks):
         state = dict(args.inputs)
         if args.typ == STACK_REFERENCE:
             return str(args.resource_id), {**state, "outputs": dict(self.stack_outputs)}
-        if args.typ == SECRET and "name" not in state:
-            state["name"] = f"{args.name}{AUTONAME_SUFFIX}"  # the provider auto-names secrets
+        if args.typ in (SECRET, CONTAINER) and "name" not in state:
+            # The provider auto-names secrets, and containers given no name (API, workers).
+            state["name"] = f"{args.name}{AUTONAME_SUFFIX}"
         name = str(reveal(state.get("name", args.name)))
         if args.typ == CONTAINER:
             state |= {"exitCode": 0, "containerLogs": ""}

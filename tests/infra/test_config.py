@@ -12,12 +12,13 @@ import yaml
 from infra.config import (
     DEV_ONLY_POSTGRES_PASSWORD,
     FIELD_BY_KEY,
+    PROD_REQUIRED_SECRETS,
     SECRET_KEYS,
     StackConfig,
     StackConfigError,
 )
 from infra.spec import APP_ROLES
-from tests.infra.conftest import PROD_SECRETS
+from tests.infra.conftest import PROD_SECRETS, TLS_SECRETS
 from tests.infra.pulumi_mocks import REPO_ROOT, ProgramMocks, run_program
 
 # One invalid value per key (secrets included), and a fragment the key's own message must contain.
@@ -55,6 +56,10 @@ INVALID: dict[str, tuple[Any, str]] = {
     "appEnv": ('["DATABASE_URL=sqlite://"]', "NAME=value"),
     "apiReplicas": ("0", "greater than 0"),
     "apiAccessLog": ("sometimes", "valid boolean"),
+    "proxyImage": ("haproxy", "pinned"),
+    "proxyRequestTimeoutSeconds": ("0", "greater than or equal to 1"),
+    "proxyMaxBodyKb": ("0", "greater than or equal to 1"),
+    "proxyAccessLog": ("loud", "valid boolean"),
     "postgresNodeLabels": ("[]", "at least one node label"),
     "redisNodeLabels": ('["no value"]', "key=value"),
     "endpointMode": ("round-robin", "'vip' or 'dnsrr'"),
@@ -66,6 +71,8 @@ INVALID: dict[str, tuple[Any, str]] = {
     "postgresPassword": ("short", "at least 16 characters"),
     "redisPassword": ("tiny", "at least 16 characters"),
     "flowerBasicAuth": ("no-colon-in-this-value", "user:password"),
+    "tlsCertificate": ("not a certificate", "PEM certificate"),
+    "tlsKey": ("not a key", "PEM private key"),
 }
 
 
@@ -126,7 +133,7 @@ def test_unknown_key_is_named_with_the_command_that_removes_it(
     assert "fix: pulumi config rm taskstack:workerReplica" in message
 
 
-@pytest.mark.parametrize("missing", sorted(SECRET_KEYS))
+@pytest.mark.parametrize("missing", sorted(PROD_REQUIRED_SECRETS))
 def test_prod_without_a_secret_names_the_secret_command(missing: str) -> None:
     secrets = {k: v for k, v in PROD_SECRETS.items() if k != missing}
     with pytest.raises(StackConfigError) as failure:
@@ -143,12 +150,13 @@ def test_unset_environment_means_prod_and_needs_the_secrets() -> None:
 
 @pytest.mark.parametrize("key", sorted(SECRET_KEYS))
 def test_a_credential_stored_in_plain_text_is_refused(key: str) -> None:
-    plain = {"environment": "dev", key: PROD_SECRETS[key]}
+    value = {**PROD_SECRETS, **TLS_SECRETS}[key]
+    plain = {"environment": "dev", key: value}
     with pytest.raises(StackConfigError) as failure:
         run_program(plain, stack="dev")
     message = str(failure.value)
     assert f"taskstack:{key} holds a credential but is stored in plain text" in message
-    assert PROD_SECRETS[key] not in message
+    assert value not in message
 
 
 def test_prod_refuses_the_dev_only_password() -> None:

@@ -31,7 +31,7 @@ from infra.spec import (
 from infra.targets import docker as docker_target
 from infra.targets import swarm as swarm_target
 from tests.infra.conftest import PROD_SECRETS
-from tests.infra.pulumi_mocks import PROJECT, REPO_ROOT, ProgramMocks
+from tests.infra.pulumi_mocks import AUTONAME_SUFFIX, PROJECT, REPO_ROOT, ProgramMocks
 
 # The repository's stack files, wherever they live (the rehearsal keeps its own overlays).
 STACK_FILES = sorted(
@@ -247,10 +247,14 @@ def test_both_targets_render_the_same_description_object() -> pulumi.Output[Any]
     assert len(containers["worker"]) == description.service("worker").replicas
 
     def check(names: list[str]) -> None:
-        docker_names, swarm_name = names[:-1], names[-1]
-        assert docker_names == [description.container_name("worker", n) for n in (1, 2)]
-        assert swarm_name == description.container_name("worker")
+        *workers, flower, swarm_worker = names
+        # Workers are replaced side by side on docker: auto-named (a new name per replacement).
+        assert workers == [f"worker-{n}{AUTONAME_SUFFIX}" for n in (1, 2)]
+        assert flower == description.container_name("flower")
+        assert swarm_worker == description.container_name("worker")
 
     return pulumi.Output.all(
-        *(c.name for c in containers["worker"]), services["worker"].name
+        *(c.name for c in containers["worker"]),
+        containers["flower"][0].name,
+        services["worker"].name,
     ).apply(check)

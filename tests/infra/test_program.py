@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 import pulumi
 import pytest
 
-from infra.spec import APP_ROLES, ROLES
+from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
 from infra.targets.docker import MigrationFailedError
 from tests.infra.conftest import PROD_SECRETS, assert_second_run_identical, run_stack
 from tests.infra.pulumi_mocks import (
+    AUTONAME_SUFFIX,
     CONTAINER,
     IMAGE,
     NETWORK,
@@ -38,6 +39,7 @@ COMPONENTS = {
     ("taskstack:docker:Workers", "worker"),
     ("taskstack:docker:Beat", "beat"),
     ("taskstack:docker:Flower", "flower"),
+    ("taskstack:docker:Proxy", "proxy"),
 }
 SHARED = {
     (NETWORK, "app-network"),
@@ -45,18 +47,21 @@ SHARED = {
     (IMAGE, "app-image"),
     (REMOTE_IMAGE, "postgres-image"),
     (REMOTE_IMAGE, "redis-image"),
+    (REMOTE_IMAGE, "proxy-image"),
     (VOLUME, "postgres-data"),
     (VOLUME, "redis-data"),
     (VOLUME, "beat-data"),
 }
-SINGLE_CONTAINERS = tuple(role for role in ROLES if role != "worker")  # workers: worker-<n>
+# Workers and API copies: worker-<n>, api-<n>.
+SINGLE_CONTAINERS = tuple(role for role in ROLES if role not in {"worker", "api"})
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?[0-9]+s")
 
 
-def expected_resources(workers: int) -> set[tuple[str, str]]:
+def expected_resources(workers: int, api: int = 2) -> set[tuple[str, str]]:
     containers: set[tuple[str, str]] = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
     containers |= {(CONTAINER, f"worker-{i}") for i in range(1, workers + 1)}
+    containers |= {(CONTAINER, f"api-{i}") for i in range(1, api + 1)}
     return COMPONENTS | SHARED | containers
 
 
@@ -107,7 +112,7 @@ def test_the_program_runs_from_infra_as_pulumi_runs_it(dev: ProgramRun) -> None:
     build = dev.named("app-image", IMAGE).plain["build"]
     assert Path(build["context"]) == REPO_ROOT
     assert Path(build["dockerfile"]) == REPO_ROOT / "Dockerfile"
-    mounts = dev.named("api").plain["mounts"]
+    mounts = dev.named("api-1").plain["mounts"]
     assert {"type": "bind", "source": str(REPO_ROOT / "app"), "target": "/app/app"}.items() <= (
         next(m for m in mounts if m["type"] == "bind").items()
     )
@@ -135,7 +140,7 @@ def test_the_migration_waits_for_postgres(stack: str) -> None:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_gated_services_are_healthchecked_and_waited_for(stack: str) -> None:
     run = run_stack(stack)
-    for name in ("postgres", "redis", "api", "worker-1"):
+    for name in ("postgres", "redis", "api-1", "api-2", "worker-1", "proxy"):
         inputs = run.named(name).plain
         assert inputs["healthcheck"]["tests"], name
         assert inputs["wait"] is True, name
@@ -145,7 +150,7 @@ def test_gated_services_are_healthchecked_and_waited_for(stack: str) -> None:
 def test_healthchecks_use_the_contracted_signals(dev: ProgramRun) -> None:
     assert "pg_isready" in dev.named("postgres").plain["healthcheck"]["tests"]
     assert "redis-cli ping" in " ".join(dev.named("redis").plain["healthcheck"]["tests"])
-    api_check = " ".join(dev.named("api").plain["healthcheck"]["tests"])
+    api_check = " ".join(dev.named("api-1").plain["healthcheck"]["tests"])
     assert "/health/ready" in api_check
     assert "curl" not in api_check  # the image has none
     worker_check = dev.named("worker-1").plain["healthcheck"]["tests"]
@@ -188,14 +193,14 @@ def test_nothing_that_needs_the_schema_is_registered_after_a_failed_migration() 
         run_program({"environment": "dev"}, stack="dev", mocks=recorded)
     containers = {name for typ, name in recorded.created if typ == CONTAINER}
     assert {"postgres", "redis", "migrate"} <= containers
-    assert not containers & {"api", "beat", "flower", "worker-1"}, containers
+    assert not containers & {"api-1", "beat", "flower", "worker-1", "proxy"}, containers
 
 
 def test_a_successful_migration_lets_everything_register() -> None:
     recorded = RecordingMocks(ProgramMocks())
     run_program({"environment": "dev"}, stack="dev", mocks=recorded)
     containers = {name for typ, name in recorded.created if typ == CONTAINER}
-    assert {"api", "beat", "flower", "worker-1", "worker-2"} <= containers
+    assert {"api-1", "api-2", "beat", "flower", "worker-1", "worker-2", "proxy"} <= containers
 
 
 class RecordingMocks(ProgramMocks):
@@ -214,23 +219,38 @@ class RecordingMocks(ProgramMocks):
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_database_url_matches_the_postgres_container(stack: str) -> None:
+def test_database_urls_match_the_postgres_container(stack: str) -> None:
+    """The app roles connect as the app's own role (its password derived from the administrator's);
+    only the migration connects as the administrator PostgreSQL was initialised with."""
     run = run_stack(stack)
     postgres = run.named("postgres")
     pg_env = container_env(postgres)
     aliases = {
         alias for network in postgres.plain["networksAdvanced"] for alias in network["aliases"]
     }
-    for role in APP_ROLES:
-        for container in run.role(role):
-            url = urlsplit(container_env(container)["DATABASE_URL"])
-            assert url.scheme == "postgresql+psycopg"
-            assert url.hostname in aliases
-            assert url.port == 5432
-            assert url.username == pg_env["POSTGRES_USER"]
-            assert url.password == pg_env["POSTGRES_PASSWORD"]
-            assert url.path == f"/{pg_env['POSTGRES_DB']}"
-            assert shares_network(container, postgres)
+    admin_password = pg_env["POSTGRES_PASSWORD"]
+    assert pg_env["POSTGRES_USER"] == POSTGRES_ADMIN_USER
+    urls = [
+        (container, container_env(container)[variable], variable)
+        for role in ("migrate", "api", "worker", "beat")
+        for container in run.role(role)
+        for variable in ("DATABASE_URL", "ADMIN_DATABASE_URL")
+        if variable in container_env(container)
+    ]
+    assert {variable for _, _, variable in urls} == {"DATABASE_URL", "ADMIN_DATABASE_URL"}
+    for container, value, variable in urls:
+        url = urlsplit(value)
+        assert url.scheme == "postgresql+psycopg"
+        assert url.hostname in aliases
+        assert url.port == 5432
+        assert url.path == f"/{pg_env['POSTGRES_DB']}"
+        if variable == "ADMIN_DATABASE_URL":
+            assert (url.username, url.password) == (POSTGRES_ADMIN_USER, admin_password)
+        else:
+            assert url.username == "taskstack" != POSTGRES_ADMIN_USER
+            assert url.password == app_role_password(admin_password, "taskstack")
+            assert url.password != admin_password
+        assert shares_network(container, postgres)
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -281,11 +301,11 @@ def test_app_image_is_built_locally_tagged_per_stack(prod: ProgramRun) -> None:
 
 def test_roles_run_their_contracted_commands() -> None:
     run = run_stack("prod", workerConcurrency=7, apiWorkers=3)
-    assert run.named("api").plain["command"][:2] == ["uvicorn", "app.main:app"]
+    assert run.named("api-1").plain["command"][:2] == ["uvicorn", "app.main:app"]
     assert run.named("worker-1").plain["command"][-1] == "--concurrency=7"
     assert run.named("beat").plain["command"][:4] == ["celery", "-A", "app.worker", "beat"]
     assert run.named("flower").plain["command"][-1] == "--port=5555"
-    api = run.named("api").plain["command"]
+    api = run.named("api-1").plain["command"]
     assert api[api.index("--workers") + 1] == "3"
 
 
@@ -327,7 +347,25 @@ def test_networks_and_volumes_carry_the_labels(prod: ProgramRun) -> None:
 def test_containers_are_replaced_for_changes_the_provider_ignores(prod: ProgramRun) -> None:
     for container in prod.containers():
         assert set(container.replace_on_changes) >= {"healthcheck", "tmpfs", "init"}
-        assert container.delete_before_replace
+
+
+def test_api_and_workers_are_replaced_side_by_side_the_rest_first_deleted(prod: ProgramRun) -> None:
+    # No name (auto-named: a replacement gets a new one) and no published port: the replacement is
+    # created before the old container is deleted. The provider's own default (delete first) is
+    # overridden explicitly; everything with a fixed name or port keeps it, explicitly too.
+    for container in prod.containers():
+        role = container_label(container, "com.taskstack.role")
+        side_by_side = role in {"api", "worker"}
+        assert container.delete_before_replace_defined, container.name
+        assert container.delete_before_replace is not side_by_side, container.name
+        assert ("name" not in container.plain) is side_by_side, container.name
+        if side_by_side:
+            assert not container.plain.get("ports"), container.name
+
+
+def test_api_copies_start_one_after_the_other(prod: ProgramRun) -> None:
+    assert urn_of(prod, "api-1") in prod.named("api-2").dependencies
+    assert urn_of(prod, "worker-1") not in prod.named("worker-2").dependencies
 
 
 def test_containers_take_the_network_name_output(prod: ProgramRun) -> None:
@@ -348,14 +386,15 @@ def test_stack_outputs(prod: ProgramRun) -> None:
     assert outputs["flowerUrl"] == "http://127.0.0.1:5555"
     assert outputs["imageName"] == "taskstack-app:prod"
     assert outputs["containerNames"]["worker"] == [
-        "taskstack-prod-worker-1",
-        "taskstack-prod-worker-2",
-        "taskstack-prod-worker-3",
+        f"worker-{n}{AUTONAME_SUFFIX}" for n in (1, 2, 3)
     ]
-    assert outputs["containerNames"]["api"] == ["taskstack-prod-api"]
+    assert outputs["containerNames"]["api"] == [f"api-{n}{AUTONAME_SUFFIX}" for n in (1, 2)]
+    assert outputs["containerNames"]["proxy"] == ["taskstack-prod-proxy"]
     for key in ("databaseUrl", "redisUrl"):
         assert is_secret(outputs[key]), key
-    assert PROD_SECRETS["postgresPassword"] in outputs["databaseUrl"]["value"]
+    # The URL the app connects with: the app's role and its derived password.
+    app_password = app_role_password(PROD_SECRETS["postgresPassword"], "taskstack")
+    assert f"taskstack:{app_password}@" in outputs["databaseUrl"]["value"]
 
 
 def test_a_second_run_registers_identical_inputs() -> None:

@@ -56,7 +56,7 @@ def test_a_user_cpus_value_is_normalised_to_the_read_back_form() -> None:
     assert provider_cpus("0.50") == "0.5"
     run = run_stack("prod", apiCpus="2", workerCpus="0.50")
     cpus = {r.name: r.plain.get("cpus") for r in run.registrations if r.type == CONTAINER}
-    assert cpus["api"] == "2.0"
+    assert cpus["api-1"] == "2.0"
     assert cpus["worker-1"] == "0.5"
     assert _diffs(run) == {}
 

@@ -21,7 +21,7 @@ import pytest
 
 from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
-from infra.spec import APP_ROLES, ROLES
+from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
 from tests.infra.conftest import (
     PROD_SECRETS,
     assert_only_secret,
@@ -63,10 +63,20 @@ GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?(?:[1-9][0-9]*s)?|0
 TMP = "/tmp"  # noqa: S108 - a path inside the containers, asserted on
 MIGRATED_MARKER = f"{TMP}/taskstack-migrated"
 PASSWORD_FILE_VARIABLE = "POSTGRES_PASSWORD_FILE"  # noqa: S105 - a variable name
-CONNECTION_FILES = {"database_url", "redis_url", "celery_broker_url", "celery_result_backend"}
+BROKER_FILES = {"redis_url", "celery_broker_url", "celery_result_backend"}
+# Each app role's connection files: only what it uses (tests/infra/test_credentials.py has the
+# whole table).
+CONNECTION_FILES = {
+    "migrate": {"database_url", "admin_database_url"},
+    "api": {"database_url", *BROKER_FILES},
+    "worker": {"database_url", *BROKER_FILES},
+    "beat": {"database_url", *BROKER_FILES},
+    "flower": BROKER_FILES,
+}
 # Every variable that would carry a credential if it were passed in the environment.
 CREDENTIAL_VARIABLES = {
     "DATABASE_URL",
+    "ADMIN_DATABASE_URL",
     "REDIS_URL",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
@@ -125,7 +135,12 @@ def expected(secret_keys: set[str]) -> set[tuple[str, str]]:
         (IMAGE, "app-image"),
     }
     resources |= {(SERVICE, role) for role in ROLES}
-    return COMPONENTS | resources | {(SECRET, name) for name in secret_keys}
+    return (
+        COMPONENTS
+        | {("taskstack:swarm:Proxy", "proxy")}
+        | resources
+        | {(SECRET, name) for name in secret_keys}
+    )
 
 
 def registered(run: ProgramRun) -> set[tuple[str, str]]:
@@ -137,7 +152,12 @@ def registered(run: ProgramRun) -> set[tuple[str, str]]:
 def test_dev_stack_registers_the_whole_swarm_stack(dev: ProgramRun) -> None:
     # dev: no Redis password and no Flower auth unless set; the dev-only database password.
     assert registered(dev) == expected(
-        {"taskstack-dev-postgres-password", "taskstack-dev-database-url", "taskstack-dev-redis-url"}
+        {
+            "taskstack-dev-postgres-password",
+            "taskstack-dev-database-url",
+            "taskstack-dev-admin-database-url",
+            "taskstack-dev-redis-url",
+        }
     )
 
 
@@ -150,6 +170,7 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
                 "redis-password",
                 "flower-basic-auth",
                 "database-url",
+                "admin-database-url",
                 "redis-url",
             )
         }
@@ -163,9 +184,9 @@ def test_no_container_volume_or_pulled_image_on_swarm(prod: ProgramRun) -> None:
 
 
 def test_the_docker_target_stays_the_default_and_ignores_swarm_keys() -> None:
-    run = run_stack("dev", apiReplicas=5, endpointMode="dnsrr", publishMode="host")
+    run = run_stack("dev", endpointMode="dnsrr", publishMode="host", updateParallelism=3)
     assert not run.of_type(SERVICE)
-    assert len(run.role("api")) == 1
+    assert len(run.role("api")) == 2
 
 
 def test_each_resource_sits_in_its_component(prod: ProgramRun) -> None:
@@ -245,13 +266,19 @@ def test_no_credential_travels_in_an_environment(stack: str) -> None:
 def test_app_services_read_their_connections_from_secret_files(stack: str) -> None:
     run = swarm(stack)
     password = PROD_SECRETS["postgresPassword"] if stack == "prod" else DEV_ONLY_POSTGRES_PASSWORD
+    app_password = app_role_password(password, "taskstack")
     redis_password = PROD_SECRETS["redisPassword"] if stack == "prod" else None
     for role in APP_ROLES:
         files = mounted_files(run, role)
-        assert set(files) >= CONNECTION_FILES, role
-        database = urlsplit(files["database_url"])
-        assert (database.hostname, database.port, database.password) == ("postgres", 5432, password)
-        for key in ("redis_url", "celery_broker_url", "celery_result_backend"):
+        assert set(files) - {"flower_basic_auth"} == CONNECTION_FILES[role], role
+        if "database_url" in files:
+            database = urlsplit(files["database_url"])
+            assert (database.hostname, database.port) == ("postgres", 5432)
+            assert (database.username, database.password) == ("taskstack", app_password)
+        if "admin_database_url" in files:
+            admin = urlsplit(files["admin_database_url"])
+            assert (admin.username, admin.password) == (POSTGRES_ADMIN_USER, password)
+        for key in BROKER_FILES & set(files):
             redis = urlsplit(files[key])
             assert (redis.hostname, redis.port, redis.password) == ("redis", 6379, redis_password)
 
@@ -263,10 +290,10 @@ def test_the_app_settings_load_from_the_mounted_files(
     # `secrets_dir`): file names must be the setting names.
     for variable in CREDENTIAL_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    for name, value in mounted_files(prod, "flower").items():
+    for name, value in {**mounted_files(prod, "api"), **mounted_files(prod, "flower")}.items():
         (tmp_path / name).write_text(value)
     settings = Settings(_secrets_dir=tmp_path)
-    assert PROD_SECRETS["postgresPassword"] in settings.database_url
+    assert app_role_password(PROD_SECRETS["postgresPassword"], "taskstack") in settings.database_url
     assert settings.celery_broker_url == settings.redis_url
     assert PROD_SECRETS["redisPassword"] in settings.celery_result_backend
     assert settings.flower_basic_auth is not None
@@ -277,7 +304,7 @@ def test_secret_files_are_readable_by_the_service_user_only(prod: ProgramRun) ->
     for role in ROLES:
         spec = container_spec(prod, role)
         uid, _, gid = spec["user"].partition(":")
-        for mount in spec["secrets"]:
+        for mount in spec.get("secrets", []):
             assert (mount["fileUid"], mount["fileGid"]) == (uid, gid), role
             assert mount["fileMode"] == 0o400, role
             assert "/" not in mount["fileName"]  # relative: under /run/secrets
@@ -308,7 +335,7 @@ def test_flower_takes_its_basic_auth_from_a_file_in_prod(dev: ProgramRun, prod: 
     assert mounted_files(prod, "flower")["flower_basic_auth"] == PROD_SECRETS["flowerBasicAuth"]
     assert spec["args"][:2] == ["sh", "-c"]
     assert 'FLOWER_BASIC_AUTH="$(cat /run/secrets/flower_basic_auth)"' in spec["args"][2]
-    assert spec["args"][2].endswith("exec celery -A app.worker flower --port=5555")
+    assert spec["args"][2].endswith("exec celery -A app.monitoring flower --port=5555")
     assert "/run/secrets/flower_basic_auth" in " ".join(spec["healthcheck"]["tests"])
     assert container_spec(dev, "flower")["args"][0] == "celery"  # no auth configured in dev
 
@@ -353,6 +380,7 @@ def test_replicas_follow_config() -> None:
         "worker": 5,
         "beat": 1,
         "flower": 1,
+        "proxy": 1,
     }
 
 
@@ -377,6 +405,7 @@ def test_rolling_updates_roll_back_on_failure_with_the_configured_pace() -> None
         "worker": "start-first",
         "beat": "stop-first",
         "flower": "stop-first",
+        "proxy": "stop-first",  # one task per node owns the published port
     }
 
 
@@ -493,8 +522,10 @@ def test_a_converged_migration_lets_every_dependant_register() -> None:
 def test_swarm_defaults_are_vip_and_the_ingress_mesh(prod: ProgramRun) -> None:
     for role in ROLES:
         assert service(prod, role)["endpointSpec"]["mode"] == "vip", role
-    assert service(prod, "api")["endpointSpec"]["ports"] == [
-        {"targetPort": 8000, "publishedPort": 8000, "protocol": "tcp", "publishMode": "ingress"}
+    # The proxy owns the API's port; the API tasks publish nothing.
+    assert "ports" not in service(prod, "api")["endpointSpec"]
+    assert service(prod, "proxy")["endpointSpec"]["ports"] == [
+        {"targetPort": 8080, "publishedPort": 8000, "protocol": "tcp", "publishMode": "ingress"}
     ]
     assert service(prod, "flower")["endpointSpec"]["ports"] == [
         {"targetPort": 5555, "publishedPort": 5555, "protocol": "tcp", "publishMode": "ingress"}
@@ -505,7 +536,7 @@ def test_endpoint_and_publish_modes_are_settings() -> None:
     run = swarm("prod", endpointMode="dnsrr", publishMode="host", apiPort=18000)
     for role in ROLES:
         assert service(run, role)["endpointSpec"]["mode"] == "dnsrr", role
-    (port,) = service(run, "api")["endpointSpec"]["ports"]
+    (port,) = service(run, "proxy")["endpointSpec"]["ports"]
     assert (port["publishedPort"], port["publishMode"]) == (18000, "host")
 
 
@@ -549,7 +580,7 @@ def test_prod_limits_and_reservations(dev: ProgramRun, prod: ProgramRun) -> None
 def test_prod_services_are_hardened(prod: ProgramRun) -> None:
     for role in ROLES:
         spec = container_spec(prod, role)
-        assert spec["user"] in {"10001:10001", "999:999"}, role
+        assert spec["user"] in {"10001:10001", "999:999", "99:99"}, role
         assert spec["readOnly"] is True, role
         assert spec["capDrops"] == ["ALL"], role
         assert spec["init"] is True, role

@@ -47,7 +47,7 @@ def test_dnsrr_with_host_publishing_is_accepted() -> None:
         {"environment": "dev", "target": "swarm", "endpointMode": "dnsrr", "publishMode": "host"},
         stack="dev",
     )
-    assert len(run.of_type(SERVICE)) == 7
+    assert len(run.of_type(SERVICE)) == 8
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,11 @@ STACK = "applier-test"
 PREFIX = f"rehearsal-sample-{STACK}"
 
 
-def _config(variant: str) -> StackConfig:
+def _config(variant: str, **values: str) -> StackConfig:
     return StackConfig(
-        project="sample", program_dir=SAMPLE_PROGRAM, values={"sample:variant": variant}
+        project="sample",
+        program_dir=SAMPLE_PROGRAM,
+        values={"sample:variant": variant, **{f"sample:{k}": v for k, v in values.items()}},
     )
 
 
@@ -193,3 +195,32 @@ def test_destroy_grace_seconds_is_the_stop_timeout(
     container = _trapping_container(client, tmp_path)
     delete_container(client, container, grace_seconds=grace, attach=False, remove_volumes=True)
     assert (tmp_path / "finished").exists() is finished
+
+
+def test_replacements_follow_the_engine_order(state: StackState, client: docker.APIClient) -> None:
+    first = up(STACK, _config("ok", generation="1"), state=state, log=_quiet)
+    old_side = str(first.outputs["sideName"])
+    old_fixed = client.inspect_container(f"{PREFIX}-fixed")["Id"]
+    lines: list[str] = []
+
+    second = up(STACK, _config("ok", generation="2"), state=state, log=lines.append)
+
+    new_side = str(second.outputs["sideName"])
+    assert new_side != old_side  # auto-named: the replacement has a name of its own
+    replaced = {c.urn.rsplit("::", 1)[1] for c in second.changes if c.op == "replace"}
+    assert replaced == {"side", "fixed"}
+    # delete_before_replace=False: the new container runs next to the old one, which is deleted
+    # only once everything else has been applied (the last step of the deployment).
+    started_new = lines.index(f"  started {new_side}")
+    deleted_old = lines.index(f"  deleting replaced {old_side}")
+    assert started_new < deleted_old
+    assert deleted_old > max(i for i, line in enumerate(lines) if "started" in line)
+    # The provider's default (delete before replace): the old one goes first, under its fixed name.
+    urn_fixed = next(c.urn for c in second.changes if c.urn.endswith("::fixed"))
+    assert lines.index(f"  replacing {urn_fixed} (delete before create)") < lines.index(
+        f"  started {PREFIX}-fixed"
+    )
+    with pytest.raises(docker.errors.NotFound):
+        client.inspect_container(old_side)
+    assert client.inspect_container(f"{PREFIX}-fixed")["Id"] != old_fixed
+    assert client.inspect_container(new_side)["State"]["Running"] is True

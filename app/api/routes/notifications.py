@@ -7,12 +7,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from app import idempotency, pg
 from app.api.routes.process_item import REPLAYED_HEADER
+from app.api.strict_json import StrictJsonRoute
 from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 from app.outbox import OutboxBatch, get_outbox
 from app.schemas import NotificationIn, TaskAccepted
 from app.tasks import send_notification
 
-router = APIRouter(tags=["notifications"])
+# Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).
+router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)
 
 # The notification's message in the outbox; with a key ($4, $5), only if the key is new.
 INSERT_NOTIFICATION = """

@@ -1,0 +1,91 @@
+"""The front door: HAProxy's configuration, rendered from `infra/haproxy.cfg.tmpl`.
+
+The proxy owns the API's published port; the API copies publish nothing. HAProxy finds the copies
+through Docker's embedded DNS (a name every copy answers to), checks each one's `/health`, drops a
+copy that stops answering, and sends a request whose connection was refused or closed before any
+byte of the answer to another copy. It also cuts off slow clients (`timeout http-request`), refuses
+bodies above the limit (413) and writes an access log line per request to its stdout.
+
+Why HAProxy rather than nginx 1.26 or Caddy 2.6 is in docs/infra.md ("The front door").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+TEMPLATE = Path(__file__).with_name("haproxy.cfg.tmpl")
+
+# Inside the proxy container: unprivileged ports (every capability is dropped in prod).
+HTTP_PORT = 8080
+HTTPS_PORT = 8443
+HEALTH_PORT = 8404
+CONFIG_PATH = "/tmp/haproxy.cfg"  # noqa: S108 - the container's private tmpfs
+TLS_PEM_PATH = "/tmp/tls.pem"  # noqa: S108 - written mode 0600 at start, from a secret
+# The environment variable that names the API copies for HAProxy's DNS lookups; each target sets
+# it (a network alias on one host, the service's `tasks.` name on a swarm).
+API_HOST_ENV = "TASKSTACK_API_HOST"
+CONFIG_ENV = "HAPROXY_CONFIG"
+TLS_PEM_ENV = "TLS_PEM"
+# Request headers beyond the body: what one buffer holds on top of the largest body.
+_HEADER_ROOM = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What the rendered configuration depends on."""
+
+    api_port: int  # the API copies' own port
+    replicas: int  # API copies; twice as many (old and new) exist during a deployment
+    request_timeout_seconds: int
+    max_body_bytes: int
+    access_log: bool
+    tls: bool
+
+    @property
+    def listen_port(self) -> int:
+        return HTTPS_PORT if self.tls else HTTP_PORT
+
+
+def render(config: ProxyConfig) -> str:
+    """haproxy.cfg for `config` (a pure function: same settings, same text, so a second `up` sees
+    no change)."""
+    if config.tls:
+        bind = f"    bind :{HTTPS_PORT} ssl crt {TLS_PEM_PATH} alpn http/1.1"
+    else:
+        bind = f"    bind :{HTTP_PORT}"
+    log = "    log global\n    option httplog" if config.access_log else "    # no access log"
+    return Template(TEMPLATE.read_text()).substitute(
+        maxconn=2000,
+        bufsize=config.max_body_bytes + _HEADER_ROOM,
+        log_lines=log,
+        request_timeout=config.request_timeout_seconds,
+        bind_line=bind,
+        max_body_bytes=config.max_body_bytes,
+        # Room for every old and new copy during a deployment, and a spare.
+        slots=2 * config.replicas + 2,
+        api_port=config.api_port,
+        health_port=HEALTH_PORT,
+    )
+
+
+def start_command(tls_source: str | None) -> tuple[str, ...]:
+    """The container's command: write the configuration (and the certificate, from `tls_source`,
+    a shell expression) to the private tmpfs, then run HAProxy in the foreground (master-worker,
+    as the official image's entrypoint does). The root filesystem stays read-only."""
+    script = f'umask 077; printf "%s\\n" "${CONFIG_ENV}" > {CONFIG_PATH}'
+    if tls_source is not None:
+        script += f"; {tls_source} > {TLS_PEM_PATH}"
+    script += f"; exec haproxy -W -db -f {CONFIG_PATH}"
+    return ("sh", "-c", script)
+
+
+# The healthcheck: the image has no curl; bash's /dev/tcp asks the health frontend on loopback.
+HEALTHCHECK = (
+    "CMD",
+    "bash",
+    "-c",
+    f"exec 3<>/dev/tcp/127.0.0.1/{HEALTH_PORT} "
+    '&& printf "GET /healthz HTTP/1.0\\r\\n\\r\\n" >&3 && head -n 1 <&3 | grep -q " 200 "',
+)

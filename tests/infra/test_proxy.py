@@ -1,0 +1,199 @@
+"""The front door: HAProxy owns the API port on both targets, its configuration rendered by the
+program (infra/proxy.py), TLS from secrets only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra import proxy
+from infra.config import StackConfigError
+from infra.spec import API_ALIAS, API_PORT
+from tests.infra.conftest import (
+    PROD_SECRETS,
+    TLS_SECRETS,
+    assert_second_run_identical,
+    run_stack,
+    stack_file_config,
+)
+from tests.infra.pulumi_mocks import (
+    SERVICE,
+    ProgramMocks,
+    ProgramRun,
+    Registration,
+    container_env,
+    run_program,
+    without_secrets,
+)
+
+
+def with_tls(target: str = "docker", **overrides: Any) -> ProgramRun:
+    config = {**stack_file_config("prod"), "target": target, **overrides}
+    return run_program(config, stack="prod", secrets={**PROD_SECRETS, **TLS_SECRETS})
+
+
+def proxy_container(run: ProgramRun) -> Registration:
+    (container,) = run.role("proxy")
+    return container
+
+
+def rendered(run: ProgramRun) -> str:
+    return container_env(proxy_container(run))[proxy.CONFIG_ENV]
+
+
+# --- Who publishes what ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_only_the_proxy_publishes_the_api_port(stack: str) -> None:
+    run = run_stack(stack)
+    published = {
+        container.name: [int(p["external"]) for p in container.plain.get("ports") or []]
+        for container in run.containers()
+    }
+    owners = [name for name, ports in published.items() if 8000 in ports]
+    assert owners == ["proxy"]
+    (port,) = proxy_container(run).plain["ports"]
+    assert (port["internal"], port["ip"]) == (proxy.HTTP_PORT, "127.0.0.1")
+    apis = run.role("api")
+    assert len(apis) == 2
+    for api in apis:
+        assert not api.plain.get("ports"), api.name
+        app = next(n for n in api.plain["networksAdvanced"] if "aliases" in n)
+        assert app["aliases"] == [API_ALIAS]
+
+
+def test_the_proxy_resolves_the_copies_by_their_alias_on_the_app_network() -> None:
+    run = run_stack("prod")
+    container = proxy_container(run)
+    assert container_env(container)[proxy.API_HOST_ENV] == API_ALIAS
+    # The app network only: the proxy never reaches PostgreSQL or Redis.
+    assert len(container.plain["networksAdvanced"]) == 1
+    assert "server-template api- 1-6" in rendered(run)  # 2 copies, old and new, and spares
+    assert f'"${{{proxy.API_HOST_ENV}}}:{API_PORT}"' in rendered(run)
+
+
+def test_the_proxy_is_created_once_the_api_answers_and_waited_for() -> None:
+    run = run_stack("prod")
+    container = proxy_container(run)
+    assert {a.urn for a in run.role("api")} <= container.dependencies
+    assert container.plain["wait"] is True
+    assert container.plain["healthcheck"]["tests"][:2] == ["CMD", "bash"]
+    assert container.plain["stopSignal"] == "SIGUSR1"  # HAProxy's soft stop
+
+
+def test_the_proxy_is_hardened_in_prod() -> None:
+    inputs = proxy_container(run_stack("prod")).plain
+    assert inputs["user"] == "99:99"
+    assert inputs["readOnly"] is True
+    assert inputs["capabilities"]["drops"] == ["ALL"]
+    # It writes its configuration to the private tmpfs, not the image.
+    assert "/tmp" in inputs["tmpfs"]  # noqa: S108 - a path inside the container
+    assert inputs["command"][:2] == ["sh", "-c"]
+    assert f"-f {proxy.CONFIG_PATH}" in inputs["command"][2]
+
+
+# --- The rendered configuration -------------------------------------------------------------------
+
+
+def test_front_door_settings_reach_the_configuration() -> None:
+    run = run_stack(
+        "prod", proxyRequestTimeoutSeconds=7, proxyMaxBodyKb=128, proxyAccessLog="false"
+    )
+    text = rendered(run)
+    assert "timeout http-request 7s" in text
+    assert "req.hdr_val(content-length) gt 131072" in text
+    assert "req.body_size gt 131072" in text
+    assert "option httplog" not in text
+    default = rendered(run_stack("prod"))
+    assert "timeout http-request 10s" in default
+    assert "gt 65536" in default
+    assert "option httplog" in default
+
+
+def test_failed_connections_are_retried_elsewhere_and_stopping_copies_dropped() -> None:
+    text = rendered(run_stack("prod"))
+    assert "retry-on conn-failure empty-response" in text
+    assert "option redispatch" in text
+    assert "option httpchk GET /health" in text
+    assert "nameserver embedded 127.0.0.11:53" in text
+    assert "hold obsolete 0s" in text
+    assert "option http-buffer-request" in text
+
+
+def test_the_configuration_is_a_pure_function_of_the_settings() -> None:
+    settings = proxy.ProxyConfig(
+        api_port=8000,
+        replicas=3,
+        request_timeout_seconds=5,
+        max_body_bytes=1024,
+        access_log=True,
+        tls=False,
+    )
+    assert proxy.render(settings) == proxy.render(settings)
+    assert "$" not in proxy.render(settings).replace("${" + proxy.API_HOST_ENV + "}", "")
+
+
+def test_a_second_run_with_tls_registers_identical_inputs() -> None:
+    config = {**stack_file_config("prod")}
+    secrets = {**PROD_SECRETS, **TLS_SECRETS}
+    assert_second_run_identical(
+        lambda mocks: run_program(config, stack="prod", secrets=secrets, mocks=mocks)
+    )
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def test_plain_http_without_a_certificate() -> None:
+    run = run_stack("prod")
+    assert f"bind :{proxy.HTTP_PORT}\n" in rendered(run)
+    assert "ssl" not in rendered(run)
+    assert run.stack_outputs["apiUrl"] == "http://127.0.0.1:8000"
+
+
+def test_tls_from_secrets_on_the_docker_target() -> None:
+    run = with_tls()
+    container = proxy_container(run)
+    assert f"bind :{proxy.HTTPS_PORT} ssl crt {proxy.TLS_PEM_PATH}" in rendered(run)
+    (port,) = container.plain["ports"]
+    assert (port["internal"], port["external"]) == (proxy.HTTPS_PORT, 8000)
+    assert run.stack_outputs["apiUrl"] == "https://127.0.0.1:8000"
+    # The chain and key reach the container only as a secret environment entry, written to the
+    # tmpfs at start.
+    pem = container_env(container)[proxy.TLS_PEM_ENV]
+    assert pem.startswith("-----BEGIN CERTIFICATE-----")
+    assert pem.endswith("KEY-----\n")
+    visible = json.dumps(without_secrets(container.inputs))
+    for value in TLS_SECRETS.values():
+        assert value.splitlines()[1] not in visible
+    assert f"> {proxy.TLS_PEM_PATH}" in container.plain["command"][2]
+
+
+def test_tls_from_a_swarm_secret_file() -> None:
+    run = with_tls(target="swarm")
+    spec = run.named("proxy", SERVICE).plain["taskSpec"]["containerSpec"]
+    (mount,) = spec["secrets"]
+    assert (mount["fileName"], mount["fileUid"], mount["fileMode"]) == ("tls_pem", "99", 0o400)
+    assert "cat /run/secrets/tls_pem" in spec["args"][2]
+    assert proxy.TLS_PEM_ENV not in (spec.get("env") or {})
+    for value in TLS_SECRETS.values():
+        for registration in run.registrations:
+            assert value.splitlines()[1] not in json.dumps(without_secrets(registration.inputs))
+
+
+def test_a_certificate_without_its_key_is_refused() -> None:
+    secrets = {**PROD_SECRETS, "tlsCertificate": TLS_SECRETS["tlsCertificate"]}
+    with pytest.raises(StackConfigError) as failure:
+        run_program(stack_file_config("prod"), stack="prod", secrets=secrets, mocks=ProgramMocks())
+    assert "taskstack:tlsKey: TLS needs both tlsCertificate and tlsKey" in str(failure.value)
+    assert "pulumi config set --secret taskstack:tlsKey" in str(failure.value)
+
+
+def test_prod_needs_two_api_copies() -> None:
+    with pytest.raises(StackConfigError) as failure:
+        run_stack("prod", apiReplicas=1)
+    assert "taskstack:apiReplicas: a prod stack runs 2 API copies at least" in str(failure.value)
+    assert len(run_stack("dev", apiReplicas=1).role("api")) == 1
