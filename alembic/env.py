@@ -7,9 +7,7 @@ from sqlalchemy import create_engine, pool, text
 from alembic import context
 from app.config import get_settings
 from app.models import Base
-
-# Any fixed 64-bit number, the same for every `alembic upgrade` run against this database.
-MIGRATION_LOCK_KEY = 7_311_020_001
+from app.roles import MIGRATION_LOCK_KEY, ensure_app_role
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -30,7 +28,12 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(get_settings().database_url, poolclass=pool.NullPool)
+    settings = get_settings()
+    if settings.admin_database_url is not None:
+        # The stack's migration: first the app's own role and schema, as the administrator; then
+        # the migrations as that role, so that it owns what they create (docs/infra.md).
+        ensure_app_role(settings.admin_database_url.get_secret_value(), settings.database_url)
+    engine = create_engine(settings.database_url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         # Several migrate containers may start at once: the others wait here, then find the
         # schema already at head and do nothing.

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/taskstack"
+    # The migration only: the administrator that makes the app's role (app/roles.py).
+    admin_database_url: SecretStr | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -47,6 +49,9 @@ class Settings(BaseSettings):
     worker_heartbeat_path: Path = Path("/tmp/celery-worker-heartbeat")  # noqa: S108
     worker_heartbeat_seconds: float = Field(default=10, gt=0)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
+    # Admission control of each API process (app/admission.py): beyond these, 503 at once.
+    max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
+    max_concurrent_job_lists: int = Field(default=4, ge=1, le=1_000)
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
     flower_basic_auth: SecretStr | None = None
 
@@ -65,6 +70,13 @@ class Settings(BaseSettings):
         if not value.startswith("postgresql+psycopg://"):
             raise ValueError("must start with postgresql+psycopg:// or postgresql://")
         return value
+
+    @field_validator("admin_database_url")
+    @classmethod
+    def _admin_psycopg_driver(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        return SecretStr(cls._psycopg_driver(value.get_secret_value()))
 
     @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
     @classmethod

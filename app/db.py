@@ -36,6 +36,9 @@ def get_async_engine() -> AsyncEngine:
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
+        # A request waits this long for a free connection, then is a 503 (app.main), well under a
+        # client's patience; SQLAlchemy's default, 30 s, turned overload into 500s.
+        pool_timeout=settings.readiness_timeout_seconds,
         pool_pre_ping=True,
     )
 

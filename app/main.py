@@ -4,10 +4,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app import pg
+from app.admission import AdmissionLimit
+from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.api.routes import health, job_list, notifications, process_item, task_status
 from app.broker import close_publisher
@@ -43,13 +47,22 @@ app = FastAPI(
 for module in (process_item, task_status, job_list, notifications, health):
     app.include_router(module.router)
 app.add_middleware(FinishedTaskFastPath)
+# Outermost: a request over the process's bound is refused before anything else runs.
+app.add_middleware(
+    AdmissionLimit,
+    max_requests=get_settings().max_concurrent_requests,
+    max_job_lists=get_settings().max_concurrent_job_lists,
+)
+app.add_exception_handler(RequestValidationError, strict_json.validation_error)
 
 
 @app.exception_handler(OperationalError)
 @app.exception_handler(InterfaceError)
+@app.exception_handler(PoolTimeoutError)
 @app.exception_handler(pg.DatabaseUnavailable)
 async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
-    """PostgreSQL down or restarting: a 503 the client may retry (no job was accepted), not 500."""
+    """PostgreSQL down or restarting, or no pooled connection free within the pool's wait
+    (`READINESS_TIMEOUT_SECONDS`): a 503 the client may retry (no job was accepted), not 500."""
     cause = error.__cause__ if isinstance(error, pg.DatabaseUnavailable) else error
     return JSONResponse(
         {"detail": f"database unavailable: {type(cause).__name__}"},

@@ -19,6 +19,8 @@ with a secret store), where each consumer has its own way to read a file (Postgr
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +44,7 @@ SecretKey = Literal[
     "redis_password",
     "flower_basic_auth",
     "database_url",
+    "admin_database_url",
     "redis_url",
     "tls_pem",
 ]
@@ -68,6 +71,11 @@ APP_USER = "10001:10001"
 DATA_USER = "999:999"
 # The haproxy image's own user (its contract: uid/gid 99).
 PROXY_USER = "99:99"
+
+# PostgreSQL's administrator (the superuser initdb makes, the image's default name): the migration
+# connects as it to make the app's own role, `postgresUser`, which owns its schema and nothing more
+# (app/roles.py, docs/infra.md "Database roles"). Only the postgres and migrate containers get it.
+POSTGRES_ADMIN_USER = "postgres"
 
 POSTGRES_ALIAS = "postgres"
 REDIS_ALIAS = "redis"
@@ -96,6 +104,29 @@ _FIXED_LIMITS: Mapping[Role, tuple[int, str]] = {
     "proxy": (256, "1.0"),
 }
 _TMP = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a private tmpfs
+
+# Process (and thread) bounds, as RLIMIT_NPROC: the docker provider (pulumi-docker 5.x,
+# terraform-provider-docker v4.5.0) has no `pids_limit`, and the kernel counts this limit per user
+# id, across the containers that run as it. The app roles all run as APP_USER: their sum in prod is
+# about 300 (4 uvicorn processes with up to 40 threads each, 3 x 5 Celery processes, beat, Flower),
+# so 1024 leaves room and still stops a fork bomb. PostgreSQL (a process per connection, 100 at
+# most by default, plus its own) and Redis share DATA_USER.
+APP_MAX_PROCESSES = 1024
+DATA_MAX_PROCESSES = 512
+# HAProxy (its own uid 99): one process, a thread per CPU.
+PROXY_MAX_PROCESSES = 256
+
+# Redis refuses writes (`OOM command not allowed`) beyond this share of its container's memory,
+# rather than being killed by the kernel: the API answers such a refusal with 503. The rest is
+# headroom for the copy-on-write of an append-only-file rewrite and for client buffers.
+REDIS_MAXMEMORY_SHARE = 0.75
+
+# Each API process (docs/app.md "Overload"): idle keep-alive connections closed after this many
+# seconds; at most this many connections held open (uvicorn answers 503 beyond, a last line behind
+# the app's own admission limit, which counts requests); the listen backlog.
+API_KEEP_ALIVE_SECONDS = 5
+API_MAX_CONNECTIONS = 1000
+API_BACKLOG = 2048
 
 
 @dataclass(frozen=True)
@@ -205,6 +236,9 @@ class Service:
     node_labels: tuple[str, ...] = ()
     stop_signal: str = "SIGTERM"
     stop_grace_seconds: int = 10
+    # The most processes and threads the role's user may have (a target without a per-container
+    # pids limit renders it as RLIMIT_NPROC: see APP_MAX_PROCESSES).
+    max_processes: int | None = None
     file_secrets: FileSecrets = field(default_factory=lambda: FileSecrets(files={}))
 
 
@@ -317,7 +351,9 @@ class _Common:
     repo_root: Path
     hardening: Hardening
     app_env: Mapping[str, str]
-    connection_env: Mapping[str, pulumi.Output[str]]
+    database_env: Mapping[str, pulumi.Output[str]]
+    admin_database_env: Mapping[str, pulumi.Output[str]]
+    broker_env: Mapping[str, pulumi.Output[str]]
     credentials: Credentials
 
     @property
@@ -344,19 +380,34 @@ class _Common:
         return () if self.prod else (local,)
 
 
-# pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`).
-_CONNECTION_FILES: Mapping[str, SecretKey] = {
-    "database_url": "database_url",
+# pydantic-settings reads a file named like a setting (app/config.py `secrets_dir`). Each role
+# gets only the connections it uses: the database (app role), the administrator (the migration),
+# the broker.
+_DATABASE_FILES: Mapping[str, SecretKey] = {"database_url": "database_url"}
+_ADMIN_DATABASE_FILES: Mapping[str, SecretKey] = {"admin_database_url": "admin_database_url"}
+_BROKER_FILES: Mapping[str, SecretKey] = {
     "redis_url": "redis_url",
     "celery_broker_url": "redis_url",
     "celery_result_backend": "redis_url",
 }
 
 
-def _database_url(config: StackConfig, password: pulumi.Output[str]) -> pulumi.Output[str]:
-    prefix = f"postgresql+psycopg://{config.postgres_user}:"
+def _database_url(
+    config: StackConfig, user: str, password: pulumi.Output[str]
+) -> pulumi.Output[str]:
+    prefix = f"postgresql+psycopg://{user}:"
     suffix = f"@{POSTGRES_ALIAS}:{POSTGRES_PORT}/{config.postgres_db}"
     return pulumi.Output.secret(password.apply(lambda p: f"{prefix}{quote(p, safe='')}{suffix}"))
+
+
+def app_role_password(admin_password: str, role: str) -> str:
+    """The app role's password, derived from the administrator's (HMAC-SHA256): one credential to
+    set and rotate, and knowing the app's password reveals nothing of the administrator's. The
+    migration sets it on the role on every run (app/roles.py)."""
+    digest = hmac.new(
+        admin_password.encode(), f"taskstack app role {role}".encode(), hashlib.sha256
+    )
+    return digest.hexdigest()
 
 
 def _redis_url(password: pulumi.Output[str] | None) -> pulumi.Output[str]:
@@ -369,6 +420,10 @@ def _redis_url(password: pulumi.Output[str] | None) -> pulumi.Output[str]:
 def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root: Path) -> _Common:
     prod = config.is_prod
     redis_url = _redis_url(credentials.redis_password)
+    admin_password = credentials.postgres_password
+    role = config.postgres_user
+    derived: pulumi.Output[str] = admin_password.apply(lambda p: app_role_password(p, role))
+    app_password: pulumi.Output[str] = pulumi.Output.secret(derived)
     return _Common(
         config=config,
         stack=stack,
@@ -377,8 +432,11 @@ def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root
             read_only_rootfs=prod, no_new_privileges=prod, cap_drop=("ALL",) if prod else ()
         ),
         app_env=dict(entry.partition("=")[::2] for entry in config.app_env),
-        connection_env={
-            "DATABASE_URL": _database_url(config, credentials.postgres_password),
+        database_env={"DATABASE_URL": _database_url(config, role, app_password)},
+        admin_database_env={
+            "ADMIN_DATABASE_URL": _database_url(config, POSTGRES_ADMIN_USER, admin_password)
+        },
+        broker_env={
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url,
             "CELERY_RESULT_BACKEND": redis_url,
@@ -391,11 +449,13 @@ def _common(config: StackConfig, credentials: Credentials, stack: str, repo_root
 
 
 def _postgres(c: _Common) -> Service:
-    user, db = c.config.postgres_user, c.config.postgres_db
+    user, db = POSTGRES_ADMIN_USER, c.config.postgres_db
     return Service(
         role="postgres",
         image="postgres",
         command=(),  # the image's own: postgres
+        # initdb makes the administrator and the database (owned by it); the migration makes the
+        # app's role.
         env={"POSTGRES_USER": user, "POSTGRES_DB": db},
         secret_env={"POSTGRES_PASSWORD": c.credentials.postgres_password},
         user=DATA_USER,
@@ -425,10 +485,20 @@ def _postgres(c: _Common) -> Service:
         ),
         stop_signal="SIGINT",  # PostgreSQL's fast shutdown, as the official image declares
         stop_grace_seconds=60,
+        max_processes=DATA_MAX_PROCESSES,
     )
 
 
 _REDIS_CHECK = "redis-cli ping | grep -q PONG"
+
+
+def _redis_server(c: _Common) -> str:
+    """redis-server's arguments: append-only, and a full broker refuses writes (noeviction: an
+    evicted key would be a lost task message) instead of growing until it is killed."""
+    maxmemory_mb = int(c.config.redis_memory_mb * REDIS_MAXMEMORY_SHARE)
+    return (
+        f"redis-server --appendonly yes --maxmemory {maxmemory_mb}mb --maxmemory-policy noeviction"
+    )
 
 
 def _redis_check(test: str) -> HealthCheck:
@@ -442,7 +512,7 @@ def _redis(c: _Common) -> Service:
     service = Service(
         role="redis",
         image="redis",
-        command=("redis-server", "--appendonly", "yes"),
+        command=tuple(_redis_server(c).split()),
         env={},
         secret_env={},
         user=DATA_USER,
@@ -459,6 +529,7 @@ def _redis(c: _Common) -> Service:
         limits=c.limits("redis"),
         node_labels=c.config.redis_node_labels,
         stop_grace_seconds=30,
+        max_processes=DATA_MAX_PROCESSES,
     )
     if password is None:
         return service
@@ -468,14 +539,14 @@ def _redis(c: _Common) -> Service:
         service,
         # The password reaches redis-server through the environment, never through the command (a
         # plain resource input). REDISCLI_AUTH is also what the healthcheck's redis-cli reads.
-        command=("sh", "-c", 'exec redis-server --appendonly yes --requirepass "$REDISCLI_AUTH"'),
+        command=("sh", "-c", f'exec {_redis_server(c)} --requirepass "$REDISCLI_AUTH"'),
         secret_env={"REDISCLI_AUTH": password},
         file_secrets=FileSecrets(
             files={"redis_password": "redis_password"},
             command=(
                 "sh",
                 "-c",
-                f'exec redis-server --appendonly yes --requirepass "$(cat {password_file})"',
+                f'exec {_redis_server(c)} --requirepass "$(cat {password_file})"',
             ),
             healthcheck=_redis_check(f'REDISCLI_AUTH="$(cat {password_file})" {_REDIS_CHECK}'),
         ),
@@ -483,13 +554,14 @@ def _redis(c: _Common) -> Service:
 
 
 def _app_service(c: _Common, role: Role, command: tuple[str, ...]) -> Service:
-    """A role of the app image: needs PostgreSQL, Redis and the migrated schema."""
+    """A role of the app image: needs PostgreSQL (as the app's role), Redis and the migrated
+    schema."""
     return Service(
         role=role,
         image="app",
         command=command,
         env=c.app_env,
-        secret_env=c.connection_env,
+        secret_env={**c.database_env, **c.broker_env},
         user=APP_USER,
         # Both networks: `data` reaches PostgreSQL and Redis (internal in prod), `app` the rest.
         networks=(NetworkAttachment("app"), NetworkAttachment("data")),
@@ -499,13 +571,18 @@ def _app_service(c: _Common, role: Role, command: tuple[str, ...]) -> Service:
         tmpfs=_TMP,
         limits=c.limits(role),
         depends_on=("postgres", "redis", "migrate"),
-        file_secrets=FileSecrets(files=_CONNECTION_FILES),
+        file_secrets=FileSecrets(files={**_DATABASE_FILES, **_BROKER_FILES}),
+        max_processes=APP_MAX_PROCESSES,
     )
 
 
 def _migrate(c: _Common) -> Service:
     return replace(
         _app_service(c, "migrate", ("alembic", "upgrade", "head")),
+        # The administrator, to make the app's role, and the app's role, to migrate as it; no
+        # broker.
+        secret_env={**c.database_env, **c.admin_database_env},
+        file_secrets=FileSecrets(files={**_DATABASE_FILES, **_ADMIN_DATABASE_FILES}),
         one_shot=True,
         restart="no",
         depends_on=("postgres",),
@@ -515,6 +592,8 @@ def _migrate(c: _Common) -> Service:
 def _api(c: _Common) -> Service:
     command: tuple[str, ...] = ("uvicorn", "app.main:app", "--host", "0.0.0.0")
     command += ("--port", str(API_PORT))
+    command += ("--timeout-keep-alive", str(API_KEEP_ALIVE_SECONDS))
+    command += ("--limit-concurrency", str(API_MAX_CONNECTIONS), "--backlog", str(API_BACKLOG))
     if not c.config.api_access_log:
         # A line per request costs the API about half its GET /task throughput (docs/bench.md);
         # gunicorn's default is the same. Errors are still logged.
@@ -602,9 +681,13 @@ def _beat(c: _Common) -> Service:
 
 
 def _flower(c: _Common) -> Service:
-    command = ("celery", "-A", "app.worker", "flower", f"--port={FLOWER_PORT}")
+    # app.monitoring: the Celery app, with Flower's /metrics behind Flower's own authentication.
+    command = ("celery", "-A", "app.monitoring", "flower", f"--port={FLOWER_PORT}")
     service = replace(
         _app_service(c, "flower", command),
+        # The broker only: Flower never touches the database.
+        secret_env=c.broker_env,
+        file_secrets=FileSecrets(files=_BROKER_FILES),
         # Reads the credentials from the environment, so they never appear in the healthcheck input.
         healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
         ports=(PublishedPort(FLOWER_PORT, c.config.flower_port, c.config.publish_address),),
@@ -617,9 +700,9 @@ def _flower(c: _Common) -> Service:
     auth_file = f"{SECRETS_DIR}/flower_basic_auth"
     return replace(
         service,
-        secret_env={**c.connection_env, "FLOWER_BASIC_AUTH": auth},
+        secret_env={**c.broker_env, "FLOWER_BASIC_AUTH": auth},
         file_secrets=FileSecrets(
-            files={**_CONNECTION_FILES, "flower_basic_auth": "flower_basic_auth"},
+            files={**_BROKER_FILES, "flower_basic_auth": "flower_basic_auth"},
             command=(
                 "sh",
                 "-c",
@@ -686,6 +769,7 @@ def _proxy(c: _Common) -> Service:
         # HAProxy's soft stop (the image's STOPSIGNAL): open connections finish first.
         stop_signal="SIGUSR1",
         stop_grace_seconds=30,
+        max_processes=PROXY_MAX_PROCESSES,
     )
 
 
@@ -716,8 +800,9 @@ def _flower_healthcheck(credentials: str) -> HealthCheck:
 def _secrets(c: _Common) -> dict[SecretKey, pulumi.Output[str]]:
     secrets: dict[SecretKey, pulumi.Output[str]] = {
         "postgres_password": c.credentials.postgres_password,
-        "database_url": c.connection_env["DATABASE_URL"],
-        "redis_url": c.connection_env["REDIS_URL"],
+        "database_url": c.database_env["DATABASE_URL"],
+        "admin_database_url": c.admin_database_env["ADMIN_DATABASE_URL"],
+        "redis_url": c.broker_env["REDIS_URL"],
     }
     if c.credentials.redis_password is not None:
         secrets["redis_password"] = c.credentials.redis_password
@@ -793,8 +878,8 @@ def describe_stack(
         ),
         wait_timeout_seconds=config.wait_timeout_seconds,
         endpoints=_endpoints(config, tls),
-        database_url=c.connection_env["DATABASE_URL"],
-        redis_url=c.connection_env["REDIS_URL"],
+        database_url=c.database_env["DATABASE_URL"],
+        redis_url=c.broker_env["REDIS_URL"],
         secrets=_secrets(c),
         cluster=ClusterSettings(
             endpoint_mode=config.endpoint_mode,

@@ -436,6 +436,14 @@ def _container(
             capabilities=docker.ContainerCapabilitiesArgs(drops=list(hardening.cap_drop))
             if hardening.cap_drop
             else None,
+            # The provider has no pids_limit: the process bound as RLIMIT_NPROC (infra/spec.py).
+            ulimits=[
+                docker.ContainerUlimitArgs(
+                    name="nproc", soft=service.max_processes, hard=service.max_processes
+                )
+            ]
+            if service.max_processes
+            else None,
             memory=service.limits.memory_mb if service.limits else None,
             cpus=service.limits.cpus if service.limits else None,
             stop_signal=service.stop_signal,

@@ -1,18 +1,28 @@
 """Bad input: generated requests from the app's own OpenAPI schema, oversized bodies, garbage ids
 and wrong content types. Each is answered 4xx with a message saying what is wrong, never 5xx."""
 
+import json
+import math
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import Case
 
+from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.db import get_async_engine
 from app.main import MAX_REQUEST_BODY_BYTES, app
+from tests.app.conftest import WORKER_LOG
+from tests.app.helpers import wait_for_log_line
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -211,3 +221,129 @@ async def test_garbage_job_list_queries_are_422(
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["query", next(iter(params))]
+
+
+# Non-finite numbers: Python's json module reads them (NaN, Infinity, -Infinity are not JSON; 1e400
+# overflows a float to infinity), and the 422 that echoed such an input could not be encoded: a 500.
+NON_FINITE = ("1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1.5e999")
+
+
+async def _post_json_text(http: httpx.AsyncClient, body: str) -> httpx.Response:
+    return await http.post(
+        "/notifications", content=body.encode(), headers={"content-type": "application/json"}
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("number", NON_FINITE)
+async def test_non_finite_user_id_is_422_naming_it(http: httpx.AsyncClient, number: str) -> None:
+    response = await _post_json_text(http, f'{{"user_id": {number}, "message": "hi"}}')
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"][0] == "body"
+    assert f"non-finite number {number} is not allowed" in error["ctx"]["error"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{"user_id": 1, "message": {n}}}',
+        '{{"user_id": 1, "message": "hi", "extra": {n}}}',
+        '{{"user_id": 1, "message": "hi", "nested": [1, {{"deep": [{n}]}}]}}',
+        "[{n}]",
+        "{n}",
+    ],
+)
+@pytest.mark.parametrize("number", NON_FINITE)
+async def test_non_finite_number_anywhere_in_a_body_is_422(
+    http: httpx.AsyncClient, template: str, number: str
+) -> None:
+    response = await _post_json_text(http, template.format(n=number))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.anyio
+async def test_large_finite_numbers_still_reach_validation(http: httpx.AsyncClient) -> None:
+    # 1e300 is finite: not a parse error, but a user_id out of range, named by field.
+    response = await _post_json_text(http, '{"user_id": 1e300, "message": "hi"}')
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "user_id"]
+
+
+def _json_values(leaf: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaf,
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=5), children, max_size=3)
+        ),
+        max_leaves=6,
+    )
+
+
+_NON_FINITE_FLOATS = st.sampled_from([math.inf, -math.inf, math.nan])
+_FINITE = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+)
+
+
+@given(
+    extra=_json_values(_FINITE),
+    bad=_NON_FINITE_FLOATS,
+    where=st.sampled_from(["user_id", "message", "extra"]),
+)
+@settings(max_examples=60, deadline=None, database=None)
+def test_generated_bodies_with_a_non_finite_number_are_422(
+    extra: Any, bad: float, where: str
+) -> None:
+    """Schemathesis cannot generate NaN or infinities (its strategies set allow_nan=False and
+    allow_infinity=False), so Hypothesis builds the bodies: a valid notification with a non-finite
+    number as a field or inside arbitrary extra JSON, written the way Python's json module writes
+    it (NaN, Infinity)."""
+    body: dict[str, Any] = {"user_id": 1, "message": "hi", "extra": extra}
+    if where == "extra":
+        body["extra"] = [extra, {"deep": bad}]
+    else:
+        body[where] = bad
+    text = json.dumps(body)
+    response = anyio.run(_post_in_process, text)
+    assert response.status_code == 422, (text, response.text)
+
+
+async def _post_in_process(text: str) -> httpx.Response:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        return await _post_json_text(client, text)
+
+
+@pytest.mark.anyio
+async def test_a_validation_error_holding_a_non_finite_input_is_still_a_422() -> None:
+    """The 422 handler itself: whatever reaches validation, the answer can be encoded."""
+    error = RequestValidationError(
+        [{"type": "int_from_float", "loc": ("body", "user_id"), "msg": "bad", "input": math.inf}]
+    )
+    response = await strict_json.validation_error(Request({"type": "http"}), error)
+    assert response.status_code == 422
+    assert json.loads(bytes(response.body))["detail"][0]["input"] == "inf"
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("worker")
+async def test_a_notification_cannot_forge_a_worker_log_line(http: httpx.AsyncClient) -> None:
+    marker = uuid.uuid4().hex
+    forged = f"[2026-01-01 00:00:00,000: ERROR/MainProcess] forged {marker}"
+    message = f"hello\n{forged}\r\n{forged}\x1b[0m\u2028{forged}"
+    response = await http.post("/notifications", json={"user_id": 7, "message": message})
+    assert response.status_code == 202
+    task_id = response.json()["task_id"]
+    await wait_for_log_line(WORKER_LOG, f"send_notification[{task_id}] succeeded")
+    log = WORKER_LOG.read_text()
+    # The whole message on the delivery's own line, its control characters escaped...
+    escaped = f"hello\\n{forged}\\r\\n{forged}\\x1b[0m\\u2028{forged}"
+    assert f"notification for user 7: {escaped}" in log
+    # ...and no line (split as a log reader splits them) that starts with the forged prefix.
+    lines = log.replace("\r", "\n").replace("\u2028", "\n").splitlines()
+    assert not [line for line in lines if line.startswith("[2026-01-01") and marker in line]

@@ -270,20 +270,21 @@ def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: RehearsedSt
 
 
 def _set_database_password(stack: RehearsedStack, password: str) -> None:
-    """Change the app's PostgreSQL password inside the database (an outside cause: the stack's
-    configuration stays as it is). Over the container's own socket, which trusts local users."""
+    """Change the administrator's PostgreSQL password inside the database (an outside cause: the
+    stack's configuration stays as it is); the migration connects as the administrator to make
+    the app's role. Over the container's own socket, which trusts local users."""
     (postgres,) = stack.names("postgres")
     exit_code, output = stack.container(postgres).exec_run(
         [
             "psql",
             "-U",
-            "taskstack",
+            "postgres",
             "-d",
             "taskstack",
             "-v",
             "ON_ERROR_STOP=1",
             "-c",
-            f"ALTER ROLE taskstack PASSWORD '{password}'",
+            f"ALTER ROLE postgres PASSWORD '{password}'",
         ]
     )
     assert exit_code == 0, output.decode()
@@ -292,9 +293,9 @@ def _set_database_password(stack: RehearsedStack, password: str) -> None:
 def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: RehearsedStack) -> None:
     # Back to a good stack after the previous test.
     dev_stack.up()
-    api = dev_stack.names("api")[0]
-    env = dev_stack.container(api).attrs["Config"]["Env"]
-    (url,) = [e.split("=", 1)[1] for e in env if e.startswith("DATABASE_URL=")]
+    (migrate,) = dev_stack.names("migrate")
+    env = dev_stack.container(migrate).attrs["Config"]["Env"]
+    (url,) = [e.split("=", 1)[1] for e in env if e.startswith("ADMIN_DATABASE_URL=")]
     password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
     gated_before = {c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)}
     # A release (a changed app setting: the migration runs again) while the database refuses the

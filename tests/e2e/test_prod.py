@@ -152,6 +152,106 @@ def test_data_survives_down_and_up(prod_stack: RehearsedStack) -> None:
     assert again.json()["result"] == {"item_id": 7, "status": "processed"}
 
 
+# --- Least privilege, on the engine -----------------------------------------------------------
+
+
+def _env(stack: RehearsedStack, name: str) -> dict[str, str]:
+    entries = stack.container(name).attrs["Config"]["Env"]
+    return dict(str(entry).split("=", 1) for entry in entries)
+
+
+def _admin_psql(stack: RehearsedStack, sql: str) -> str:
+    (postgres,) = stack.names("postgres")
+    exit_code, output = stack.container(postgres).exec_run(
+        ["psql", "-U", "postgres", "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql]
+    )
+    assert exit_code == 0, output.decode()
+    return str(output.decode()).strip()
+
+
+def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
+    prod_stack: RehearsedStack,
+) -> None:
+    flags = _admin_psql(
+        prod_stack,
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls"
+        " FROM pg_roles WHERE rolname = 'taskstack'",
+    )
+    assert flags == "f|f|f|f|f"
+    owned = _admin_psql(
+        prod_stack,
+        "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspowner = 'taskstack'::regrole"
+        " UNION ALL SELECT 'table ' || schemaname || '.' || tablename FROM pg_tables"
+        " WHERE tableowner = 'taskstack'"
+        " UNION ALL SELECT 'database ' || datname FROM pg_database"
+        " WHERE datdba = 'taskstack'::regrole ORDER BY 1",
+    )
+    assert owned.splitlines() == [
+        "schema taskstack",
+        "table taskstack.alembic_version",
+        "table taskstack.jobs",
+    ]
+    # And the app connects as it (over TCP, with its password: scram-sha-256).
+    api = prod_stack.names("api")[0]
+    url = _env(prod_stack, api)["DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://taskstack:")
+    assert "taskstack" in _admin_psql(
+        prod_stack,
+        "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity"
+        " WHERE client_addr IS NOT NULL",
+    ).split(",")
+
+
+def test_each_container_holds_only_the_credentials_it_uses(prod_stack: RehearsedStack) -> None:
+    (migrate,) = prod_stack.names("migrate")
+    (flower,) = prod_stack.names("flower")
+    (postgres,) = prod_stack.names("postgres")
+    broker = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
+    admin_password = _env(prod_stack, postgres)["POSTGRES_PASSWORD"]
+    assert not {"DATABASE_URL", "ADMIN_DATABASE_URL"} & set(_env(prod_stack, flower))
+    assert not broker & set(_env(prod_stack, migrate))
+    assert "ADMIN_DATABASE_URL" in _env(prod_stack, migrate)
+    # The administrator's password: PostgreSQL (initdb) and the migration, nobody else.
+    holders = {
+        container.name
+        for container in prod_stack.all_containers()
+        if any(admin_password in value for value in _env(prod_stack, container.name).values())
+    }
+    assert holders == {postgres, migrate}
+
+
+def test_flower_metrics_need_the_credentials(prod_stack: RehearsedStack) -> None:
+    assert httpx.get(f"{prod_stack.flower_url}/metrics", timeout=30).status_code == 401
+    allowed = httpx.get(
+        f"{prod_stack.flower_url}/metrics", auth=prod_stack.flower_auth(), timeout=30
+    )
+    assert allowed.status_code == 200
+
+
+# --- Overload limits, on the engine ----------------------------------------------------------
+
+
+def test_every_container_has_a_process_limit(prod_stack: RehearsedStack) -> None:
+    for container in prod_stack.all_containers():
+        ulimits = container.attrs["HostConfig"]["Ulimits"]
+        assert [u["Name"] for u in ulimits] == ["nproc"], container.name
+        (limit,) = ulimits
+        assert 0 < limit["Soft"] == limit["Hard"] <= 1024, container.name
+
+
+def test_redis_refuses_writes_before_its_container_limit(prod_stack: RehearsedStack) -> None:
+    (redis,) = prod_stack.names("redis")
+    container = prod_stack.container(redis)
+    code, out = container.exec_run(
+        ["sh", "-c", "redis-cli config get maxmemory; redis-cli config get maxmemory-policy"]
+    )
+    assert code == 0, out
+    values = out.decode().split()
+    maxmemory = int(values[1])
+    assert values[3] == "noeviction"
+    assert 0 < maxmemory < container.attrs["HostConfig"]["Memory"]
+
+
 # -- the front door ------------------------------------------------------------------------------
 
 

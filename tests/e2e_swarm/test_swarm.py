@@ -36,7 +36,15 @@ ROLES_REPLICAS = {
     "flower": 1,
     "proxy": 1,
 }
-CONNECTION_FILES = ("database_url", "redis_url", "celery_broker_url", "celery_result_backend")
+BROKER_FILES = ("redis_url", "celery_broker_url", "celery_result_backend")
+# Each app role's connection files: only what it uses (tests/infra/test_credentials.py).
+CONNECTION_FILES = {
+    "migrate": ("database_url", "admin_database_url"),
+    "api": ("database_url", *BROKER_FILES),
+    "worker": ("database_url", *BROKER_FILES),
+    "beat": ("database_url", *BROKER_FILES),
+    "flower": BROKER_FILES,
+}
 
 
 def _wait_all_succeeded(stack: SwarmStack, ids: list[str], *, within: float) -> dict[str, int]:
@@ -111,7 +119,10 @@ def test_credentials_are_secret_files_never_environment(swarm_stack: SwarmStack)
             env = "\n".join(container.attrs["Config"]["Env"])
             for name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "FLOWER_BASIC_AUTH"):
                 assert f"{name}=" not in env, (container.name, name)
-            for file_name in CONNECTION_FILES:
+            code, out = container.exec_run(["ls", "/run/secrets"])
+            mounted = set(out.decode().split()) - {"flower_basic_auth"}
+            assert mounted == set(CONNECTION_FILES[role]), (container.name, mounted)
+            for file_name in CONNECTION_FILES[role]:
                 code, out = container.exec_run(
                     ["stat", "-c", "%a %u:%g", f"/run/secrets/{file_name}"]
                 )

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pytest
 
-from infra.spec import APP_ROLES, ROLES
+from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
 from infra.targets.docker import MigrationFailedError
 from tests.infra.conftest import PROD_SECRETS, assert_second_run_identical, run_stack
 from tests.infra.pulumi_mocks import (
@@ -219,23 +219,38 @@ class RecordingMocks(ProgramMocks):
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_database_url_matches_the_postgres_container(stack: str) -> None:
+def test_database_urls_match_the_postgres_container(stack: str) -> None:
+    """The app roles connect as the app's own role (its password derived from the administrator's);
+    only the migration connects as the administrator PostgreSQL was initialised with."""
     run = run_stack(stack)
     postgres = run.named("postgres")
     pg_env = container_env(postgres)
     aliases = {
         alias for network in postgres.plain["networksAdvanced"] for alias in network["aliases"]
     }
-    for role in APP_ROLES:
-        for container in run.role(role):
-            url = urlsplit(container_env(container)["DATABASE_URL"])
-            assert url.scheme == "postgresql+psycopg"
-            assert url.hostname in aliases
-            assert url.port == 5432
-            assert url.username == pg_env["POSTGRES_USER"]
-            assert url.password == pg_env["POSTGRES_PASSWORD"]
-            assert url.path == f"/{pg_env['POSTGRES_DB']}"
-            assert shares_network(container, postgres)
+    admin_password = pg_env["POSTGRES_PASSWORD"]
+    assert pg_env["POSTGRES_USER"] == POSTGRES_ADMIN_USER
+    urls = [
+        (container, container_env(container)[variable], variable)
+        for role in ("migrate", "api", "worker", "beat")
+        for container in run.role(role)
+        for variable in ("DATABASE_URL", "ADMIN_DATABASE_URL")
+        if variable in container_env(container)
+    ]
+    assert {variable for _, _, variable in urls} == {"DATABASE_URL", "ADMIN_DATABASE_URL"}
+    for container, value, variable in urls:
+        url = urlsplit(value)
+        assert url.scheme == "postgresql+psycopg"
+        assert url.hostname in aliases
+        assert url.port == 5432
+        assert url.path == f"/{pg_env['POSTGRES_DB']}"
+        if variable == "ADMIN_DATABASE_URL":
+            assert (url.username, url.password) == (POSTGRES_ADMIN_USER, admin_password)
+        else:
+            assert url.username == "taskstack" != POSTGRES_ADMIN_USER
+            assert url.password == app_role_password(admin_password, "taskstack")
+            assert url.password != admin_password
+        assert shares_network(container, postgres)
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -377,7 +392,9 @@ def test_stack_outputs(prod: ProgramRun) -> None:
     assert outputs["containerNames"]["proxy"] == ["taskstack-prod-proxy"]
     for key in ("databaseUrl", "redisUrl"):
         assert is_secret(outputs[key]), key
-    assert PROD_SECRETS["postgresPassword"] in outputs["databaseUrl"]["value"]
+    # The URL the app connects with: the app's role and its derived password.
+    app_password = app_role_password(PROD_SECRETS["postgresPassword"], "taskstack")
+    assert f"taskstack:{app_password}@" in outputs["databaseUrl"]["value"]
 
 
 def test_a_second_run_registers_identical_inputs() -> None:

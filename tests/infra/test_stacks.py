@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 
 import pytest
 
+from infra.spec import (
+    API_BACKLOG,
+    API_KEEP_ALIVE_SECONDS,
+    API_MAX_CONNECTIONS,
+    APP_MAX_PROCESSES,
+    DATA_MAX_PROCESSES,
+    LABEL_ROLE,
+    PROXY_MAX_PROCESSES,
+)
 from tests.infra.conftest import PROD_SECRETS, assert_only_secret
 from tests.infra.pulumi_mocks import (
     NETWORK,
     VOLUME,
     ProgramRun,
+    Registration,
     container_env,
     without_secrets,
 )
@@ -123,3 +135,40 @@ def test_dev_database_password_is_a_secret_too(dev: ProgramRun) -> None:
     password = container_env(dev.named("postgres"))["POSTGRES_PASSWORD"]
     for resource in dev.registrations:
         assert password not in json.dumps(without_secrets(resource.inputs)), resource.name
+
+
+# --- Overload: bounded processes, a broker that refuses rather than dies, bounded connections ----
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_container_has_a_process_limit(stack: str, dev: ProgramRun, prod: ProgramRun) -> None:
+    run = dev if stack == "dev" else prod
+    for container in run.containers():
+        (limit,) = container.plain["ulimits"]
+        bound = {
+            "postgres": DATA_MAX_PROCESSES,
+            "redis": DATA_MAX_PROCESSES,
+            "proxy": PROXY_MAX_PROCESSES,
+        }.get(_role(container), APP_MAX_PROCESSES)
+        assert limit == {"name": "nproc", "soft": bound, "hard": bound}, container.name
+
+
+def test_redis_refuses_writes_below_its_memory_limit(prod: ProgramRun) -> None:
+    redis = prod.named("redis")
+    command = " ".join(redis.plain["command"])
+    assert "--maxmemory-policy noeviction" in command
+    (maxmemory,) = re.findall(r"--maxmemory (\d+)mb", command)
+    assert 0 < int(maxmemory) < redis.plain["memory"]
+
+
+def test_each_api_process_bounds_its_connections(prod: ProgramRun) -> None:
+    command = prod.role("api")[0].plain["command"]
+    flags = dict(itertools.pairwise(command))
+    assert flags["--limit-concurrency"] == str(API_MAX_CONNECTIONS)
+    assert flags["--timeout-keep-alive"] == str(API_KEEP_ALIVE_SECONDS)
+    assert flags["--backlog"] == str(API_BACKLOG)
+
+
+def _role(container: Registration) -> str:
+    labels = {label["label"]: label["value"] for label in container.plain["labels"]}
+    return str(labels[LABEL_ROLE])

@@ -21,7 +21,7 @@ import pytest
 
 from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
-from infra.spec import APP_ROLES, ROLES
+from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
 from tests.infra.conftest import (
     PROD_SECRETS,
     assert_only_secret,
@@ -63,10 +63,20 @@ GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?(?:[1-9][0-9]*s)?|0
 TMP = "/tmp"  # noqa: S108 - a path inside the containers, asserted on
 MIGRATED_MARKER = f"{TMP}/taskstack-migrated"
 PASSWORD_FILE_VARIABLE = "POSTGRES_PASSWORD_FILE"  # noqa: S105 - a variable name
-CONNECTION_FILES = {"database_url", "redis_url", "celery_broker_url", "celery_result_backend"}
+BROKER_FILES = {"redis_url", "celery_broker_url", "celery_result_backend"}
+# Each app role's connection files: only what it uses (tests/infra/test_credentials.py has the
+# whole table).
+CONNECTION_FILES = {
+    "migrate": {"database_url", "admin_database_url"},
+    "api": {"database_url", *BROKER_FILES},
+    "worker": {"database_url", *BROKER_FILES},
+    "beat": {"database_url", *BROKER_FILES},
+    "flower": BROKER_FILES,
+}
 # Every variable that would carry a credential if it were passed in the environment.
 CREDENTIAL_VARIABLES = {
     "DATABASE_URL",
+    "ADMIN_DATABASE_URL",
     "REDIS_URL",
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
@@ -142,7 +152,12 @@ def registered(run: ProgramRun) -> set[tuple[str, str]]:
 def test_dev_stack_registers_the_whole_swarm_stack(dev: ProgramRun) -> None:
     # dev: no Redis password and no Flower auth unless set; the dev-only database password.
     assert registered(dev) == expected(
-        {"taskstack-dev-postgres-password", "taskstack-dev-database-url", "taskstack-dev-redis-url"}
+        {
+            "taskstack-dev-postgres-password",
+            "taskstack-dev-database-url",
+            "taskstack-dev-admin-database-url",
+            "taskstack-dev-redis-url",
+        }
     )
 
 
@@ -155,6 +170,7 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
                 "redis-password",
                 "flower-basic-auth",
                 "database-url",
+                "admin-database-url",
                 "redis-url",
             )
         }
@@ -250,13 +266,19 @@ def test_no_credential_travels_in_an_environment(stack: str) -> None:
 def test_app_services_read_their_connections_from_secret_files(stack: str) -> None:
     run = swarm(stack)
     password = PROD_SECRETS["postgresPassword"] if stack == "prod" else DEV_ONLY_POSTGRES_PASSWORD
+    app_password = app_role_password(password, "taskstack")
     redis_password = PROD_SECRETS["redisPassword"] if stack == "prod" else None
     for role in APP_ROLES:
         files = mounted_files(run, role)
-        assert set(files) >= CONNECTION_FILES, role
-        database = urlsplit(files["database_url"])
-        assert (database.hostname, database.port, database.password) == ("postgres", 5432, password)
-        for key in ("redis_url", "celery_broker_url", "celery_result_backend"):
+        assert set(files) - {"flower_basic_auth"} == CONNECTION_FILES[role], role
+        if "database_url" in files:
+            database = urlsplit(files["database_url"])
+            assert (database.hostname, database.port) == ("postgres", 5432)
+            assert (database.username, database.password) == ("taskstack", app_password)
+        if "admin_database_url" in files:
+            admin = urlsplit(files["admin_database_url"])
+            assert (admin.username, admin.password) == (POSTGRES_ADMIN_USER, password)
+        for key in BROKER_FILES & set(files):
             redis = urlsplit(files[key])
             assert (redis.hostname, redis.port, redis.password) == ("redis", 6379, redis_password)
 
@@ -268,10 +290,10 @@ def test_the_app_settings_load_from_the_mounted_files(
     # `secrets_dir`): file names must be the setting names.
     for variable in CREDENTIAL_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
-    for name, value in mounted_files(prod, "flower").items():
+    for name, value in {**mounted_files(prod, "api"), **mounted_files(prod, "flower")}.items():
         (tmp_path / name).write_text(value)
     settings = Settings(_secrets_dir=tmp_path)
-    assert PROD_SECRETS["postgresPassword"] in settings.database_url
+    assert app_role_password(PROD_SECRETS["postgresPassword"], "taskstack") in settings.database_url
     assert settings.celery_broker_url == settings.redis_url
     assert PROD_SECRETS["redisPassword"] in settings.celery_result_backend
     assert settings.flower_basic_auth is not None
@@ -313,7 +335,7 @@ def test_flower_takes_its_basic_auth_from_a_file_in_prod(dev: ProgramRun, prod: 
     assert mounted_files(prod, "flower")["flower_basic_auth"] == PROD_SECRETS["flowerBasicAuth"]
     assert spec["args"][:2] == ["sh", "-c"]
     assert 'FLOWER_BASIC_AUTH="$(cat /run/secrets/flower_basic_auth)"' in spec["args"][2]
-    assert spec["args"][2].endswith("exec celery -A app.worker flower --port=5555")
+    assert spec["args"][2].endswith("exec celery -A app.monitoring flower --port=5555")
     assert "/run/secrets/flower_basic_auth" in " ".join(spec["healthcheck"]["tests"])
     assert container_spec(dev, "flower")["args"][0] == "celery"  # no auth configured in dev
 

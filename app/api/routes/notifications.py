@@ -3,10 +3,12 @@
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from app.api.strict_json import StrictJsonRoute
 from app.schemas import NotificationIn, TaskAccepted
 from app.tasks import send_notification
 
-router = APIRouter(tags=["notifications"])
+# Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).
+router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)
 
 
 def _publish(notification: NotificationIn) -> str:
@@ -46,6 +48,8 @@ async def notify(notification: NotificationIn) -> TaskAccepted:
         task_id = await run_in_threadpool(_publish, notification)
     except Exception as error:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail="broker unavailable"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="broker unavailable",
+            headers={"Retry-After": "1"},
         ) from error
     return TaskAccepted(task_id=task_id)
