@@ -445,6 +445,9 @@ def _swarm_service(
 ) -> docker.Service:
     service, cluster = args.service, args.cluster
     order = "start-first" if service.start_first else "stop-first"
+    # The API's tasks are replaced one at a time whatever `updateParallelism` says: the others
+    # keep answering behind the proxy.
+    parallelism = 1 if service.one_at_a_time else cluster.update_parallelism
     delay = go_duration(cluster.update_delay_seconds)
     monitor = go_duration(cluster.update_monitor_seconds)
     return docker.Service(
@@ -459,14 +462,14 @@ def _swarm_service(
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
             # to the previous spec; the provider then fails the update (module docstring).
             update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=cluster.update_parallelism,
+                parallelism=parallelism,
                 delay=delay,
                 monitor=monitor,
                 order=order,
                 failure_action="rollback",
             ),
             rollback_config=docker.ServiceRollbackConfigArgs(
-                parallelism=cluster.update_parallelism,
+                parallelism=parallelism,
                 delay=delay,
                 monitor=monitor,
                 order=order,

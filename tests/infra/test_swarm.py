@@ -406,7 +406,13 @@ def test_rolling_updates_roll_back_on_failure_with_the_configured_pace() -> None
         update = service(run, role)["updateConfig"]
         rollback = service(run, role)["rollbackConfig"]
         assert update["failureAction"] == "rollback", role
-        assert (update["parallelism"], update["delay"], update["monitor"]) == (2, "1m30s", "45s")
+        # API tasks one at a time (the other keeps answering behind the proxy), whatever the key.
+        parallelism = 1 if role == "api" else 2
+        assert (update["parallelism"], update["delay"], update["monitor"]) == (
+            parallelism,
+            "1m30s",
+            "45s",
+        ), role
         assert rollback["failureAction"] == "pause", role
         assert rollback["order"] == update["order"], role
         orders[role] = update["order"]
