@@ -19,18 +19,21 @@ PY=$PWD/.venv/bin/python
 export DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/$DB
 export REDIS_URL=redis://127.0.0.1:6379/$REDIS_DB JOB_WORK_SECONDS=0
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB"
-trap 'psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)"; redis-cli -n $REDIS_DB flushdb >/dev/null; rm -rf "$A_TREE"' EXIT
+SERVER=
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)"; redis-cli -n $REDIS_DB flushdb >/dev/null; rm -rf "$A_TREE"' EXIT
 $PY -m alembic upgrade head >/dev/null 2>&1
-TASK=$(psql -h 127.0.0.1 -U postgres -d "$DB" -Atc "INSERT INTO jobs (id, item_id, kind, status, celery_task_id, progress, result, finished_at) VALUES (gen_random_uuid(), 1, 'process_data', 'succeeded', 'x', 100, '{\"item_id\": 1, \"status\": \"processed\"}', now()) RETURNING id")
+TASK=$(psql -h 127.0.0.1 -U postgres -d "$DB" -qAtc "INSERT INTO jobs (id, item_id, kind, status, celery_task_id, progress, result, finished_at) VALUES (gen_random_uuid(), 1, 'process_data', 'succeeded', 'x', 100, '{\"item_id\": 1, \"status\": \"processed\"}', now()) RETURNING id")
 
 run() {  # $1 label, $2 tree
   (cd "$2" && exec "$PY" -m uvicorn app.main:app --port $PORT --no-access-log --log-level warning) &
   local pid=$!
+  SERVER=$pid
   until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do sleep 0.2; done
   local get post
   get=$(wrk -t2 -c32 -d10s "http://127.0.0.1:$PORT/task/$TASK" | awk '/Requests\/sec/ {print $2}')
   post=$(BENCH_LUA_DIR=$PWD/bench wrk -t2 -c32 -d10s -s bench/post.lua "http://127.0.0.1:$PORT" | awk '/Requests\/sec/ {print $2}')
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  SERVER=
   echo "$1 GET /task $get req/s, POST /process $post req/s"
 }
 for _ in $(seq "$ROUNDS"); do run "A ($A_REV)" "$A_TREE"; run "B (working tree)" "$PWD"; done
