@@ -70,7 +70,13 @@ bench: sync  ## ours against the tutorial's stack, same sitting (needs Docker + 
 	$(UV) run python -m rehearsal check
 	$(UV) run --group bench python -m bench.run
 
+# Without NODES: a single-node swarm on this engine. NODES=3: three Docker-in-Docker nodes from
+# ../shared/offline-docker/swarm-nodes, created for the run and removed after it.
 .PHONY: e2e-swarm
-e2e-swarm: sync  ## the swarm rehearsal (docs/swarm.md): a single-node swarm on this engine, left afterwards
+e2e-swarm: sync  ## the swarm rehearsal (docs/swarm.md): single-node swarm; NODES=3: on 3 nodes, removed after
 	$(UV) run python -m rehearsal check
+ifeq ($(NODES),)
 	$(UV) run pytest tests/e2e_swarm
+else
+	UV="$(UV)" bash scripts/e2e-swarm-nodes.sh $(NODES)
+endif

@@ -44,10 +44,17 @@ class Settings(BaseSettings):
     # Finished jobs' GET /task answers kept per API process (app/finished_jobs.py); 0 turns it off.
     finished_job_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     purge_interval_seconds: float = Field(default=86400, gt=0)
+    idempotency_key_retention_hours: float = Field(default=24, gt=0)
+    # The outbox relay of each API process (app/outbox.py).
+    outbox_relay_interval_seconds: float = Field(default=0.5, gt=0, le=60)
+    outbox_relay_after_seconds: float = Field(default=5, gt=0, le=3600)
     beat_schedule_path: Path = Path("/tmp/celerybeat-schedule")  # noqa: S108 - the writable tmpfs
 
     worker_heartbeat_path: Path = Path("/tmp/celery-worker-heartbeat")  # noqa: S108
-    worker_heartbeat_seconds: float = Field(default=10, gt=0)
+    worker_heartbeat_seconds: float = Field(default=2, gt=0, le=60)
+    # A worker silent this long is dead: its unacknowledged messages go back to the queue
+    # (app/liveness.py).
+    worker_dead_after_seconds: float = Field(default=6, gt=0, le=3600)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
     # Admission control of each API process (app/admission.py): beyond these, 503 at once.
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
@@ -104,6 +111,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "JOB_RETRY_BACKOFF_MAX_SECONDS must be below VISIBILITY_TIMEOUT_SECONDS"
             )
+        if self.worker_dead_after_seconds <= self.worker_heartbeat_seconds:
+            # A live worker would be taken for dead between two of its heartbeats.
+            raise ValueError("WORKER_DEAD_AFTER_SECONDS must exceed WORKER_HEARTBEAT_SECONDS")
         return self
 
 

@@ -1,12 +1,14 @@
 """Accepting jobs in groups: POST /process's group commit.
 
-Each request hands its item id to the running loop's `JobIntake` and waits. A flush takes every
-request waiting at that moment, inserts their rows with ONE multi-row INSERT (committed when it
-returns: autocommit), then pushes their task messages with ONE `LPUSH`, and only then answers each
-request. So every guarantee of the one-row-per-request path holds per job — the row is committed
-before its message exists and before its 202 — while 32 concurrent requests cost a couple of round
-trips instead of 64. Requests that arrive during a flush wait for the next one (at most
-`MAX_CONCURRENT_FLUSHES` run at once), so a lone request is never delayed by a timer.
+Each request hands its item id (and its Idempotency-Key, if any) to the running loop's `JobIntake`
+and waits. A flush takes every request waiting at that moment and records their rows with ONE
+statement: a multi-row INSERT of the jobs and of their outbox row (`app.outbox`), plus their keys
+when some were sent. When it returns, the rows are committed (autocommit) and each request is
+answered; the batch's messages then go to the broker through the outbox, after the answers and
+whatever Redis is doing. So 32 concurrent requests cost one round trip to PostgreSQL before their
+202, and the only reason for a 503 is that PostgreSQL did not take them (nothing recorded).
+Requests that arrive during a flush wait for the next one (at most `MAX_CONCURRENT_FLUSHES` run at
+once), so a lone request is never delayed by a timer.
 """
 
 import asyncio
@@ -14,36 +16,62 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 
-from app import pg
-from app.broker import get_publisher, queue_of, task_envelope
+import asyncpg
+
+from app import idempotency, pg
 from app.jobs import PROCESS_DATA
+from app.outbox import OutboxBatch, get_outbox
 from app.tasks import process_data
 
 MAX_BATCH = 256
 MAX_CONCURRENT_FLUSHES = 2
 
-# A queued job's row (the `Job` model), for many jobs at once; columns not named take their
-# server defaults (payload '{}', created_at/queued_at now()). Prepared once per connection.
+# Queued jobs' rows (the `Job` model) and their outbox row, in one statement; columns not named
+# take their server defaults (payload '{}', created_at/queued_at now()). Prepared once per
+# connection. A data-modifying CTE runs whether or not the query reads it.
 INSERT_JOBS = """
-INSERT INTO jobs (id, item_id, kind, status, celery_task_id)
-SELECT job.id, job.item_id, $3, 'queued', job.id::text
-FROM unnest($1::uuid[], $2::integer[]) AS job(id, item_id)
+WITH new_jobs AS (
+    INSERT INTO jobs (id, item_id, kind, status, celery_task_id)
+    SELECT job.id, job.item_id, $3, 'queued', job.id::text
+    FROM unnest($1::uuid[], $2::integer[]) AS job(id, item_id)
+)
+INSERT INTO outbox (task_name, task_ids) VALUES ($4, $1::uuid[]) RETURNING id
 """
 
-
-class BrokerUnavailable(Exception):
-    """The job's row is committed but Redis did not take its message (the reaper republishes it)."""
-
-    def __init__(self, job_id: uuid.UUID) -> None:
-        super().__init__(f"job {job_id} recorded but not queued: broker unavailable")
-        self.job_id = job_id
+# The same with Idempotency-Keys ($5 keys, $6 fingerprints, $7 their jobs' ids): a job whose key
+# is already recorded is not created; the keys recorded now come back with the outbox row's id.
+INSERT_KEYED_JOBS = """
+WITH claimed AS (
+    INSERT INTO idempotency_keys (key, fingerprint, task_id)
+    SELECT k.key, k.fingerprint, k.task_id
+    FROM unnest($5::text[], $6::bytea[], $7::uuid[]) AS k(key, fingerprint, task_id)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING task_id
+), new_jobs AS (
+    INSERT INTO jobs (id, item_id, kind, status, celery_task_id)
+    SELECT job.id, job.item_id, $3, 'queued', job.id::text
+    FROM unnest($1::uuid[], $2::integer[]) AS job(id, item_id)
+    WHERE job.id <> ALL($7::uuid[]) OR job.id IN (SELECT task_id FROM claimed)
+    RETURNING id
+), batch AS (
+    INSERT INTO outbox (task_name, task_ids)
+    SELECT $4, array_agg(id) FROM new_jobs HAVING count(*) > 0
+    RETURNING id
+)
+SELECT (SELECT id FROM batch) AS outbox_id, ARRAY(SELECT task_id FROM claimed) AS claimed
+"""
 
 
 @dataclass
 class _Waiting:
     job_id: uuid.UUID
     item_id: int
-    accepted: asyncio.Future[None]
+    key: str | None
+    accepted: asyncio.Future[tuple[uuid.UUID, bool]]
+
+    @property
+    def fingerprint(self) -> bytes:
+        return idempotency.fingerprint("POST", f"/process/{self.item_id}")
 
 
 @dataclass
@@ -53,19 +81,19 @@ class JobIntake:
     waiting: list[_Waiting] = field(default_factory=list)
     flushes: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def accept(self, item_id: int) -> uuid.UUID:
-        """Record and queue a job; returns its id once both are done.
+    async def accept(self, item_id: int, key: str | None = None) -> tuple[uuid.UUID, bool]:
+        """Record a job; returns its id once committed, and whether it is a replay (the key's
+        first request recorded it). Its message is published afterwards (`app.outbox`).
 
-        Raises `pg.DatabaseUnavailable` (nothing recorded) or `BrokerUnavailable` (recorded, not
-        queued)."""
-        entry = _Waiting(uuid.uuid4(), item_id, asyncio.get_running_loop().create_future())
+        Raises `pg.DatabaseUnavailable` (nothing recorded) or
+        `idempotency.IdempotencyKeyReused`."""
+        entry = _Waiting(uuid.uuid4(), item_id, key, asyncio.get_running_loop().create_future())
         self.waiting.append(entry)
         if len(self.flushes) < MAX_CONCURRENT_FLUSHES:
             flush = asyncio.create_task(self._flush_while_waiting())
             self.flushes.add(flush)
             flush.add_done_callback(self.flushes.discard)
-        await entry.accepted
-        return entry.job_id
+        return await entry.accepted
 
     async def _flush_while_waiting(self) -> None:
         while self.waiting:
@@ -79,34 +107,70 @@ class JobIntake:
 
     async def _flush(self, batch: list[_Waiting]) -> None:
         job_ids = [entry.job_id for entry in batch]
+        item_ids = [entry.item_id for entry in batch]
+        keyed = [entry for entry in batch if entry.key is not None]
         async with pg.connection() as connection:
-            await connection.execute(
-                INSERT_JOBS, job_ids, [entry.item_id for entry in batch], PROCESS_DATA
-            )
-        # Committed. Messages in batch order: LPUSH pushes its arguments one after the other onto
-        # the head and the worker's BRPOP takes from the tail, so the first job runs first.
-        queue = queue_of(process_data.name)
-        envelopes = [
-            task_envelope(process_data.name, str(job_id), [str(job_id)], queue)
-            for job_id in job_ids
-        ]
-        try:
-            await get_publisher().lpush(queue, *envelopes)
-        except Exception:  # any failure to publish leaves the rows for the reaper
-            for entry in batch:
-                _settle(entry, BrokerUnavailable(entry.job_id))
-            return
+            if not keyed:
+                outbox_id = await connection.fetchval(
+                    INSERT_JOBS, job_ids, item_ids, PROCESS_DATA, process_data.name
+                )
+                created = job_ids
+            else:
+                outbox_id, created = await self._insert_keyed(connection, batch, keyed)
+        # Committed: answer, then publish (the outbox holds the messages until the broker does).
+        created_ids = set(created)
         for entry in batch:
-            _settle(entry, None)
+            if entry.job_id in created_ids:
+                _settle(entry, (entry.job_id, False))
+        if outbox_id is not None:
+            get_outbox().publish_soon(OutboxBatch(outbox_id, process_data.name, created))
+
+    async def _insert_keyed(
+        self, connection: asyncpg.Connection, batch: list[_Waiting], keyed: list[_Waiting]
+    ) -> tuple[int | None, list[uuid.UUID]]:
+        # The first request of the batch with a key claims it; a repeat of the key within the
+        # same batch is answered like any later repeat.
+        first: dict[str, _Waiting] = {}
+        for entry in keyed:
+            first.setdefault(entry.key or "", entry)
+        claiming = list(first.values())
+        claiming_ids = {entry.job_id for entry in claiming}
+        inserting = [e for e in batch if e.key is None or e.job_id in claiming_ids]
+        row = await connection.fetchrow(
+            INSERT_KEYED_JOBS,
+            [entry.job_id for entry in inserting],
+            [entry.item_id for entry in inserting],
+            PROCESS_DATA,
+            process_data.name,
+            [entry.key for entry in claiming],
+            [entry.fingerprint for entry in claiming],
+            [entry.job_id for entry in claiming],
+        )
+        assert row is not None
+        claimed = set(row["claimed"])
+        replays = [entry for entry in keyed if entry.job_id not in claimed]
+        if replays:
+            records = await idempotency.recorded(
+                connection, sorted({entry.key or "" for entry in replays})
+            )
+            for entry in replays:
+                key = entry.key or ""
+                try:
+                    task_id = idempotency.replay(key, entry.fingerprint, records.get(key))
+                    _settle(entry, (task_id, True))
+                except Exception as error:
+                    _settle(entry, error)
+        created = [entry.job_id for entry in batch if entry.key is None or entry.job_id in claimed]
+        return row["outbox_id"], created
 
 
-def _settle(entry: _Waiting, error: BaseException | None) -> None:
+def _settle(entry: _Waiting, outcome: tuple[uuid.UUID, bool] | BaseException) -> None:
     if entry.accepted.done():  # the client went away; its job is recorded all the same
         return
-    if error is None:
-        entry.accepted.set_result(None)
+    if isinstance(outcome, BaseException):
+        entry.accepted.set_exception(outcome)
     else:
-        entry.accepted.set_exception(error)
+        entry.accepted.set_result(outcome)
 
 
 def _fail(batch: list[_Waiting], error: BaseException) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app.models import FINISHED_STATUSES, UNFINISHED_STATUSES, Job, JobStatus
+from app.models import FINISHED_STATUSES, UNFINISHED_STATUSES, IdempotencyKey, Job, JobStatus
 
 PROCESS_DATA = "process_data"
 
@@ -212,6 +212,17 @@ def purge_finished_jobs(session: Session, retention_days: float) -> int:
             Job.status.in_(FINISHED_STATUSES),
             Job.finished_at < func.now() - timedelta(days=retention_days),
         )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return cast(CursorResult[Any], deleted).rowcount
+
+
+def purge_idempotency_keys(session: Session, retention_hours: float) -> int:
+    """Forget Idempotency-Keys older than the retention; returns how many."""
+    deleted = session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.created_at < func.now() - timedelta(hours=retention_hours))
         .execution_options(synchronize_session=False)
     )
     session.commit()

@@ -1,5 +1,7 @@
 """The FastAPI application (`uvicorn app.main:app`)."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,7 @@ from app.broker import close_publisher
 from app.config import get_settings
 from app.db import alembic_head, get_async_engine
 from app.finished_jobs import FinishedTaskFastPath
+from app.outbox import get_outbox, run_relay
 
 
 @asynccontextmanager
@@ -25,7 +28,13 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     # Fail at start, not on the first request, for bad settings or missing migrations.
     get_settings()
     alembic_head()
+    relay = asyncio.create_task(run_relay())
     yield
+    relay.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relay
+    # Messages committed but not pushed yet: out now rather than by another process's relay.
+    await get_outbox().finish_publishing(get_settings().readiness_timeout_seconds)
     await get_broker_client().aclose()
     get_broker_client.cache_clear()
     await close_publisher()

@@ -1,12 +1,28 @@
-"""The `jobs` table: one row per accepted unit of work; the source of truth for its state."""
+"""The tables: `jobs` (one row per accepted unit of work, the source of truth for its state),
+`outbox` (task messages committed but not yet on the broker) and `idempotency_keys`."""
 
 import enum
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, Index, Integer, MetaData, String, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names keep Alembic migrations and `alembic check` stable.
@@ -79,3 +95,36 @@ class Job(Base):
             postgresql_where=text("status IN ('queued', 'started', 'retrying')"),
         ),
     )
+
+
+class OutboxBatch(Base):
+    """Task messages whose rows are committed and which the broker may not hold yet (app/outbox.py).
+
+    One row per group of messages committed together (a group commit's jobs, one notification),
+    written in the same statement as the rows it names and deleted once the broker took them.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    task_name: Mapped[str] = mapped_column(String(200))
+    task_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid))
+    # One list of arguments per task id; NULL means each task's argument is its own id (jobs).
+    args: Mapped[list[list[Any]] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class IdempotencyKey(Base):
+    """A request's Idempotency-Key, what it was sent with, and what it was answered."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of the method, path and body: the same key with another request is refused.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    status_code: Mapped[int] = mapped_column(SmallInteger, server_default="202")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    # The purge's "older than the retention" scan.
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)

@@ -26,6 +26,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection left mid-operation when the server went away ("cannot switch to state
+    # 12; another operation is in progress"), seen during a PostgreSQL restart: the pool drops it.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

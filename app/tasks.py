@@ -18,6 +18,8 @@ settings = get_settings()
 
 # How many progress updates a job with a non-zero work time writes (25 %, 50 %, 75 %).
 PROGRESS_STEPS = 4
+# The longest wait between two runs of a job whose database went away (1, 2, 4, … s).
+DATABASE_RETRY_MAX_SECONDS = 30
 
 
 class TransientJobError(Exception):
@@ -93,6 +95,20 @@ def publish_job(job_id: uuid.UUID) -> None:
 )
 def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
     """Process one job: idempotent, so a redelivered message for a finished job changes nothing."""
+    try:
+        return _process(self, job_id)
+    except DATABASE_DOWN_ERRORS as error:
+        # The job did not fail: PostgreSQL went away (a restart). Run it again shortly instead of
+        # leaving it to the reaper; this retry is not one of the job's JOB_MAX_RETRIES.
+        retries = self.request.retries
+        raise self.retry(
+            exc=error,
+            countdown=min(2**retries, DATABASE_RETRY_MAX_SECONDS),
+            max_retries=retries + 1,
+        ) from error
+
+
+def _process(self: Task, job_id: str) -> dict[str, Any] | None:
     job_uuid = uuid.UUID(job_id)
     job = on_job_connection(lambda connection: jobs.claim(connection, job_uuid))
     if job is None:
@@ -167,8 +183,11 @@ def requeue_stale_jobs() -> int:
     name="app.tasks.purge_finished_jobs"
 )
 def purge_finished_jobs() -> int:
-    """Delete finished jobs older than JOB_RETENTION_DAYS."""
+    """Delete finished jobs older than JOB_RETENTION_DAYS, Idempotency-Keys older than
+    IDEMPOTENCY_KEY_RETENTION_HOURS."""
+    settings = get_settings()
     with get_sync_sessionmaker()() as session:
-        deleted = jobs.purge_finished_jobs(session, get_settings().job_retention_days)
-    logging.getLogger(__name__).info("purged %d finished jobs", deleted)
+        deleted = jobs.purge_finished_jobs(session, settings.job_retention_days)
+        keys = jobs.purge_idempotency_keys(session, settings.idempotency_key_retention_hours)
+    logging.getLogger(__name__).info("purged %d finished jobs, %d idempotency keys", deleted, keys)
     return deleted

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
+from celery.worker import state as worker_state
 from kombu.entity import Queue
 
 from app.config import get_settings
 from app.db import dispose_sync_engines
+from app.liveness import Rescuer, RunningTasksReporter
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -41,6 +43,8 @@ celery_app.conf.update(
     # (work time plus the longest retry countdown, which a worker holds unacknowledged).
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
     broker_connection_retry_on_startup=True,
+    # kombu's Redis transport, recording which messages each consumer holds (app/liveness.py).
+    broker_transport="app.liveness:Transport",
     task_queues=(Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)),  # type: ignore[no-untyped-call]
     task_default_queue=JOBS_QUEUE,
     task_routes={
@@ -71,7 +75,9 @@ def _dispose_inherited_pool(**_: Any) -> None:
 
 
 class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Touches WORKER_HEARTBEAT_PATH while the consumer is connected (the container healthcheck)."""
+    """Every WORKER_HEARTBEAT_SECONDS while the consumer is connected: touches
+    WORKER_HEARTBEAT_PATH (the container healthcheck), shows the worker alive in Redis and puts
+    dead workers' messages back on their queues (app/liveness.py)."""
 
     requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
 
@@ -79,14 +85,27 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         super().__init__(parent, **kwargs)
         self.path: Path = get_settings().worker_heartbeat_path
         self.timer_ref: Any = None
+        self.rescuer = Rescuer(str(parent.hostname))
 
-    def _touch(self) -> None:
+    def _beat(self, parent: Any) -> None:
         self.path.touch()
+        consumer = getattr(parent, "task_consumer", None)
+        channel = getattr(consumer, "channel", None)
+        if channel is None:
+            return
+        qos = channel.qos
+        own = getattr(qos, "channel_id", None)
+        try:
+            with channel.conn_or_acquire() as client:
+                self.rescuer.beat(client, own)
+                self.rescuer.rescue(client, qos, own)
+        except Exception as error:  # Redis away: the consumer reconnects, the next beat retries
+            logger.warning("liveness heartbeat failed: %s: %s", type(error).__name__, error)
 
     def start(self, parent: Any) -> None:
-        self._touch()
+        self._beat(parent)
         self.timer_ref = parent.timer.call_repeatedly(
-            get_settings().worker_heartbeat_seconds, self._touch
+            get_settings().worker_heartbeat_seconds, self._beat, (parent,)
         )
 
     def stop(self, parent: Any) -> None:
@@ -99,7 +118,37 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     shutdown = stop
 
 
+def _running_task_ids() -> list[str]:
+    # Read from the reporter's thread while the main thread changes the set: copy, retry.
+    for _ in range(5):
+        try:
+            return [request.id for request in list(worker_state.active_requests)]
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+    return []
+
+
+class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The worker's `RunningTasksReporter` (app/liveness.py), for the worker's whole life."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.reporter: RunningTasksReporter | None = None
+
+    def start(self, worker: Any) -> None:
+        self.reporter = RunningTasksReporter(str(worker.hostname), _running_task_ids)
+        self.reporter.start()
+
+    def stop(self, worker: Any) -> None:
+        if self.reporter is not None:
+            self.reporter.stop()
+            self.reporter = None
+
+    shutdown = stop
+
+
 celery_app.steps["consumer"].add(WorkerHeartbeat)
+celery_app.steps["worker"].add(ReportRunningTasks)
 
 # Line breaks and other control characters (C0, DEL, C1, and Unicode's line and paragraph
 # separators): in a log message they would let text a user supplied (a notification's message)

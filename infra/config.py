@@ -186,6 +186,13 @@ class StackConfig(BaseModel):
     update_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 10
     update_monitor_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
     api_update_order: UpdateOrder = "start-first"
+    # IPsec between nodes for the overlays' traffic; off only where the kernel cannot do it.
+    overlay_encryption: bool = True
+    # Seconds Swarm waits before restarting a task that exited (its restart policy's delay).
+    restart_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
+    # Proxy tasks. Host-published, a node runs one at most: as many as nodes lets a client use
+    # any node's address (the three-node rehearsal runs three).
+    proxy_replicas: PositiveInt = 1
 
     @field_validator("postgres_image", "redis_image", "proxy_image")
     @classmethod

@@ -288,6 +288,11 @@ class ClusterSettings:
     update_parallelism: int
     update_delay_seconds: int
     update_monitor_seconds: int
+    overlay_encryption: bool
+    restart_delay_seconds: int
+    # Proxy tasks on a cluster (the description's proxy is one copy: one host has one of each
+    # published port).
+    proxy_replicas: int
 
 
 @dataclass(frozen=True)
@@ -887,6 +892,9 @@ def describe_stack(
             update_parallelism=config.update_parallelism,
             update_delay_seconds=config.update_delay_seconds,
             update_monitor_seconds=config.update_monitor_seconds,
+            overlay_encryption=config.overlay_encryption,
+            restart_delay_seconds=config.restart_delay_seconds,
+            proxy_replicas=config.proxy_replicas,
         ),
         proxy=proxy_config(config, tls),
     )

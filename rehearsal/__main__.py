@@ -1,4 +1,4 @@
-"""python -m rehearsal up|down --stack dev|prod [--config key=value] [--secret key=value];
+"""python -m rehearsal up|down --stack dev|prod|swarm|swarm3 [--config k=v] [--secret k=v];
 python -m rehearsal check [--chromium]: what this machine lacks for a rehearsal."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from rehearsal.check import missing_prerequisites, report
+from rehearsal.engine import use_host
 from rehearsal.stack import down, up
 from rehearsal.stack_config import load_stack_config
 
@@ -57,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"rehearsal-{args.stack}"
     started = time.monotonic()
     try:
+        config = load_stack_config(
+            args.stack, args.config, secret_overrides=args.secret, secrets_name=name
+        )
+        # The engine the provider talks to: `docker:host`, else DOCKER_HOST, else the local socket.
+        use_host(config.values)
         if args.command == "down":
             down(name, volumes=args.volumes)
             print(f"rehearsal {name}: down in {time.monotonic() - started:.0f}s")
             return 0
-        config = load_stack_config(
-            args.stack, args.config, secret_overrides=args.secret, secrets_name=name
-        )
         result = up(name, config)
     except Exception as error:  # the program's own errors (a failed migration gate) included
         print(f"rehearsal {name}: {args.command} failed: {error}", file=sys.stderr)

@@ -55,7 +55,7 @@ def missing_prerequisites(*, chromium: bool = False) -> list[Missing]:
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
         missing.append(
-            Missing(f"a Docker engine answering on {engine.DOCKER_SOCKET}", ENGINE_COMMAND)
+            Missing(f"a Docker engine answering on {engine.docker_host()}", ENGINE_COMMAND)
         )
     else:
         for image in base_images():

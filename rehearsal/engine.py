@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Callable, Collection, Mapping
@@ -29,9 +30,32 @@ class RehearsalError(Exception):
     """A registration the rehearsal cannot apply, or that failed as the provider would fail it."""
 
 
+# The provider's `host` setting, as its schema resolves it: `docker:host` from the stack config,
+# else the DOCKER_HOST environment variable, else the local socket
+# (kreuzwerker/terraform-provider-docker v4.5.0 internal/provider/provider.go, `host` with
+# `DefaultFunc: schema.EnvDefaultFunc("DOCKER_HOST", "unix:///var/run/docker.sock")`).
+HOST_CONFIG_KEY = "docker:host"
+HOST_VARIABLE = "DOCKER_HOST"
+
+
+def docker_host() -> str:
+    """The engine the rehearsal applies to: DOCKER_HOST (which `use_host` sets from `docker:host`),
+    else the local socket. The docker CLI the image builds run reads the same variable."""
+    return os.environ.get(HOST_VARIABLE) or f"unix://{DOCKER_SOCKET}"
+
+
+def use_host(config_values: Mapping[str, str]) -> str:
+    """Apply the stack's `docker:host` (when set) for this process and its `docker build`s, as the
+    provider takes it over DOCKER_HOST; returns the engine in use."""
+    host = config_values.get(HOST_CONFIG_KEY)
+    if host:
+        os.environ[HOST_VARIABLE] = host
+    return docker_host()
+
+
 def api_client(*, timeout: int = 300) -> docker.APIClient:
     # The low-level client maps one to one onto the Engine API calls the provider makes.
-    return docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=timeout)
+    return docker.APIClient(base_url=docker_host(), version="auto", timeout=timeout)
 
 
 _GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")

@@ -50,6 +50,12 @@ GENERATED_SECRETS: dict[str, dict[str, str]] = {
         "redisPassword": "{token}",
         "flowerBasicAuth": "rehearsal:{token}",
     },
+    # The same on three nodes (Pulumi.rehearsal-swarm3.yaml, docs/swarm.md).
+    "swarm3": {
+        "postgresPassword": "{token}",
+        "redisPassword": "{token}",
+        "flowerBasicAuth": "rehearsal:{token}",
+    },
 }
 
 

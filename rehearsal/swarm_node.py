@@ -1,5 +1,6 @@
-"""The single-node swarm a swarm stack is rehearsed on: joined (or created) before `up`, left after
-`down` only when the rehearsal created it.
+"""The swarm a swarm stack is rehearsed on: the engine the provider talks to (`docker:host`, else
+DOCKER_HOST, else this machine's, which is made a single-node swarm before `up` and left after
+`down` only when the rehearsal created it).
 
 What the rehearsal did to the engine is kept in `.pulumi-state/rehearsal/<stack>.swarm.json`:
 whether it ran `docker swarm init`, and which node labels it added (the stack's
@@ -79,7 +80,8 @@ def ensure_swarm(
     state_dir: Path = STATE_DIR,
 ) -> SwarmRecord:
     """Make the engine a swarm manager (`docker swarm init --advertise-addr 127.0.0.1` unless it
-    already is one) and put `labels` on its node, as `docker node update --label-add` would."""
+    already is one) and put on its node each of `labels` that no node of the swarm carries yet, as
+    `docker node update --label-add` would."""
     client = api_client()
     record = _load(stack, state_dir) or SwarmRecord()
     swarm = swarm_state(client)
@@ -98,7 +100,18 @@ def ensure_swarm(
     node = client.inspect_node(node_id)
     spec = node["Spec"]
     current = dict(spec.get("Labels") or {})
-    missing = {key: value for key, value in labels.items() if current.get(key) != value}
+    # A label some node already carries (an operator placed PostgreSQL or Redis on a node of a
+    # multi-node swarm) is left where it is; only a label no node has goes on this one.
+    carried = {
+        (key, value)
+        for other in client.nodes()
+        for key, value in (other["Spec"].get("Labels") or {}).items()
+    }
+    missing = {
+        key: value
+        for key, value in labels.items()
+        if current.get(key) != value and (key, value) not in carried
+    }
     if missing:
         for key, value in missing.items():
             if key not in current:

@@ -157,10 +157,12 @@ def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealt
 @dataclass(frozen=True)
 class NetworksArgs:
     networks: Sequence[Network]
+    encrypted: bool = True
 
 
 class Networks(Component):
-    """The app and data networks as encrypted, attachable overlays spanning the swarm.
+    """The app and data networks as attachable overlays spanning the swarm, encrypted unless
+    `overlayEncryption` is off.
 
     Children: `<key>-<name>` (`app-network`, `data-network`).
     """
@@ -180,8 +182,9 @@ class Networks(Component):
                     attachable=True,
                     internal=network.internal,
                     # IPsec between nodes for the overlay's traffic (`docker network create --opt
-                    # encrypted`): credentials and job payloads cross the hosts' network.
-                    options={"encrypted": ""},
+                    # encrypted`): credentials and job payloads cross the hosts' network. A
+                    # kernel without IPsec (ESP) drops it between nodes: `overlayEncryption` off.
+                    options={"encrypted": ""} if args.encrypted else None,
                     labels=[
                         docker.NetworkLabelArgs(label=k, value=v)
                         for k, v in sorted(network.labels.items())
@@ -403,7 +406,8 @@ def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
         else None,
         resources=_resources(service),
         restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
-            condition=_RESTART_CONDITION[service.restart], delay="5s"
+            condition=_RESTART_CONDITION[service.restart],
+            delay=go_duration(args.cluster.restart_delay_seconds),
         ),
         log_driver=docker.ServiceTaskSpecLogDriverArgs(
             name=args.logging.driver, options=dict(args.logging.options)
@@ -428,11 +432,22 @@ def _endpoint_spec(args: ServiceArgs) -> docker.ServiceEndpointSpecArgs:
     return docker.ServiceEndpointSpecArgs(mode=cluster.endpoint_mode, ports=ports or None)
 
 
+def _replicas(args: ServiceArgs) -> int:
+    # Host-published proxies: Swarm places at most one per node (one of each host port), so
+    # `proxyReplicas` up to the number of nodes puts a front door on each.
+    if args.service.role == "proxy":
+        return args.cluster.proxy_replicas
+    return args.service.replicas
+
+
 def _swarm_service(
     resource_name: str, args: ServiceArgs, opts: pulumi.ResourceOptions
 ) -> docker.Service:
     service, cluster = args.service, args.cluster
     order = "start-first" if service.start_first else "stop-first"
+    # The API's tasks are replaced one at a time whatever `updateParallelism` says: the others
+    # keep answering behind the proxy.
+    parallelism = 1 if service.one_at_a_time else cluster.update_parallelism
     delay = go_duration(cluster.update_delay_seconds)
     monitor = go_duration(cluster.update_monitor_seconds)
     return docker.Service(
@@ -441,20 +456,20 @@ def _swarm_service(
             name=args.service_name,
             labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in _labels(service).items()],
             mode=docker.ServiceModeArgs(
-                replicated=docker.ServiceModeReplicatedArgs(replicas=service.replicas)
+                replicated=docker.ServiceModeReplicatedArgs(replicas=_replicas(args))
             ),
             task_spec=_task_spec(args),
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
             # to the previous spec; the provider then fails the update (module docstring).
             update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=cluster.update_parallelism,
+                parallelism=parallelism,
                 delay=delay,
                 monitor=monitor,
                 order=order,
                 failure_action="rollback",
             ),
             rollback_config=docker.ServiceRollbackConfigArgs(
-                parallelism=cluster.update_parallelism,
+                parallelism=parallelism,
                 delay=delay,
                 monitor=monitor,
                 order=order,
@@ -563,7 +578,9 @@ def render(description: StackDescription) -> RenderedStack:
     a dependency that fails stops the program before its dependants are sent.
     """
     networks = Networks(
-        "network", NetworksArgs(description.networks), renamed(PREVIOUS_NAMES["network"])
+        "network",
+        NetworksArgs(description.networks, encrypted=description.cluster.overlay_encryption),
+        renamed(PREVIOUS_NAMES["network"]),
     )
     image = description.app_image
     app_image = AppImage(

@@ -38,6 +38,7 @@ from rehearsal.engine import (
     refuse_unknown,
     rehearsal_labels,
 )
+from rehearsal.nodes import distribute_image
 from rehearsal.readback import Observed, property_digests, read_back, recorded_changes
 from rehearsal.runner import RegistrationOptions
 from rehearsal.state import AppliedResource, inputs_digest
@@ -386,6 +387,8 @@ class DockerAppliers:
                 Change("create" if previous is None else "update", options.urn, ["repoDigest"])
             )
         self.log(f"  built {image_name} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
+        # A multi-node rehearsal: the other nodes get the image as a registry would serve it.
+        distribute_image(image_name, image_id, log=self.log)
         # [image.go] L287-299: with skipPush, repoDigest is the local image id; the resource id is
         # the name.
         outputs = {

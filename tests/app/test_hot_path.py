@@ -1,6 +1,6 @@
 """The fast paths (docs/bench.md): POST /process's group commit, GET /task's finished answers,
 the worker's one write per job. Real PostgreSQL, Redis and worker; faults by pointing the running
-loop's pool or publisher at a port where nothing listens."""
+loop's pool at a port where nothing listens (the broker's: tests/app/test_outbox.py)."""
 
 import asyncio
 import uuid
@@ -10,10 +10,8 @@ import asyncpg
 import httpx
 import psycopg
 import pytest
-from redis.asyncio import Redis
 
 from app import jobs, pg
-from app.broker import _publishers
 from app.config import get_settings
 from app.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.intake import JobIntake
@@ -50,27 +48,6 @@ async def test_concurrent_posts_share_inserts_and_every_job_runs(
         done = await wait_for_task(client, task_id, {"SUCCESS", "FAILURE"})
         assert done["status"] == "SUCCESS"
         assert done["result"] == {"item_id": number, "status": "processed"}
-
-
-async def test_broker_down_is_503_with_retry_after_and_the_row_stays_queued(
-    client: httpx.AsyncClient,
-) -> None:
-    # The first request opens the loop's publisher; then it is swapped for a dead one.
-    assert (await client.post("/process/1")).status_code == 202
-    loop = asyncio.get_running_loop()
-    live = _publishers[loop]
-    _publishers[loop] = Redis(port=DEAD_PORT, socket_connect_timeout=1)
-    try:
-        response = await client.post("/process/2")
-    finally:
-        await _publishers[loop].aclose()
-        _publishers[loop] = live
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "1"
-    job_id = uuid.UUID(response.json()["detail"].split()[1])
-    row = job_row(job_id)
-    assert row is not None
-    assert row["status"] == "queued"
 
 
 async def test_database_down_is_503_with_retry_after_and_nothing_recorded(

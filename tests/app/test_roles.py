@@ -85,7 +85,9 @@ def test_the_migration_makes_an_unprivileged_role_that_owns_its_schema_and_table
         "SELECT schemaname, tablename, tableowner FROM pg_tables"
         " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     )
-    assert sorted(tables) == [(role, "alembic_version", role), (role, "jobs", role)]
+    assert sorted(tables) == [
+        (role, name, role) for name in ("alembic_version", "idempotency_keys", "jobs", "outbox")
+    ]
     # Nothing else: it owns no database and no other schema.
     assert (
         _query(database, "SELECT datname FROM pg_database WHERE datdba::regrole::text = %s", role)

@@ -114,10 +114,14 @@ def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: Rehe
 
 def _worker_hostnames(stack: RehearsedStack) -> set[str]:
     # Celery node names as the program sets them: worker-<copy>@<container hostname>.
-    return {
-        f"worker-{name.rsplit('-', 1)[1]}@{stack.container(name).attrs['Config']['Hostname']}"
-        for name in stack.names("worker")
-    }
+    names = set()
+    for name in stack.names("worker"):
+        config = stack.container(name).attrs["Config"]
+        env = dict(entry.split("=", 1) for entry in config["Env"])
+        assert re.fullmatch(r"worker-\d+@%h", env["CELERY_WORKER_HOSTNAME"]), env
+        names.add(env["CELERY_WORKER_HOSTNAME"].replace("%h", config["Hostname"]))
+    assert len(names) == len(stack.names("worker"))
+    return names
 
 
 def test_flower_api_lists_both_workers(dev_stack: RehearsedStack) -> None:

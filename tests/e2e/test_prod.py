@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import uuid
 from pathlib import Path
@@ -360,7 +361,8 @@ def test_tls_when_the_stack_sets_a_certificate_and_key(
     try:
         prod_stack.up(*tls)
         assert prod_stack.api_url.startswith("https://127.0.0.1:")
-        with httpx.Client(base_url=prod_stack.api_url, verify=str(cert), timeout=30) as client:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=prod_stack.api_url, verify=trusted, timeout=30) as client:
             assert client.get("/health").status_code == 200
         # The same port no longer speaks plain HTTP.
         plain = prod_stack.api_url.replace("https://", "http://")

@@ -43,6 +43,9 @@ class Submission:
     seconds: float
     at: float  # wall clock when the request was sent
     detail: str = ""
+    # Answers before the last, for a client that retries: (status code or None, detail).
+    earlier: list[tuple[int | None, str]] = field(default_factory=list)
+    replayed: bool = False  # answered `Idempotent-Replayed: true`
 
 
 @dataclass
@@ -55,6 +58,10 @@ class Submitter:
     # Seconds between two requests of one lane: spreads a batch over an outage window.
     pace: float = 0.0
     request_timeout: float = 30.0
+    # A client that retries (on no answer or a 503) with an Idempotency-Key `<prefix>-<item>`,
+    # for at most `retry_seconds`; None: one request per item, no key (the tutorial's client).
+    key_prefix: str | None = None
+    retry_seconds: float = 60.0
     results: list[Submission] = field(default_factory=list)
     _thread: threading.Thread | None = None
 
@@ -77,24 +84,48 @@ class Submitter:
 
             async def lane() -> None:
                 for item_id in next_item:
-                    self.results.append(await self._post(http, item_id))
+                    self.results.append(await self._submit(http, item_id))
                     if self.pace:
                         await asyncio.sleep(self.pace)
 
             await asyncio.gather(*(lane() for _ in range(self.concurrency)))
 
+    async def _submit(self, http: httpx.AsyncClient, item_id: int) -> Submission:
+        if self.key_prefix is None:
+            return await self._post(http, item_id)
+        headers = {"Idempotency-Key": f"{self.key_prefix}-{item_id}"}
+        deadline = time.monotonic() + self.retry_seconds
+        earlier: list[tuple[int | None, str]] = []
+        while True:
+            result = await self._post(http, item_id, headers)
+            if result.status_code not in (None, 503) or time.monotonic() > deadline:
+                result.earlier = earlier
+                return result
+            earlier.append((result.status_code, result.detail))
+            await asyncio.sleep(0.5)
+
     @staticmethod
-    async def _post(http: httpx.AsyncClient, item_id: int) -> Submission:
+    async def _post(
+        http: httpx.AsyncClient, item_id: int, headers: dict[str, str] | None = None
+    ) -> Submission:
         at, started = time.time(), time.monotonic()
         try:
-            response = await http.post(f"/process/{item_id}")
+            response = await http.post(f"/process/{item_id}", headers=headers)
         except httpx.HTTPError as error:
             return Submission(
                 item_id, None, None, time.monotonic() - started, at, type(error).__name__
             )
         seconds = time.monotonic() - started
         task_id = response.json().get("task_id") if response.status_code == 202 else None
-        return Submission(item_id, response.status_code, task_id, seconds, at, response.text[:200])
+        return Submission(
+            item_id,
+            response.status_code,
+            task_id,
+            seconds,
+            at,
+            response.text[:200],
+            replayed=response.headers.get("idempotent-replayed") == "true",
+        )
 
 
 def accepted_ids(results: list[Submission]) -> set[uuid.UUID]:
@@ -203,3 +234,34 @@ def log_count(log: str, needle: str) -> int:
 
 def read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def rows_per_item(dsn: str) -> dict[int, int]:
+    """How many job rows each item id has (a duplicate is a second row for one request)."""
+    with psycopg.connect(dsn, connect_timeout=5) as connection:
+        rows = connection.execute("SELECT item_id, count(*) FROM jobs GROUP BY item_id").fetchall()
+    return {int(item): int(count) for item, count in rows}
+
+
+def last_started_after(dsn: str, since: float) -> float | None:
+    """Seconds from `since` (epoch) to the last `started_at` of a job created before it."""
+    with psycopg.connect(dsn, connect_timeout=5) as connection:
+        row = connection.execute(
+            "SELECT extract(epoch FROM max(started_at)) FROM jobs"
+            " WHERE created_at <= to_timestamp(%s)",
+            (since,),
+        ).fetchone()
+    return None if row is None or row[0] is None else round(float(row[0]) - since, 2)
+
+
+def pending_outbox_rows(dsn: str, created_before: float) -> int:
+    """Outbox rows (messages not yet taken by the broker) created before a moment (epoch)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM outbox WHERE created_at < to_timestamp(%s)",
+                (created_before,),
+            ).fetchone()
+    except psycopg.OperationalError:
+        return -1
+    return int(row[0]) if row else -1

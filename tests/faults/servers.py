@@ -117,6 +117,13 @@ class PrivateRedis:
             stop_process(self.process)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no flush at exit (`docker kill`); what reached the append-only file stays."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
     def flush(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
             connection.sendall(b"FLUSHALL\r\n")
@@ -225,9 +232,9 @@ class AppProcesses:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def start_api(self) -> subprocess.Popen[bytes]:
+    def start_api(self, name: str = "api") -> subprocess.Popen[bytes]:
         process = self._spawn(
-            "api",
+            name,
             [
                 *(sys.executable, "-m", "uvicorn", "app.main:app"),
                 *("--host", "127.0.0.1", "--port", str(self.api_port), "--no-access-log"),
@@ -235,7 +242,7 @@ class AppProcesses:
         )
 
         def live() -> bool:
-            assert process.poll() is None, self.log("api")[-3000:]
+            assert process.poll() is None, self.log(name)[-3000:]
             try:
                 return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
             except httpx.HTTPError:

@@ -215,6 +215,15 @@ def test_networks_are_encrypted_attachable_overlays(stack: str) -> None:
     assert run.named("data-network", NETWORK).plain["internal"] is (stack == "prod")
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_overlay_encryption_is_a_setting(stack: str) -> None:
+    # Off for a kernel without IPsec (ESP), where encrypted overlays carry nothing between nodes.
+    run = swarm(stack, overlayEncryption=False)
+    for network in run.of_type(NETWORK):
+        assert "encrypted" not in (network.plain.get("options") or {}), network.name
+        assert network.plain["driver"] == "overlay"
+
+
 def test_services_attach_by_network_id_with_the_aliases_the_urls_use(prod: ProgramRun) -> None:
     ids = {r.outputs["name"]: r.id for r in prod.of_type(NETWORK)}
     data_id = ids["taskstack-prod-data"]
@@ -370,7 +379,7 @@ def test_default_placement_labels(prod: ProgramRun) -> None:
 
 
 def test_replicas_follow_config() -> None:
-    run = swarm("prod", apiReplicas=3, workerReplicas=5)
+    run = swarm("prod", apiReplicas=3, workerReplicas=5, proxyReplicas=3)
     replicas = {role: service(run, role)["mode"]["replicated"]["replicas"] for role in ROLES}
     assert replicas == {
         "postgres": 1,
@@ -380,8 +389,14 @@ def test_replicas_follow_config() -> None:
         "worker": 5,
         "beat": 1,
         "flower": 1,
-        "proxy": 1,
+        "proxy": 3,
     }
+
+
+def test_proxy_replicas_are_swarm_only() -> None:
+    # One host has one of each published port: the docker target runs one proxy container.
+    run = run_stack("prod", proxyReplicas=3)
+    assert [c.name for c in run.of_type(CONTAINER) if "proxy" in c.name] == ["proxy"]
 
 
 def test_rolling_updates_roll_back_on_failure_with_the_configured_pace() -> None:
@@ -391,7 +406,13 @@ def test_rolling_updates_roll_back_on_failure_with_the_configured_pace() -> None
         update = service(run, role)["updateConfig"]
         rollback = service(run, role)["rollbackConfig"]
         assert update["failureAction"] == "rollback", role
-        assert (update["parallelism"], update["delay"], update["monitor"]) == (2, "1m30s", "45s")
+        # API tasks one at a time (the other keeps answering behind the proxy), whatever the key.
+        parallelism = 1 if role == "api" else 2
+        assert (update["parallelism"], update["delay"], update["monitor"]) == (
+            parallelism,
+            "1m30s",
+            "45s",
+        ), role
         assert rollback["failureAction"] == "pause", role
         assert rollback["order"] == update["order"], role
         orders[role] = update["order"]
@@ -418,6 +439,17 @@ def test_restart_policies(prod: ProgramRun) -> None:
     for role in ROLES:
         policy = service(prod, role)["taskSpec"]["restartPolicy"]
         assert policy["condition"] == ("none" if role == "migrate" else "any"), role
+        assert policy["delay"] == "5s", role
+
+
+def test_restart_delay_is_a_setting_in_the_provider_s_duration_form() -> None:
+    run = swarm("prod", restartDelaySeconds=60)
+    for role in ROLES:
+        assert service(run, role)["taskSpec"]["restartPolicy"]["delay"] == "1m", role
+    assert (
+        service(swarm("prod", restartDelaySeconds=0), "api")["taskSpec"]["restartPolicy"]["delay"]
+        == "0s"
+    )
 
 
 # --- Health and gating ----------------------------------------------------------------------------

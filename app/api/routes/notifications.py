@@ -1,21 +1,35 @@
-"""POST /notifications: dispatch `send_notification`."""
+"""POST /notifications: dispatch `send_notification`, through the outbox (app/outbox.py)."""
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
-from starlette.concurrency import run_in_threadpool
+import json
+import uuid
 
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+
+from app import idempotency, pg
+from app.api.routes.process_item import REPLAYED_HEADER
 from app.api.strict_json import StrictJsonRoute
+from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
+from app.outbox import OutboxBatch, get_outbox
 from app.schemas import NotificationIn, TaskAccepted
 from app.tasks import send_notification
 
 # Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).
 router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)
 
-
-def _publish(notification: NotificationIn) -> str:
-    message = send_notification.apply_async(
-        args=[notification.user_id, notification.message], ignore_result=True
-    )
-    return str(message.id)
+# The notification's message in the outbox; with a key ($4, $5), only if the key is new.
+INSERT_NOTIFICATION = """
+INSERT INTO outbox (task_name, task_ids, args) VALUES ($1, ARRAY[$2::uuid], $3::jsonb) RETURNING id
+"""
+INSERT_KEYED_NOTIFICATION = """
+WITH claimed AS (
+    INSERT INTO idempotency_keys (key, fingerprint, task_id) VALUES ($4, $5, $2)
+    ON CONFLICT (key) DO NOTHING
+    RETURNING task_id
+)
+INSERT INTO outbox (task_name, task_ids, args)
+SELECT $1, ARRAY[$2::uuid], $3::jsonb FROM claimed
+RETURNING id
+"""
 
 
 def _require_json(request: Request) -> None:
@@ -39,17 +53,45 @@ def _require_json(request: Request) -> None:
         400: {"description": "The body could not be decoded (not UTF-8 JSON)."},
         413: {"description": "The body is larger than the limit (64 KiB)."},
         415: {"description": "The body is not JSON (Content-Type)."},
-        503: {"description": "The broker did not take the message."},
+        422: {
+            "description": "A malformed body or Idempotency-Key, or a key already used with "
+            "another body."
+        },
+        503: {"description": "PostgreSQL did not take it: nothing recorded; see Retry-After."},
     },
 )
-async def notify(notification: NotificationIn) -> TaskAccepted:
-    """Queue a notification (fire and forget: its progress shows in Flower, not in GET /task)."""
-    try:
-        task_id = await run_in_threadpool(_publish, notification)
-    except Exception as error:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="broker unavailable",
-            headers={"Retry-After": "1"},
-        ) from error
-    return TaskAccepted(task_id=task_id)
+async def notify(
+    notification: NotificationIn,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> TaskAccepted:
+    """Queue a notification (fire and forget: its progress shows in Flower, not in GET /task).
+
+    Recorded in the outbox before the 202; the broker gets it afterwards, whatever it is doing.
+    """
+    task_id = uuid.uuid4()
+    args = [notification.user_id, notification.message]
+    statement = [send_notification.name, task_id, json.dumps([args])]
+    async with pg.connection() as connection:
+        if idempotency_key is None:
+            outbox_id = await connection.fetchval(INSERT_NOTIFICATION, *statement)
+        else:
+            body = json.dumps(notification.model_dump(), sort_keys=True).encode()
+            fingerprint = idempotency.fingerprint("POST", "/notifications", body)
+            outbox_id = await connection.fetchval(
+                INSERT_KEYED_NOTIFICATION, *statement, idempotency_key, fingerprint
+            )
+            if outbox_id is None:  # the key was recorded by an earlier request
+                records = await idempotency.recorded(connection, [idempotency_key])
+                try:
+                    first = idempotency.replay(
+                        idempotency_key, fingerprint, records.get(idempotency_key)
+                    )
+                except IdempotencyKeyReused as error:
+                    raise HTTPException(
+                        status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)
+                    ) from error
+                response.headers[REPLAYED_HEADER] = "true"
+                return TaskAccepted(task_id=str(first))
+    get_outbox().publish_soon(OutboxBatch(outbox_id, send_notification.name, [task_id], [args]))
+    return TaskAccepted(task_id=str(task_id))

@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from app.api.deps import IntakeDep
-from app.intake import BrokerUnavailable
+from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 from app.schemas import TaskAccepted
 
 router = APIRouter(tags=["jobs"])
@@ -13,27 +13,39 @@ router = APIRouter(tags=["jobs"])
 # The column is a PostgreSQL integer.
 ItemId = Annotated[int, Path(ge=0, le=2**31 - 1, description="The item to process.")]
 
+# Set on an answer that repeats an earlier one (same Idempotency-Key).
+REPLAYED_HEADER = "Idempotent-Replayed"
+
 
 @router.post(
     "/process/{item_id}",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
+        422: {
+            "description": "A malformed item id or Idempotency-Key, or a key already used "
+            "with another item id."
+        },
         503: {
-            "description": "PostgreSQL did not take the job (nothing recorded), or the broker "
-            "did not take its message (recorded; the reaper queues it later). Retry-After is set."
-        }
+            "description": "PostgreSQL did not take the job: nothing was recorded, retry after "
+            "Retry-After (with the same Idempotency-Key, if one was sent)."
+        },
     },
 )
-async def process_item(item_id: ItemId, intake: IntakeDep) -> TaskAccepted:
-    """Record a job, then queue it; poll GET /task/{task_id} for its state.
+async def process_item(
+    item_id: ItemId,
+    intake: IntakeDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> TaskAccepted:
+    """Record a job; poll GET /task/{task_id} for its state.
 
-    The row is committed before its message is published and before this answers (app/intake.py:
-    requests arriving together share one INSERT and one LPUSH).
+    The 202 comes once the row is committed; its message reaches the broker afterwards, through
+    the outbox (app/intake.py, app/outbox.py), whatever the broker is doing at the time.
     """
     try:
-        job_id = await intake.accept(item_id)
-    except BrokerUnavailable as error:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error), headers={"Retry-After": "1"}
-        ) from error
+        job_id, replayed = await intake.accept(item_id, idempotency_key)
+    except IdempotencyKeyReused as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from error
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
     return TaskAccepted(task_id=str(job_id))

@@ -1,0 +1,119 @@
+"""Worker liveness (app/liveness.py): a consumer's held messages are recorded with kombu's own
+unacked entries, and the real worker restores those of a dead consumer, never a task a live worker
+still runs. A dead consumer is played by its records in Redis: held messages, no `alive` key."""
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from kombu.entity import Exchange, Queue
+from kombu.messaging import Producer
+
+from app import liveness
+from app.broker import task_envelope
+from app.config import get_settings
+from app.tasks import process_data
+from app.worker import JOBS_QUEUE, celery_app
+from tests.app.helpers import create_queued_job, job_row, wait_for_task
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def broker() -> Iterator[Any]:
+    client = redis.Redis.from_url(get_settings().celery_broker_url)
+    yield client
+    client.close()
+
+
+def test_a_consumed_message_is_held_by_its_channel_until_acknowledged(
+    broker: Any,
+) -> None:
+    name = f"liveness-{uuid.uuid4().hex}"
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        exchange: Any = Exchange(name)  # type: ignore[no-untyped-call]
+        queue: Any = Queue(name, exchange, routing_key=name)(channel)  # type: ignore[no-untyped-call]
+        queue.declare()
+        producer: Any = Producer(channel)  # type: ignore[no-untyped-call]
+        producer.publish({"n": 1}, exchange=exchange, routing_key=name)
+        message = queue.get(no_ack=False)
+        assert message is not None
+        qos = channel.qos
+        assert isinstance(qos, liveness.TrackedQoS)
+        held = liveness.held_key(qos.channel_id)
+        tag = message.delivery_tag
+        assert broker.sismember(held, tag)
+        assert broker.hexists(qos.unacked_key, tag)
+        assert broker.sismember(liveness.CHANNELS, qos.channel_id)
+        assert broker.ttl(liveness.alive_key(qos.channel_id)) > 0
+        message.ack()
+        assert not broker.sismember(held, tag)
+        assert not broker.hexists(qos.unacked_key, tag)
+        queue.delete()
+
+
+def _held_by_dead_channel(broker: Any, job_id: uuid.UUID) -> tuple[str, str]:
+    """A process_data message as a dead consumer leaves it: in kombu's unacked hash and index,
+    in the consumer's held set, and no `alive` key. Returns (channel id, delivery tag)."""
+    channel_id, tag = f"dead-{uuid.uuid4().hex}", str(uuid.uuid4())
+    envelope = json.loads(task_envelope(process_data.name, str(job_id), [str(job_id)], JOBS_QUEUE))
+    with celery_app.connection_for_write() as connection:
+        qos = connection.default_channel.qos
+        unacked, index = qos.unacked_key, qos.unacked_index_key
+    broker.hset(unacked, tag, json.dumps([envelope, "", JOBS_QUEUE]))
+    broker.zadd(index, {tag: time.time()})
+    broker.sadd(liveness.held_key(channel_id), tag)
+    broker.sadd(liveness.CHANNELS, channel_id)
+    return channel_id, tag
+
+
+@pytest.mark.usefixtures("worker")
+async def test_the_worker_restores_a_dead_consumers_message_but_not_a_running_task(
+    client: httpx.AsyncClient, broker: Any
+) -> None:
+    running = await create_queued_job(31)
+    # A live worker reports it running (its consumer died with a Redis restart, the task runs on).
+    other_worker = f"other-{uuid.uuid4().hex}"
+    broker.sadd(liveness.WORKERS, other_worker)
+    broker.set(liveness.active_key(other_worker), json.dumps([str(running)]), ex=600)
+    running_channel, running_tag = _held_by_dead_channel(broker, running)
+    stranded = await create_queued_job(32)
+    _held_by_dead_channel(broker, stranded)
+
+    done = await wait_for_task(client, str(stranded), {"SUCCESS", "FAILURE"})
+    assert done["status"] == "SUCCESS"
+    # Every rescue pass since the first left the running task alone.
+    with celery_app.connection_for_write() as connection:
+        unacked = connection.default_channel.qos.unacked_key
+    assert broker.hexists(unacked, running_tag)
+    assert broker.sismember(liveness.held_key(running_channel), running_tag)
+    row = job_row(running)
+    assert row is not None
+    assert row["status"] == "queued"
+
+    # Its worker gone (no more reports), it is restored and runs.
+    broker.delete(liveness.active_key(other_worker))
+    done = await wait_for_task(client, str(running), {"SUCCESS", "FAILURE"})
+    assert done["status"] == "SUCCESS"
+    assert not broker.hexists(unacked, running_tag)
+    assert not broker.sismember(liveness.CHANNELS, running_channel)
+
+
+def test_the_worker_shows_itself_alive_with_its_running_tasks(worker: object, broker: Any) -> None:
+    del worker
+    workers = {w.decode() for w in broker.smembers(liveness.WORKERS)}
+    assert any(w.startswith("test@") for w in workers), workers
+    (name,) = [w for w in workers if w.startswith("test@")]
+    assert broker.ttl(liveness.active_key(name)) > 0
+    alive = [
+        c.decode()
+        for c in broker.smembers(liveness.CHANNELS)
+        if broker.exists(liveness.alive_key(c.decode()))
+    ]
+    assert alive, "the worker's consuming channel is not shown alive"
