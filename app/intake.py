@@ -109,14 +109,22 @@ class JobIntake:
         job_ids = [entry.job_id for entry in batch]
         item_ids = [entry.item_id for entry in batch]
         keyed = [entry for entry in batch if entry.key is not None]
-        async with pg.connection() as connection:
-            if not keyed:
-                outbox_id = await connection.fetchval(
-                    INSERT_JOBS, job_ids, item_ids, PROCESS_DATA, process_data.name
-                )
-                created = job_ids
-            else:
-                outbox_id, created = await self._insert_keyed(connection, batch, keyed)
+        committed = False
+        try:
+            async with pg.connection() as connection:
+                if not keyed:
+                    outbox_id = await connection.fetchval(
+                        INSERT_JOBS, job_ids, item_ids, PROCESS_DATA, process_data.name
+                    )
+                    created = job_ids
+                else:
+                    outbox_id, created = await self._insert_keyed(connection, batch, keyed)
+                committed = True
+        except pg.DatabaseUnavailable:
+            # The connection broke after the statement returned (a PostgreSQL restart, seen on
+            # the rehearsed prod stack): the rows are committed, so these are 202s, not 503s.
+            if not committed:
+                raise
         # Committed: answer, then publish (the outbox holds the messages until the broker does).
         created_ids = set(created)
         for entry in batch:

@@ -72,6 +72,15 @@ class NotificationIn(BaseModel):
             raise ValueError("user_id must be a JSON integer")
         return value
 
+    @field_validator("message")
+    @classmethod
+    def _storable_text(cls, value: str) -> str:
+        # PostgreSQL's text cannot hold NUL (the notification is stored in the outbox): a 422 here,
+        # not a 500 from the INSERT.
+        if "\x00" in value:
+            raise ValueError("message must not contain the NUL character (\\u0000)")
+        return value
+
 
 class Readiness(BaseModel):
     status: Literal["ready", "unready"]

@@ -129,7 +129,7 @@ def _running_task_ids() -> list[str]:
 
 
 class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
-    """The worker's `RunningTasksReporter` (app/liveness.py), for the worker's whole life."""
+    """The worker's `RunningTasksReporter` (app/liveness.py), for the process's whole life."""
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -139,12 +139,9 @@ class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
         self.reporter = RunningTasksReporter(str(worker.hostname), _running_task_ids)
         self.reporter.start()
 
-    def stop(self, worker: Any) -> None:
-        if self.reporter is not None:
-            self.reporter.stop()
-            self.reporter = None
-
-    shutdown = stop
+    # Not stopped with the worker's steps: a worker shutting down (also after Celery's
+    # "Unrecoverable error" on a lost broker connection) still runs its pool's tasks until they
+    # end, and they must stay reported until the process exits (the thread is a daemon).
 
 
 celery_app.steps["consumer"].add(WorkerHeartbeat)

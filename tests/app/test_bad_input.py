@@ -352,3 +352,16 @@ async def test_a_notification_cannot_forge_a_worker_log_line(http: httpx.AsyncCl
     # ...and no line (split as a log reader splits them) that starts with the forged prefix.
     lines = log.replace("\r", "\n").replace("\u2028", "\n").splitlines()
     assert not [line for line in lines if line.startswith("[2026-01-01") and marker in line]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("message", ["\x00", "before\x00after"])
+async def test_a_nul_character_in_a_notification_is_422(
+    http: httpx.AsyncClient, message: str
+) -> None:
+    # PostgreSQL text and jsonb cannot hold NUL: refused by validation, not a 500 from the INSERT.
+    response = await http.post("/notifications", json={"user_id": 7, "message": message})
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "message"]
+    assert "NUL" in error["msg"]

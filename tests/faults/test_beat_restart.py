@@ -35,18 +35,26 @@ def test_beat_restart_sends_each_tick_once(stack: Stack) -> None:
     processes.env["REAPER_INTERVAL_SECONDS"] = str(INTERVAL)
     processes.start_worker("worker-1")
     first = processes.start_beat("beat-1")
+    # Until the worker received the ticks (beat logs "Sending" before it publishes: a SIGTERM
+    # right after the line could come before the message), then at once, mid-interval.
     wait_until(
-        lambda: len(_sends(processes.log("beat-1"))) >= TICKS_EACH_SIDE,
+        lambda: len(RECEIVED.findall(processes.log("worker-1"))) >= TICKS_EACH_SIDE,
         START_SECONDS + TICKS_EACH_SIDE * INTERVAL,
         f"{TICKS_EACH_SIDE} ticks before the restart",
+        interval=0.02,
     )
     # SIGTERM, as `docker stop` or a rolling update does; the schedule file is kept (a volume).
     stop_process(first)
     processes.start_beat("beat-2")
     wait_until(
-        lambda: len(_sends(processes.log("beat-2"))) >= TICKS_EACH_SIDE,
+        lambda: (
+            len(_sends(processes.log("beat-2"))) >= TICKS_EACH_SIDE
+            and len(RECEIVED.findall(processes.log("worker-1")))
+            >= len(_sends(processes.log("beat-1"))) + TICKS_EACH_SIDE
+        ),
         START_SECONDS + TICKS_EACH_SIDE * INTERVAL,
         f"{TICKS_EACH_SIDE} ticks after the restart",
+        interval=0.02,
     )
     stop_process(processes.started[-1])
 
