@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "taskstack:liveness:"
 CHANNELS = PREFIX + "channels"  # every channel that may hold messages
 WORKERS = PREFIX + "workers"  # every worker that published its running tasks
+CONSUMER_DEATHS = PREFIX + "deaths"  # a counter: dead channels handled so far
 
 
 def held_key(channel_id: str) -> str:
@@ -201,6 +202,9 @@ class Rescuer:
         if not kept:
             client.srem(CHANNELS, channel)
             client.delete(held_key(channel))
+            # A message the dead consumer had popped (BRPOP) but not yet recorded as held is in
+            # no key at all: the API's relay reconciles once per death (app/outbox.py).
+            client.incr(CONSUMER_DEATHS)
         return restored
 
 

@@ -37,6 +37,7 @@ from kombu.transport import redis as kombu_redis
 from app import pg
 from app.broker import get_publisher, queue_of, task_envelope
 from app.config import get_settings
+from app.liveness import CONSUMER_DEATHS
 from app.models import UNFINISHED_STATUSES
 from app.tasks import process_data
 
@@ -161,6 +162,9 @@ class Outbox:
             await self._delete_published(connection)
             if self.broker_run_id not in (None, run_id):
                 published += await reconcile(connection, run_id)
+            deaths = await get_publisher().get(CONSUMER_DEATHS)
+            if deaths is not None:
+                published += await reconcile(connection, f"{run_id}:death-{int(deaths)}")
         self.broker_run_id = run_id
         if published:
             logger.warning("relay published %d pending task messages", published)
@@ -200,7 +204,9 @@ RECONCILE_SCAN = 1000
 
 
 async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
-    """After a broker restart: publish again every unfinished job the broker no longer holds.
+    """After a broker restart, or a consumer's death (`run_id` then names the death: the
+    liveness counter, app/liveness.py): publish again every unfinished job the broker no longer
+    holds.
 
     A Redis that stopped or died may have lost messages the outbox no longer has: one a worker
     had just popped (BRPOP) but not yet recorded as unacknowledged, the last second of writes of
@@ -225,7 +231,9 @@ async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
     if missing:
         await push([OutboxBatch(0, process_data.name, missing)])
         logger.warning(
-            "broker restarted: published %d unfinished jobs it no longer held", len(missing)
+            "reconciled (%s): published %d unfinished jobs the broker no longer held",
+            run_id,
+            len(missing),
         )
     return len(missing)
 
