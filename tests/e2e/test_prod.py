@@ -189,7 +189,9 @@ def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
     assert owned.splitlines() == [
         "schema taskstack",
         "table taskstack.alembic_version",
+        "table taskstack.idempotency_keys",
         "table taskstack.jobs",
+        "table taskstack.outbox",
     ]
     # And the app connects as it (over TCP, with its password: scram-sha-256).
     api = prod_stack.names("api")[0]
