@@ -61,7 +61,10 @@ class JobPage(BaseModel):
 class NotificationIn(BaseModel):
     # At most 2**53 - 1: larger JSON numbers lose precision in most clients (JavaScript, floats).
     user_id: int = Field(ge=0, le=2**53 - 1)
-    message: str = Field(min_length=1, max_length=2000)
+    # The pattern documents the NUL rule in the OpenAPI schema; the validator below words the 422.
+    message: str = Field(
+        min_length=1, max_length=2000, json_schema_extra={"pattern": r"^[^\u0000]*$"}
+    )
 
     @field_validator("user_id", mode="before")
     @classmethod
