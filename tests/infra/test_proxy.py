@@ -121,6 +121,7 @@ def test_failed_connections_are_retried_elsewhere_and_stopping_copies_dropped() 
     assert "nameserver embedded 127.0.0.11:53" in text
     assert "hold obsolete 0s" in text
     assert "option http-buffer-request" in text
+    assert "set-header Retry-After 1 if { status 503 }" in text
 
 
 def test_the_configuration_is_a_pure_function_of_the_settings() -> None:
