@@ -42,6 +42,8 @@ Platform = Literal["linux/amd64", "linux/arm64"]
 EndpointMode = Literal["vip", "dnsrr"]
 PublishMode = Literal["ingress", "host"]
 UpdateOrder = Literal["start-first", "stop-first"]
+# What the proxy logs: every request, or only the abnormal ones (HAProxy's `dontlog-normal`).
+ProxyAccessLog = Literal["all", "errors", "off"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Keys whose value is a credential: read as secrets, never rendered in plain text.
@@ -145,7 +147,10 @@ class StackConfig(BaseModel):
     postgres_user: str = "taskstack"
     postgres_db: str = "taskstack"
 
-    api_workers: PositiveInt = 2
+    # uvicorn processes per API copy: one per CPU of `api_cpus` (more processes than CPUs in a copy
+    # only contend: 4 in a 1-CPU copy cut POST /process by a third, docs/bench.md); scale out with
+    # `api_replicas`.
+    api_workers: PositiveInt = 1
     api_access_log: bool = False
     # API copies behind the proxy, on both targets: a new image replaces them one at a time while
     # the others answer, so prod needs two at least (`_cross_key_rules`).
@@ -157,7 +162,9 @@ class StackConfig(BaseModel):
     proxy_request_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
     # Largest request body the proxy passes on (413 beyond): the app's own cap (docs/app.md).
     proxy_max_body_kb: Annotated[int, Field(ge=1, le=102400)] = 64
-    proxy_access_log: bool = True
+    # "errors" logs what an operator looks for (errors, timeouts, aborts, retries, redispatches,
+    # 5xx, requests the proxy refused) at no cost; "all" costs GET /task ~40 % (docs/bench.md).
+    proxy_access_log: ProxyAccessLog = "errors"
     worker_replicas: PositiveInt = 2
     worker_concurrency: PositiveInt = 2
     worker_stop_grace_seconds: PositiveInt = 60

@@ -68,6 +68,20 @@ def test_tutorial_flow_against_the_published_port(dev_stack: RehearsedStack) -> 
     assert unknown.status_code == 404
 
 
+def test_the_dev_proxy_logs_every_request(dev_stack: RehearsedStack) -> None:
+    # Pulumi.dev.yaml sets proxyAccessLog "all"; prod logs only the abnormal ones (test_prod).
+    marker = f"/task/{uuid.uuid4()}"
+    with dev_stack.api() as client:
+        assert client.get(marker).status_code == 404
+    (proxy,) = dev_stack.names("proxy")
+
+    def logged() -> bool:
+        """the 404 in the proxy's log"""
+        return f"GET {marker} HTTP/1.1" in dev_stack.logs(proxy)
+
+    assert eventually(logged, within=10)
+
+
 def test_500_jobs_through_two_workers(dev_stack: RehearsedStack) -> None:
     ids = dev_stack.submit_jobs(500, first_item=1000)
 

@@ -59,7 +59,7 @@ INVALID: dict[str, tuple[Any, str]] = {
     "proxyImage": ("haproxy", "pinned"),
     "proxyRequestTimeoutSeconds": ("0", "greater than or equal to 1"),
     "proxyMaxBodyKb": ("0", "greater than or equal to 1"),
-    "proxyAccessLog": ("loud", "valid boolean"),
+    "proxyAccessLog": ("true", "'all', 'errors' or 'off'"),
     "postgresNodeLabels": ("[]", "at least one node label"),
     "redisNodeLabels": ('["no value"]', "key=value"),
     "endpointMode": ("round-robin", "'vip' or 'dnsrr'"),

@@ -99,9 +99,7 @@ def test_the_proxy_is_hardened_in_prod() -> None:
 
 
 def test_front_door_settings_reach_the_configuration() -> None:
-    run = run_stack(
-        "prod", proxyRequestTimeoutSeconds=7, proxyMaxBodyKb=128, proxyAccessLog="false"
-    )
+    run = run_stack("prod", proxyRequestTimeoutSeconds=7, proxyMaxBodyKb=128, proxyAccessLog="off")
     text = rendered(run)
     assert "timeout http-request 7s" in text
     assert "req.hdr_val(content-length) gt 131072" in text
@@ -110,7 +108,11 @@ def test_front_door_settings_reach_the_configuration() -> None:
     default = rendered(run_stack("prod"))
     assert "timeout http-request 10s" in default
     assert "gt 65536" in default
-    assert "option httplog" in default
+    # prod logs the abnormal requests only; dev logs every one.
+    assert "option httplog\n    option dontlog-normal" in default
+    every = rendered(run_stack("dev"))
+    assert "option httplog" in every
+    assert "dontlog-normal" not in every
 
 
 def test_failed_connections_are_retried_elsewhere_and_stopping_copies_dropped() -> None:
@@ -130,7 +132,7 @@ def test_the_configuration_is_a_pure_function_of_the_settings() -> None:
         replicas=3,
         request_timeout_seconds=5,
         max_body_bytes=1024,
-        access_log=True,
+        access_log="all",
         tls=False,
     )
     assert proxy.render(settings) == proxy.render(settings)

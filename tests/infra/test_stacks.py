@@ -39,10 +39,11 @@ def test_dev_api_reloads_from_a_bind_mount_of_app(dev: ProgramRun) -> None:
     assert [m["type"] for m in api["mounts"]] == ["bind"]
 
 
-def test_prod_api_runs_several_processes_from_the_image(prod: ProgramRun) -> None:
+def test_prod_api_runs_one_process_per_cpu_of_a_copy_from_the_image(prod: ProgramRun) -> None:
     api = prod.named("api-1").plain
     assert "--reload" not in api["command"]
-    assert api["command"][api["command"].index("--workers") + 1] == "4"
+    assert api["command"][api["command"].index("--workers") + 1] == "1"
+    assert float(api["cpus"]) == 1.0
     assert "mounts" not in api
 
 
