@@ -44,6 +44,7 @@ PublishMode = Literal["ingress", "host"]
 UpdateOrder = Literal["start-first", "stop-first"]
 # What the proxy logs: every request, or only the abnormal ones (HAProxy's `dontlog-normal`).
 ProxyAccessLog = Literal["all", "errors", "off"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Keys whose value is a credential: read as secrets, never rendered in plain text.
@@ -167,6 +168,9 @@ class StackConfig(BaseModel):
     proxy_access_log: ProxyAccessLog = "errors"
     worker_replicas: PositiveInt = 2
     worker_concurrency: PositiveInt = 2
+    # Celery's own default: INFO writes two lines per job through the engine's log pipeline, about
+    # a third of the drain rate on the benchmark's 2 cores (docs/bench.md); dev keeps INFO.
+    worker_log_level: LogLevel = "WARNING"
     worker_stop_grace_seconds: PositiveInt = 60
     wait_timeout_seconds: PositiveInt = 120
     restart_policy: RestartPolicy = "unless-stopped"

@@ -636,7 +636,7 @@ def _api(c: _Common) -> Service:
 
 
 def _worker(c: _Common) -> Service:
-    command = ("celery", "-A", "app.worker", "worker", "--loglevel=INFO")
+    command = ("celery", "-A", "app.worker", "worker", f"--loglevel={c.config.worker_log_level}")
     return replace(
         _app_service(c, "worker", (*command, f"--concurrency={c.config.worker_concurrency}")),
         env={**c.app_env, "WORKER_HEARTBEAT_PATH": WORKER_HEARTBEAT_PATH},

@@ -47,6 +47,13 @@ def test_prod_api_runs_one_process_per_cpu_of_a_copy_from_the_image(prod: Progra
     assert "mounts" not in api
 
 
+def test_workers_log_each_job_in_dev_and_only_warnings_in_prod(
+    dev: ProgramRun, prod: ProgramRun
+) -> None:
+    assert "--loglevel=INFO" in dev.named("worker-1").plain["command"]
+    assert "--loglevel=WARNING" in prod.named("worker-1").plain["command"]
+
+
 def test_dev_publishes_postgres_and_redis_on_loopback_only(dev: ProgramRun) -> None:
     assert dev.named("postgres").plain["ports"] == [
         {"internal": 5432, "external": 15432, "ip": "127.0.0.1", "protocol": "tcp"}
