@@ -164,7 +164,8 @@ class StackConfig(BaseModel):
     # Largest request body the proxy passes on (413 beyond): the app's own cap (docs/app.md).
     proxy_max_body_kb: Annotated[int, Field(ge=1, le=102400)] = 64
     # "errors" logs what an operator looks for (errors, timeouts, aborts, retries, redispatches,
-    # 5xx, requests the proxy refused) at no cost; "all" costs GET /task ~40 % (docs/bench.md).
+    # 5xx, requests the proxy refused); "all", a line per request, costs GET /task ~40 %
+    # (docs/bench.md).
     proxy_access_log: ProxyAccessLog = "errors"
     worker_replicas: PositiveInt = 2
     worker_concurrency: PositiveInt = 2
