@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from infra.config import ProxyAccessLog
+
 TEMPLATE = Path(__file__).with_name("haproxy.cfg.tmpl")
 
 # Inside the proxy container: unprivileged ports (every capability is dropped in prod).
@@ -41,7 +43,7 @@ class ProxyConfig:
     replicas: int  # API copies; twice as many (old and new) exist during a deployment
     request_timeout_seconds: int
     max_body_bytes: int
-    access_log: str  # infra.config.ProxyAccessLog: all, errors or off
+    access_log: ProxyAccessLog
     tls: bool
 
     @property
