@@ -20,6 +20,8 @@ twice. Instead, each consumer channel records which messages it holds and shows 
   Its held messages go back to the front of their queue with kombu's own `restore_by_tag`, except
   a task some live worker is still running (a connection lost under a long task): that one stays
   held until it ends. One rescuer per dead channel at a time (a lock key).
+- A channel that closes, also on a lost connection, puts back what it holds with kombu's own
+  restore, except the tasks its worker still runs (`TrackedQoS.restore_unacked`).
 
 A pool child killed alone is Celery's own business: its parent rejects the message back to the
 queue (`task_reject_on_worker_lost`). The reaper (app/tasks.py) stays the last resort.
@@ -36,6 +38,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
+from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps as kombu_dumps
@@ -49,6 +52,17 @@ PREFIX = "taskstack:liveness:"
 CHANNELS = PREFIX + "channels"  # every channel that may hold messages
 WORKERS = PREFIX + "workers"  # every worker that published its running tasks
 CONSUMER_DEATHS = PREFIX + "deaths"  # a counter: dead channels handled so far
+
+
+def running_task_ids() -> list[str]:
+    """The ids of the tasks this worker process's pool is running."""
+    # Read from the reporter's thread while the main thread changes the set: copy, retry.
+    for _ in range(5):
+        try:
+            return [request.id for request in list(worker_state.active_requests)]
+        except RuntimeError:  # "Set changed size during iteration"
+            continue
+    return []
 
 
 def held_key(channel_id: str) -> str:
@@ -88,6 +102,19 @@ class TrackedQoS(kombu_redis.QoS):
                 alive_key(self.channel_id), 1, ex=self.dead_after
             ).execute()
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def restore_unacked(self, client: Any = None) -> None:
+        # kombu's own (transport/redis.py QoS.restore_unacked), called when the channel closes,
+        # also on a lost connection. It put back a task this worker still runs, which then ran
+        # twice when Redis was back before the consumer noticed. Such a message stays held by
+        # this channel: once the task has ended, its ack removes it, or the rescuer restores it
+        # and the delivery finds the job finished.
+        running = set(running_task_ids())
+        with self.channel.conn_or_acquire(client) as connection:
+            for tag, message in list(self._delivered.items()):
+                if message.headers.get("id") not in running:
+                    self.restore_by_tag(tag, client=connection)  # type: ignore[no-untyped-call]
+        self._delivered.clear()
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]

@@ -8,12 +8,11 @@ from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
-from celery.worker import state as worker_state
 from kombu.entity import Queue
 
 from app.config import get_settings
 from app.db import dispose_sync_engines
-from app.liveness import Rescuer, RunningTasksReporter
+from app.liveness import Rescuer, RunningTasksReporter, running_task_ids
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -118,16 +117,6 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     shutdown = stop
 
 
-def _running_task_ids() -> list[str]:
-    # Read from the reporter's thread while the main thread changes the set: copy, retry.
-    for _ in range(5):
-        try:
-            return [request.id for request in list(worker_state.active_requests)]
-        except RuntimeError:  # "Set changed size during iteration"
-            continue
-    return []
-
-
 class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
     """The worker's `RunningTasksReporter` (app/liveness.py), for the process's whole life."""
 
@@ -136,7 +125,7 @@ class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
         self.reporter: RunningTasksReporter | None = None
 
     def start(self, worker: Any) -> None:
-        self.reporter = RunningTasksReporter(str(worker.hostname), _running_task_ids)
+        self.reporter = RunningTasksReporter(str(worker.hostname), running_task_ids)
         self.reporter.start()
 
     # Not stopped with the worker's steps: a worker shutting down (also after Celery's

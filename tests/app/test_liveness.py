@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery.worker import state as worker_state
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
@@ -55,6 +56,51 @@ def test_a_consumed_message_is_held_by_its_channel_until_acknowledged(
         message.ack()
         assert not broker.sismember(held, tag)
         assert not broker.hexists(qos.unacked_key, tag)
+        queue.delete()
+
+
+class RunningRequest:
+    """What Celery's `active_requests` (a weak set) holds of a running task: here, its id."""
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+
+
+def test_a_closing_channel_restores_its_messages_but_not_a_task_this_worker_runs(
+    broker: Any,
+) -> None:
+    """kombu restores every message a channel holds when it closes, also on a lost connection; a
+    task the worker still runs stays held, or it runs twice (tests/faults: a long job across a
+    Redis restart)."""
+    name = f"liveness-{uuid.uuid4().hex}"
+    running_id, waiting_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        exchange: Any = Exchange(name)  # type: ignore[no-untyped-call]
+        queue: Any = Queue(name, exchange, routing_key=name)(channel)  # type: ignore[no-untyped-call]
+        queue.declare()
+        producer: Any = Producer(channel)  # type: ignore[no-untyped-call]
+        for task_id in (running_id, waiting_id):
+            producer.publish({}, exchange=exchange, routing_key=name, headers={"id": task_id})
+        messages = {m.headers["id"]: m for m in (queue.get(no_ack=False) for _ in range(2)) if m}
+        assert set(messages) == {running_id, waiting_id}
+        qos = channel.qos
+        # What the pool runs, as Celery records it: a request with the task's id.
+        request = RunningRequest(running_id)
+        worker_state.active_requests.add(request)
+        try:
+            qos.restore_unacked()
+        finally:
+            worker_state.active_requests.discard(request)
+        running_tag = messages[running_id].delivery_tag
+        assert broker.hexists(qos.unacked_key, running_tag)
+        assert broker.sismember(liveness.held_key(qos.channel_id), running_tag)
+        assert not broker.hexists(qos.unacked_key, messages[waiting_id].delivery_tag)
+        restored = queue.get(no_ack=True)
+        assert restored is not None
+        assert restored.headers["id"] == waiting_id
+        assert queue.get(no_ack=True) is None
+        qos._remove_from_indices(running_tag).execute()
         queue.delete()
 
 
