@@ -10,7 +10,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import tornado.ioloop
+from flower.events import Events
 
+from app import monitoring
 from tests.app.conftest import REPO_ROOT, stop_process
 
 AUTH = ("monitor", "a-long-flower-password")
@@ -82,3 +85,34 @@ def test_other_pages_as_before(flower: str) -> None:
 def test_flower_on_its_own_serves_metrics_to_anyone(plain_flower: str) -> None:
     """Why app.monitoring exists: Flower 2.2 leaves /metrics open under --basic-auth."""
     assert httpx.get(f"{plain_flower}/metrics", timeout=10).status_code == 200
+
+
+def test_events_beyond_the_backlog_are_dropped_and_the_rest_applied() -> None:
+    """Flower's event thread queues every event on the IOLoop with no bound; app.monitoring
+    bounds what waits there. A loop that is not running plays one that falls behind."""
+    loop = tornado.ioloop.IOLoop(make_current=False)
+    events = Events(monitoring.celery_app, loop, enable_events=False, max_tasks_in_memory=100)
+    limit, extra = monitoring.backlog.limit, 25
+    dropped_before = monitoring.backlog.dropped
+    now = time.time()
+    for n in range(limit + extra):
+        events.on_event(
+            {
+                "type": "task-received",
+                "uuid": f"task-{n}",
+                "name": "t",
+                "hostname": "w@h",
+                "timestamp": now,
+                "local_received": now,
+                "clock": n + 1,
+            }
+        )
+    assert monitoring.backlog.waiting == limit
+    assert monitoring.backlog.dropped - dropped_before == extra
+
+    loop.run_sync(lambda: None)  # runs the queued callbacks first
+    loop.close()
+    assert monitoring.backlog.waiting == 0
+    # Flower's own --max_tasks keeps the newest 100 of what was applied.
+    assert len(events.state.tasks) == 100
+    assert f"task-{limit - 1}" in events.state.tasks
