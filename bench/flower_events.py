@@ -4,8 +4,8 @@
 
 1. starts Flower natively in a cgroup of its own with prod's limits for it (half a CPU, 256 MiB;
    infra/spec.py `_FIXED_LIMITS`), against an empty Redis db, once as the stack runs it
-   (`celery -A app.monitoring flower`, the event backlog bounded) and once as stock Flower
-   (`celery -A app.worker flower`);
+   (`celery -A app.monitoring flower --max_tasks=<FLOWER_MAX_TASKS>`, the event backlog bounded)
+   and once as stock Flower (`celery -A app.worker flower`: Flower's defaults);
 2. publishes task events with Celery's own `EventDispatcher` from `PUBLISHERS` processes for
    `SECONDS` s, each task's three events as a worker sends them (received, started, succeeded,
    with the args and result a job carries), as fast as they go;
@@ -31,9 +31,10 @@ import httpx
 import redis
 
 from bench.run import REPO, RESULTS, log
+from infra.spec import FLOWER_MAX_TASKS
 
 SECONDS = float(os.environ.get("FLOWER_EVENTS_SECONDS", "45"))
-PUBLISHERS = 2
+PUBLISHERS = int(os.environ.get("FLOWER_EVENTS_PUBLISHERS", "3"))
 CPU_QUOTA_US, CPU_PERIOD_US = 50_000, 100_000  # half a CPU
 MEMORY_LIMIT = 256 * 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -95,7 +96,7 @@ def _publish(broker_url: str, seconds: float, counter: Any) -> None:
                 root_id=task,
                 parent_id=None,
             )
-            dispatcher.send("task-started", uuid=task, pid=os.getpid())
+            dispatcher.send("task-started", uuid=task)
             dispatcher.send(
                 "task-succeeded",
                 uuid=task,
@@ -107,7 +108,7 @@ def _publish(broker_url: str, seconds: float, counter: Any) -> None:
         counter.value += sent
 
 
-def run(module: str) -> dict[str, Any]:
+def run(module: str, *flower_args: str) -> dict[str, Any]:
     db = _empty_db()
     broker_url = f"{REDIS_HOST_URL}/{db}"
     name = f"flower-events-{os.getpid()}"
@@ -124,7 +125,7 @@ def run(module: str) -> dict[str, Any]:
     flower = subprocess.Popen(
         [
             *("sh", "-c", join, "sh", sys.executable, "-m", "celery", "-A", module, "flower"),
-            *(f"--port={PORT}", "--address=127.0.0.1"),
+            *(f"--port={PORT}", "--address=127.0.0.1", *flower_args),
         ],
         cwd=REPO,
         env=env,
@@ -167,7 +168,7 @@ def run(module: str) -> dict[str, Any]:
             except httpx.TransportError:
                 answering = False
         result = {
-            "flower": module,
+            "flower": " ".join((module, *flower_args)),
             "events_sent": counter.value,
             "seconds": SECONDS,
             "events_per_second": round(counter.value / SECONDS),
@@ -199,9 +200,10 @@ def run(module: str) -> dict[str, Any]:
 
 def main() -> None:
     results = []
-    for module in ("app.monitoring", "app.worker"):
-        log(f"flower events: {module}, {PUBLISHERS} publishers for {SECONDS:.0f} s")
-        result = run(module)
+    shipped = ("app.monitoring", f"--max_tasks={FLOWER_MAX_TASKS}")
+    for command in (shipped, ("app.worker",)):
+        log(f"flower events: {' '.join(command)}, {PUBLISHERS} publishers for {SECONDS:.0f} s")
+        result = run(*command)
         print(json.dumps(result), flush=True)
         results.append(result)
     RESULTS.mkdir(exist_ok=True)

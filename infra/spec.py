@@ -85,6 +85,9 @@ API_PORT = 8000
 # The name every API copy answers to on the app network: what the proxy resolves.
 API_ALIAS = "api"
 FLOWER_PORT = 5555
+# The tasks Flower keeps in memory (its default 10,000 took it to 230 of its 256 MiB, and once
+# past: bench/flower_events.py, RELIABILITY.md "Overload"). The jobs' record is PostgreSQL's.
+FLOWER_MAX_TASKS = 5_000
 
 WORKER_HEARTBEAT_PATH = "/tmp/celery-worker-heartbeat"  # noqa: S108 - a tmpfs in every container
 # The Dockerfile creates this directory owned by app, so a fresh named volume mounted on it inherits
@@ -687,7 +690,10 @@ def _beat(c: _Common) -> Service:
 
 def _flower(c: _Common) -> Service:
     # app.monitoring: the Celery app, with Flower's /metrics behind Flower's own authentication.
-    command = ("celery", "-A", "app.monitoring", "flower", f"--port={FLOWER_PORT}")
+    command = (
+        *("celery", "-A", "app.monitoring", "flower"),
+        *(f"--max_tasks={FLOWER_MAX_TASKS}", f"--port={FLOWER_PORT}"),
+    )
     service = replace(
         _app_service(c, "flower", command),
         # The broker only: Flower never touches the database.

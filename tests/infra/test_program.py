@@ -304,7 +304,7 @@ def test_roles_run_their_contracted_commands() -> None:
     assert run.named("api-1").plain["command"][:2] == ["uvicorn", "app.main:app"]
     assert run.named("worker-1").plain["command"][-1] == "--concurrency=7"
     assert run.named("beat").plain["command"][:4] == ["celery", "-A", "app.worker", "beat"]
-    assert run.named("flower").plain["command"][-1] == "--port=5555"
+    assert run.named("flower").plain["command"][-2:] == ["--max_tasks=5000", "--port=5555"]
     api = run.named("api-1").plain["command"]
     assert api[api.index("--workers") + 1] == "3"
 

@@ -344,7 +344,9 @@ def test_flower_takes_its_basic_auth_from_a_file_in_prod(dev: ProgramRun, prod: 
     assert mounted_files(prod, "flower")["flower_basic_auth"] == PROD_SECRETS["flowerBasicAuth"]
     assert spec["args"][:2] == ["sh", "-c"]
     assert 'FLOWER_BASIC_AUTH="$(cat /run/secrets/flower_basic_auth)"' in spec["args"][2]
-    assert spec["args"][2].endswith("exec celery -A app.monitoring flower --port=5555")
+    assert spec["args"][2].endswith(
+        "exec celery -A app.monitoring flower --max_tasks=5000 --port=5555"
+    )
     assert "/run/secrets/flower_basic_auth" in " ".join(spec["healthcheck"]["tests"])
     assert container_spec(dev, "flower")["args"][0] == "celery"  # no auth configured in dev
 
