@@ -39,7 +39,7 @@ CPU_QUOTA_US, CPU_PERIOD_US = 50_000, 100_000  # half a CPU
 MEMORY_LIMIT = 256 * 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 REDIS_HOST_URL = "redis://127.0.0.1:6379"
-PORT = 15955
+PORT = 15966  # not a rehearsed or bench stack's Flower port (15955)
 
 
 def _empty_db() -> int:
