@@ -31,6 +31,15 @@ TLS_PEM_PATH = "/tmp/tls.pem"  # noqa: S108 - written mode 0600 at start, from a
 API_HOST_ENV = "TASKSTACK_API_HOST"
 CONFIG_ENV = "HAPROXY_CONFIG"
 TLS_PEM_ENV = "TLS_PEM"
+# What each API process admits at once (app/config.py `max_concurrent_requests`, its default; a
+# test holds the two equal). HAProxy sends a copy no more than its processes admit and keeps the
+# rest in its own queue, where waiting costs the copies nothing: answering 503s at once to clients
+# that retry at once took the CPU from the admitted requests (POST at 500 connections: 237
+# accepted a second against 600 at 32; RELIABILITY.md "Overload").
+REQUESTS_PER_API_PROCESS = 64
+# The longest a request waits in that queue before HAProxy's 503 (with Retry-After): the same
+# bound as the API's wait for a pooled connection (app/db.py), well under a client's patience.
+QUEUE_TIMEOUT_SECONDS = 2
 # Request headers beyond the body: what one buffer holds on top of the largest body.
 _HEADER_ROOM = 16 * 1024
 
@@ -41,6 +50,7 @@ class ProxyConfig:
 
     api_port: int  # the API copies' own port
     replicas: int  # API copies; twice as many (old and new) exist during a deployment
+    processes_per_replica: int  # uvicorn processes in each copy (`apiWorkers`)
     request_timeout_seconds: int
     max_body_bytes: int
     access_log: ProxyAccessLog
@@ -74,6 +84,8 @@ def render(config: ProxyConfig) -> str:
         max_body_bytes=config.max_body_bytes,
         # Room for every old and new copy during a deployment, and a spare.
         slots=2 * config.replicas + 2,
+        server_maxconn=REQUESTS_PER_API_PROCESS * config.processes_per_replica,
+        queue_timeout=QUEUE_TIMEOUT_SECONDS,
         api_port=config.api_port,
         health_port=HEALTH_PORT,
     )

@@ -729,6 +729,7 @@ def proxy_config(config: StackConfig, tls: bool) -> proxy.ProxyConfig:
     return proxy.ProxyConfig(
         api_port=API_PORT,
         replicas=config.api_replicas,
+        processes_per_replica=config.api_workers,
         request_timeout_seconds=config.proxy_request_timeout_seconds,
         max_body_bytes=config.proxy_max_body_kb * 1024,
         access_log=config.proxy_access_log,

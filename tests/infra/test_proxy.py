@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from app.config import Settings
 from infra import proxy
 from infra.config import StackConfigError
 from infra.spec import API_ALIAS, API_PORT
@@ -134,10 +135,22 @@ def test_connections_to_the_copies_are_kept_for_reuse_under_load(stack: str) -> 
     assert "tune.pool-high-fd-ratio 95" in text
 
 
+def test_a_copy_gets_no_more_requests_at_once_than_its_processes_admit() -> None:
+    # The API's own bound (app/config.py) and the proxy's idea of it are one number.
+    admitted = Settings.model_fields["max_concurrent_requests"].default
+    assert admitted == proxy.REQUESTS_PER_API_PROCESS
+    assert " maxconn 64\n" in rendered(run_stack("prod"))
+    assert " maxconn 192\n" in rendered(run_stack("prod", apiWorkers=3))
+    # The rest wait in HAProxy's queue, 2 s at most, as long as the API waits for a connection.
+    assert "timeout queue 2s" in rendered(run_stack("dev"))
+    assert Settings.model_fields["readiness_timeout_seconds"].default == 2
+
+
 def test_the_configuration_is_a_pure_function_of_the_settings() -> None:
     settings = proxy.ProxyConfig(
         api_port=8000,
         replicas=3,
+        processes_per_replica=1,
         request_timeout_seconds=5,
         max_body_bytes=1024,
         access_log="all",
