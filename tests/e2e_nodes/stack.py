@@ -119,15 +119,26 @@ class NodesStack(SwarmStack):
     def wait_settled(self, role: str, *, within: float = 300) -> None:
         """Swarm's own verdict: no rolling update in progress and every replica running."""
 
+        seen: list[str] = []
+
         def settled() -> bool:
             """the rollout settled with every replica running"""
-            attrs = self.service(role).attrs
-            if (attrs.get("UpdateStatus") or {}).get("State") not in (None, "completed"):
-                return False
-            replicas = int(attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
-            return len(self.running_tasks(role)) == replicas
+            service = self.service(role)
+            update = (service.attrs.get("UpdateStatus") or {}).get("State")
+            replicas = int(service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"])
+            running = len(self.running_tasks(role))
+            tasks = [
+                f"{t.get('NodeID', '')[:6]} desired={t['DesiredState']} {t['Status']['State']}"
+                f" {t['Status'].get('Err', '')}".strip()
+                for t in service.tasks(filters={"desired-state": "running"})
+            ]
+            seen[:] = [f"{role}: update {update}, {running} of {replicas} running; {tasks}"]
+            return update in (None, "completed") and running == replicas
 
-        eventually(settled, within=within, every=1)
+        try:
+            eventually(settled, within=within, every=1)
+        except AssertionError as error:
+            raise AssertionError(f"{error} ({seen[-1] if seen else role})") from None
 
     def database_now(self) -> float:
         return float(self.psql("SELECT extract(epoch FROM clock_timestamp())"))
