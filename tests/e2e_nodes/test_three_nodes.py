@@ -55,6 +55,50 @@ def _of_jobs(stack: NodesStack, select: str, ids: list[str], where: str = "true"
     return stack.psql(f"SELECT {select} FROM jobs WHERE {where} AND id IN ({listed})")  # noqa: S608
 
 
+class BatchSubmitter(threading.Thread):
+    """POST /process for `count` items from `first_item` on, 8 at a time, in the background, so
+    that the batch is still being sent, and run, when a node is lost (sent first, it had finished
+    before the kill landed). Keeps the ids of the accepted jobs and counts what failed."""
+
+    def __init__(self, url: str, count: int, first_item: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.items = url, range(first_item, first_item + count)
+        self.accepted: list[str] = []
+        self.failed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _post(self, client: httpx.Client, item: int) -> None:
+        try:
+            response = client.post(f"{self.url}/process/{item}")
+        except httpx.HTTPError as error:
+            outcome: str | None = type(error).__name__
+        else:
+            outcome = None if response.status_code == 202 else str(response.status_code)
+        with self._lock:
+            if outcome is None:
+                self.accepted.append(str(response.json()["task_id"]))
+            else:
+                self.failed[outcome] += 1
+
+    def run(self) -> None:
+        lanes = [self.items[lane::8] for lane in range(8)]
+
+        def lane_run(items: range) -> None:
+            with httpx.Client(timeout=10) as client:
+                for item in items:
+                    self._post(client, item)
+
+        threads = [threading.Thread(target=lane_run, args=(items,)) for items in lanes]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def accepted_now(self) -> list[str]:
+        with self._lock:
+            return list(self.accepted)
+
+
 def _wait_node(stack: NodesStack, node: str, state: str, *, within: float = 120) -> None:
     eventually(lambda: stack.node_state(node) == state, within=within, every=0.5)
 
@@ -255,13 +299,19 @@ def test_losing_a_node_with_a_worker_and_an_api_replica(nodes_stack: NodesStack)
     stack.entry_node = other
     probe = Probe(f"{stack.url(other)}/health", timeout=2.0, pace=0.05).start()
     poster = Probe(f"{stack.url(other)}/process/{{item}}", method="POST", timeout=5.0).start()
-    ids = stack.submit_jobs(400, first_item=300_000)
-    eventually(lambda: stack.job_statuses(ids).get("succeeded", 0) >= 100, within=120, every=0.5)
+    batch = BatchSubmitter(stack.url(other), 1_200, first_item=300_000)
+    batch.start()
+    eventually(
+        lambda: stack.job_statuses(batch.accepted_now()).get("succeeded", 0) >= 100,
+        within=120,
+        every=0.5,
+    )
 
     killed_at_db = stack.database_now()
     killed_at = time.monotonic()
     swarm_nodes("kill", SPARE_NODE.removeprefix("swarm-node"))
-    in_flight = _of_jobs(stack, "count(*)", ids, "status = 'started'")
+    sent_at_kill = batch.accepted_now()
+    in_flight = _of_jobs(stack, "count(*)", sent_at_kill, "status = 'started'")
     _wait_node(stack, SPARE_NODE, "down")
     down_after = time.monotonic() - killed_at
 
@@ -276,8 +326,14 @@ def test_losing_a_node_with_a_worker_and_an_api_replica(nodes_stack: NodesStack)
     # Jobs cut off on the lost node's workers: still `started` by a run that began before the kill.
     time.sleep(3)
     cut_off = _of_jobs(
-        stack, "id", ids, f"status = 'started' AND started_at < to_timestamp({killed_at_db})"
+        stack,
+        "id",
+        sent_at_kill,
+        f"status = 'started' AND started_at < to_timestamp({killed_at_db})",
     ).split()
+    batch.join(timeout=300)
+    assert not batch.is_alive(), "the batch was not sent within 300 s"
+    ids = batch.accepted_now()
     statuses = _wait_finished(stack, ids, within=300)
     probe.stop()
     poster.stop()
@@ -289,6 +345,8 @@ def test_losing_a_node_with_a_worker_and_an_api_replica(nodes_stack: NodesStack)
     report = {
         "scenario": f"kill {SPARE_NODE} (a worker and an API replica) mid-batch",
         "jobs": len(ids),
+        "jobs_accepted_before_the_kill": len(sent_at_kill),
+        "batch_requests_failed": dict(batch.failed),
         "statuses": statuses,
         "lost": len(ids) - statuses.get("succeeded", 0),
         "started_when_killed": int(in_flight),
