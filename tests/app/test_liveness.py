@@ -5,7 +5,7 @@ still runs. A dead consumer is played by its records in Redis: held messages, no
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -32,17 +32,27 @@ def broker() -> Iterator[Any]:
     client.close()
 
 
+def _private_queue(channel: Any) -> tuple[Any, Callable[..., None]]:
+    """A queue of this test's own on `channel`, declared, and a function that publishes to it."""
+    name = f"liveness-{uuid.uuid4().hex}"
+    exchange: Any = Exchange(name)  # type: ignore[no-untyped-call]
+    queue: Any = Queue(name, exchange, routing_key=name)(channel)  # type: ignore[no-untyped-call]
+    queue.declare()
+    producer: Any = Producer(channel)  # type: ignore[no-untyped-call]
+
+    def publish(body: Any, **options: Any) -> None:
+        producer.publish(body, exchange=exchange, routing_key=name, **options)
+
+    return queue, publish
+
+
 def test_a_consumed_message_is_held_by_its_channel_until_acknowledged(
     broker: Any,
 ) -> None:
-    name = f"liveness-{uuid.uuid4().hex}"
     with celery_app.connection_for_write() as connection:
         channel = connection.default_channel
-        exchange: Any = Exchange(name)  # type: ignore[no-untyped-call]
-        queue: Any = Queue(name, exchange, routing_key=name)(channel)  # type: ignore[no-untyped-call]
-        queue.declare()
-        producer: Any = Producer(channel)  # type: ignore[no-untyped-call]
-        producer.publish({"n": 1}, exchange=exchange, routing_key=name)
+        queue, publish = _private_queue(channel)
+        publish({"n": 1})
         message = queue.get(no_ack=False)
         assert message is not None
         qos = channel.qos
@@ -72,16 +82,12 @@ def test_a_closing_channel_restores_its_messages_but_not_a_task_this_worker_runs
     """kombu restores every message a channel holds when it closes, also on a lost connection; a
     task the worker still runs stays held, or it runs twice (tests/faults: a long job across a
     Redis restart)."""
-    name = f"liveness-{uuid.uuid4().hex}"
     running_id, waiting_id = str(uuid.uuid4()), str(uuid.uuid4())
     with celery_app.connection_for_write() as connection:
         channel = connection.default_channel
-        exchange: Any = Exchange(name)  # type: ignore[no-untyped-call]
-        queue: Any = Queue(name, exchange, routing_key=name)(channel)  # type: ignore[no-untyped-call]
-        queue.declare()
-        producer: Any = Producer(channel)  # type: ignore[no-untyped-call]
+        queue, publish = _private_queue(channel)
         for task_id in (running_id, waiting_id):
-            producer.publish({}, exchange=exchange, routing_key=name, headers={"id": task_id})
+            publish({}, headers={"id": task_id})
         messages = {m.headers["id"]: m for m in (queue.get(no_ack=False) for _ in range(2)) if m}
         assert set(messages) == {running_id, waiting_id}
         qos = channel.qos
