@@ -30,27 +30,20 @@ from typing import Any
 import httpx
 import redis
 
+from bench.native_post import empty_redis_db
 from bench.run import REPO, RESULTS, log
-from infra.spec import FLOWER_MAX_TASKS
+from infra.spec import _FIXED_LIMITS, FLOWER_MAX_TASKS
 
 SECONDS = float(os.environ.get("FLOWER_EVENTS_SECONDS", "45"))
 PUBLISHERS = int(os.environ.get("FLOWER_EVENTS_PUBLISHERS", "3"))
-CPU_QUOTA_US, CPU_PERIOD_US = 50_000, 100_000  # half a CPU
-MEMORY_LIMIT = 256 * 1024 * 1024
+# Prod's limits for Flower, as the program sets them.
+_FLOWER_MEMORY_MB, _FLOWER_CPUS = _FIXED_LIMITS["flower"]
+CPU_PERIOD_US = 100_000
+CPU_QUOTA_US = round(float(_FLOWER_CPUS) * CPU_PERIOD_US)
+MEMORY_LIMIT = _FLOWER_MEMORY_MB * 1024 * 1024
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 REDIS_HOST_URL = "redis://127.0.0.1:6379"
 PORT = 15966  # not a rehearsed or bench stack's Flower port (15955)
-
-
-def _empty_db() -> int:
-    for number in range(15, 0, -1):
-        client = redis.Redis.from_url(f"{REDIS_HOST_URL}/{number}")
-        try:
-            if client.dbsize() == 0:
-                return number
-        finally:
-            client.close()
-    raise RuntimeError("no empty Redis db on 127.0.0.1:6379")
 
 
 def _cgroup(name: str) -> tuple[Path, Path]:
@@ -109,7 +102,7 @@ def _publish(broker_url: str, seconds: float, counter: Any) -> None:
 
 
 def run(module: str, *flower_args: str) -> dict[str, Any]:
-    db = _empty_db()
+    db = empty_redis_db()
     broker_url = f"{REDIS_HOST_URL}/{db}"
     name = f"flower-events-{os.getpid()}"
     cpu, memory = _cgroup(name)

@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _empty_redis_db() -> int:
+def empty_redis_db() -> int:
+    """An empty db of the machine's Redis, claimed with a marker key for 10 minutes."""
     for number in range(15, 0, -1):
         client = redis.Redis(db=number)
         try:
@@ -45,7 +46,7 @@ def _empty_redis_db() -> int:
 
 def run(code: Path, seconds: int, port: int) -> dict[str, object]:
     database = f"bench_native_{secrets.token_hex(4)}"
-    redis_db = _empty_redis_db()
+    redis_db = empty_redis_db()
     run_dir = Path(tempfile.mkdtemp(prefix="bench-native-"))
     env = {
         **os.environ,
