@@ -6,6 +6,11 @@ thing that removes a finished job is the purge (`purge_finished_jobs`: finished 
 JOB_RETENTION_DAYS ago); an entry is served only until that moment, then the row is read again (and
 is a 404 once purged). Bounded: at most FINISHED_JOB_CACHE_SIZE entries per API process, the least
 recently read dropped first; 0 turns the cache off.
+
+The answer says the same to the caches in front (`cache_control`): a finished job's may be kept
+until its purge, so the proxy answers the polls it has seen (infra/haproxy.cfg.tmpl, `cache`)
+without a hop to a copy; anything else is `no-store`. With the cache off, every answer is
+`no-store`.
 """
 
 import uuid
@@ -18,6 +23,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.config import get_settings
 
 TASK_PREFIX = "/task/"
+# An answer that may change (an unfinished or unknown job), or one this process does not keep.
+NO_STORE = "no-store"
+
+
+def cache_control(purgeable_at: datetime, now: datetime) -> str:
+    """A finished job's answer: any cache may keep it until the purge may delete the job."""
+    seconds_left = max(0, int((purgeable_at - now).total_seconds()))
+    return f"public, max-age={seconds_left}, immutable"
 
 
 class FinishedJobCache:
@@ -29,15 +42,19 @@ class FinishedJobCache:
         self._entries: OrderedDict[uuid.UUID, tuple[bytes, datetime]] = OrderedDict()
 
     def get(self, job_id: uuid.UUID, now: datetime) -> bytes | None:
+        entry = self.entry(job_id, now)
+        return None if entry is None else entry[0]
+
+    def entry(self, job_id: uuid.UUID, now: datetime) -> tuple[bytes, datetime] | None:
+        """The job's answer and the moment the purge may delete it, while that is ahead."""
         entry = self._entries.get(job_id)
         if entry is None:
             return None
-        body, purgeable_at = entry
-        if now >= purgeable_at:
+        if now >= entry[1]:
             del self._entries[job_id]
             return None
         self._entries.move_to_end(job_id)
-        return body
+        return entry
 
     def put(self, job_id: uuid.UUID, body: bytes, finished_at: datetime) -> None:
         if self.max_entries == 0:
@@ -76,8 +93,10 @@ class FinishedTaskFastPath:
             path: str = scope["path"]
             # Only the canonical 36-character form: the route would validate it the same way.
             if path.startswith(TASK_PREFIX) and len(path) == len(TASK_PREFIX) + 36:
-                body = self._cached(path[len(TASK_PREFIX) :])
-                if body is not None:
+                now = datetime.now(UTC)
+                entry = self._cached(path[len(TASK_PREFIX) :], now)
+                if entry is not None:
+                    body, purgeable_at = entry
                     await send(
                         {
                             "type": "http.response.start",
@@ -85,6 +104,7 @@ class FinishedTaskFastPath:
                             "headers": [
                                 (b"content-length", str(len(body)).encode()),
                                 (b"content-type", b"application/json"),
+                                (b"cache-control", cache_control(purgeable_at, now).encode()),
                             ],
                         }
                     )
@@ -93,9 +113,9 @@ class FinishedTaskFastPath:
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _cached(task_id: str) -> bytes | None:
+    def _cached(task_id: str, now: datetime) -> tuple[bytes, datetime] | None:
         try:
             job_id = uuid.UUID(task_id)
         except ValueError:
             return None
-        return get_finished_job_cache().get(job_id, datetime.now(UTC))
+        return get_finished_job_cache().entry(job_id, now)

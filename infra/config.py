@@ -173,6 +173,12 @@ class StackConfig(BaseModel):
     # a third of the drain rate on the benchmark's 2 cores (docs/bench.md); dev keeps INFO.
     worker_log_level: LogLevel = "WARNING"
     worker_stop_grace_seconds: PositiveInt = 60
+    # The workers' and Flower's CPU weight (Docker's cpu-shares; every other container has 1024):
+    # when the host's CPUs are all busy, accepting and answering requests goes first and the
+    # queue drains with what is left; idle CPUs are theirs all the same. At equal weight the
+    # drain took half of POST /process's CPU (docs/bench.md). Target docker only: a swarm
+    # service has no CPU weight.
+    background_cpu_shares: Annotated[int, Field(ge=2, le=1024)] = 256
     wait_timeout_seconds: PositiveInt = 120
     restart_policy: RestartPolicy = "unless-stopped"
     log_max_size_mb: PositiveInt = 10

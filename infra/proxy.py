@@ -3,9 +3,10 @@
 The proxy owns the API's published port; the API copies publish nothing. HAProxy finds the copies
 through Docker's embedded DNS (a name every copy answers to), checks each one's `/health`, drops a
 copy that stops answering, and sends a request whose connection was refused or closed before any
-byte of the answer to another copy. It also cuts off slow clients (`timeout http-request`), refuses
-bodies above the limit (413) and writes an access log to its stdout (every request, or by default
-only the abnormal ones: `proxyAccessLog`).
+byte of the answer to another copy. It answers again the GET /task of a finished job it has seen
+(for as long as the API's Cache-Control allows). It also cuts off slow clients (`timeout
+http-request`), refuses bodies above the limit (413) and writes an access log to its stdout (every
+request, or by default only the abnormal ones: `proxyAccessLog`).
 
 Why HAProxy rather than nginx 1.26 or Caddy 2.6 is in docs/infra.md ("The front door").
 """
@@ -42,6 +43,12 @@ REQUESTS_PER_API_PROCESS = 64
 QUEUE_TIMEOUT_SECONDS = 2
 # Request headers beyond the body: what one buffer holds on top of the largest body.
 _HEADER_ROOM = 16 * 1024
+# The proxy's cache of finished jobs' GET /task answers (a few hundred bytes each, in blocks of
+# 1 KiB): about 16,000 of them in 16 MB of the proxy's memory; none is kept over an hour, and
+# none past the moment the API says (its job's purge).
+CACHE_MB = 16
+CACHE_OBJECT_BYTES = 16 * 1024
+CACHE_MAX_AGE_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,9 @@ def render(config: ProxyConfig) -> str:
         queue_timeout=QUEUE_TIMEOUT_SECONDS,
         api_port=config.api_port,
         health_port=HEALTH_PORT,
+        cache_mb=CACHE_MB,
+        cache_object_bytes=CACHE_OBJECT_BYTES,
+        cache_max_age=CACHE_MAX_AGE_SECONDS,
     )
 
 

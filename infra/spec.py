@@ -230,6 +230,9 @@ class Service:
     binds: tuple[BindMount, ...] = ()
     tmpfs: Mapping[str, str] = field(default_factory=dict)
     limits: Limits | None = None
+    # The role's CPU weight against the others when the host's CPUs are all busy (Docker's
+    # cpu-shares; None: the engine's 1024). Limits cap a role; this only orders who waits.
+    cpu_shares: int | None = None
     replicas: int = 1
     replica_env: Mapping[str, str] = field(default_factory=dict)
     depends_on: tuple[Role, ...] = ()
@@ -660,6 +663,7 @@ def _worker(c: _Common) -> Service:
         ),
         wait_healthy=True,
         replicas=c.config.worker_replicas,
+        cpu_shares=c.config.background_cpu_shares,
         start_first=True,
         # Celery's warm shutdown on SIGTERM finishes running tasks; give it the configured grace.
         stop_grace_seconds=c.config.worker_stop_grace_seconds,
@@ -702,6 +706,8 @@ def _flower(c: _Common) -> Service:
         # Reads the credentials from the environment, so they never appear in the healthcheck input.
         healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
         ports=(PublishedPort(FLOWER_PORT, c.config.flower_port, c.config.publish_address),),
+        # Flower decodes three task events per job: it drains with the workers.
+        cpu_shares=c.config.background_cpu_shares,
     )
     auth = c.credentials.flower_basic_auth
     if auth is None:

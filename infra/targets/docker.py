@@ -446,6 +446,7 @@ def _container(
             else None,
             memory=service.limits.memory_mb if service.limits else None,
             cpus=service.limits.cpus if service.limits else None,
+            cpu_shares=service.cpu_shares,
             stop_signal=service.stop_signal,
             stop_timeout=service.stop_grace_seconds,
             # Pulumi's delete/replace stops with this timeout; unset it kills at once, cutting off a

@@ -99,6 +99,53 @@ async def test_an_unfinished_job_is_read_every_time(client: httpx.AsyncClient) -
     assert (await client.get(f"/task/{job_id}")).json()["status"] == "STARTED"
 
 
+def _max_age(response: httpx.Response) -> int:
+    directives = [d.strip() for d in response.headers["cache-control"].split(",")]
+    assert directives[0] == "public", directives
+    assert "immutable" in directives, directives
+    (max_age,) = (int(d.split("=")[1]) for d in directives if d.startswith("max-age="))
+    return max_age
+
+
+async def test_caches_in_front_may_keep_a_finished_answer_until_its_purge_and_nothing_else(
+    client: httpx.AsyncClient,
+) -> None:
+    job_id = await create_queued_job(7)
+    unfinished = await client.get(f"/task/{job_id}")
+    assert unfinished.headers["cache-control"] == "no-store"
+    unknown = await client.get(f"/task/{uuid.uuid4()}")
+    assert unknown.status_code == 404
+    assert unknown.headers["cache-control"] == "no-store"
+    # Finished three days ago: the purge may delete it retention - 3 days from now.
+    execute(
+        "UPDATE jobs SET status = 'succeeded', result = '{}', "
+        "finished_at = now() - interval '3 days' WHERE id = :id",
+        id=job_id,
+    )
+    left = timedelta(days=get_settings().job_retention_days - 3).total_seconds()
+    routed = await client.get(f"/task/{job_id}")  # read from the row, then cached
+    from_memory = await client.get(f"/task/{job_id}")  # the middleware's answer
+    for response in (routed, from_memory):
+        assert left - 60 <= _max_age(response) <= left, response.headers
+
+
+async def test_with_the_cache_off_no_answer_may_be_kept(client: httpx.AsyncClient) -> None:
+    job_id = await create_queued_job(8)
+    execute(
+        "UPDATE jobs SET status = 'succeeded', result = '{}', finished_at = now() WHERE id = :id",
+        id=job_id,
+    )
+    cache = get_finished_job_cache()
+    size = cache.max_entries
+    cache.max_entries = 0
+    try:
+        answer = await client.get(f"/task/{job_id}")
+    finally:
+        cache.max_entries = size
+    assert answer.json()["status"] == "SUCCESS"
+    assert answer.headers["cache-control"] == "no-store"
+
+
 def test_cache_holds_at_most_its_size_dropping_the_least_recently_read() -> None:
     cache = FinishedJobCache(max_entries=2, retention=timedelta(days=1))
     now = datetime.now(UTC)

@@ -59,6 +59,7 @@ INVALID: dict[str, tuple[Any, str]] = {
     "proxyImage": ("haproxy", "pinned"),
     "proxyRequestTimeoutSeconds": ("0", "greater than or equal to 1"),
     "proxyMaxBodyKb": ("0", "greater than or equal to 1"),
+    "backgroundCpuShares": ("2048", "less than or equal to 1024"),
     "workerLogLevel": ("LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
     "proxyAccessLog": ("true", "'all', 'errors' or 'off'"),
     "postgresNodeLabels": ("[]", "at least one node label"),

@@ -146,6 +146,21 @@ def test_a_copy_gets_no_more_requests_at_once_than_its_processes_admit() -> None
     assert Settings.model_fields["readiness_timeout_seconds"].default == 2
 
 
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_requests_go_to_the_least_busy_copy_and_finished_polls_are_answered_from_a_cache(
+    stack: str,
+) -> None:
+    text = rendered(run_stack(stack))
+    assert "balance leastconn" in text
+    backend = text[text.index("backend api") :]
+    # Only GET /task answers, and only as the API's Cache-Control allows (app/finished_jobs.py).
+    assert "http-request cache-use finished_jobs if { path_beg /task/ }" in backend
+    assert "http-response cache-store finished_jobs" in backend
+    cache = text[text.index("cache finished_jobs") : text.index("\ndefaults\n")]
+    assert f"total-max-size {proxy.CACHE_MB}\n" in cache
+    assert f"max-age {proxy.CACHE_MAX_AGE_SECONDS}\n" in cache
+
+
 def test_the_configuration_is_a_pure_function_of_the_settings() -> None:
     settings = proxy.ProxyConfig(
         api_port=8000,

@@ -54,6 +54,16 @@ def test_workers_log_each_job_in_dev_and_only_warnings_in_prod(
     assert "--loglevel=WARNING" in prod.named("worker-1").plain["command"]
 
 
+def test_workers_and_flower_yield_the_cpu_to_the_front_door_in_both_stacks(
+    dev: ProgramRun, prod: ProgramRun
+) -> None:
+    # docs/infra.md `backgroundCpuShares`: a weight under contention, not a limit.
+    for run in (dev, prod):
+        for container in run.containers():
+            expected = 256 if _role(container) in ("worker", "flower") else None
+            assert container.plain.get("cpuShares") == expected, container.name
+
+
 def test_dev_publishes_postgres_and_redis_on_loopback_only(dev: ProgramRun) -> None:
     assert dev.named("postgres").plain["ports"] == [
         {"internal": 5432, "external": 15432, "ip": "127.0.0.1", "protocol": "tcp"}

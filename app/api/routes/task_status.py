@@ -6,10 +6,12 @@ before routing: this route runs for unfinished, unknown and not yet cached jobs.
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import FinishedJobsDep, HotConnectionDep
+from app.finished_jobs import NO_STORE, cache_control
 from app.models import FINISHED_STATUSES, JobStatus
 from app.schemas import CELERY_STATE, TaskStatus
 
@@ -30,7 +32,11 @@ async def get_task(
     """The job's state under Celery's names (PENDING, STARTED, RETRY, SUCCESS, FAILURE)."""
     row = await connection.fetchrow(SELECT_TASK_STATE, task_id)
     if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"no task {task_id}",
+            headers={"Cache-Control": NO_STORE},
+        )
     job_status = JobStatus(row["status"])
     body = (
         TaskStatus(
@@ -43,7 +49,9 @@ async def get_task(
         .model_dump_json()
         .encode()
     )
-    if job_status in FINISHED_STATUSES:
+    caching = NO_STORE
+    if job_status in FINISHED_STATUSES and finished.max_entries > 0:
         finished.put(task_id, body, row["finished_at"])
+        caching = cache_control(row["finished_at"] + finished.retention, datetime.now(UTC))
     # Already the response model's JSON: returned as is, not validated and serialised again.
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"Cache-Control": caching})
