@@ -26,11 +26,17 @@ async def test_concurrent_posts_share_inserts_and_every_job_runs(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[int] = []
+    at_once = [0, 0]  # flushes running now, most ever
     flush = JobIntake._flush
 
     async def counting_flush(self: JobIntake, batch: list) -> None:  # type: ignore[type-arg]
         batches.append(len(batch))
-        await flush(self, batch)
+        at_once[0] += 1
+        at_once[1] = max(at_once)
+        try:
+            await flush(self, batch)
+        finally:
+            at_once[0] -= 1
 
     monkeypatch.setattr(JobIntake, "_flush", counting_flush)
     responses = await asyncio.gather(*(client.post(f"/process/{n}") for n in range(64)))
@@ -40,6 +46,8 @@ async def test_concurrent_posts_share_inserts_and_every_job_runs(
     assert len(set(task_ids)) == 64
     assert sum(batches) == 64
     assert max(batches) > 1, f"no two requests shared a flush: {batches}"
+    # One flush at a time: what arrives meanwhile waits and goes in the next, larger group.
+    assert at_once[1] == 1, batches
     # Each answer came after its row was committed: every row is there as soon as they return.
     for task_id in task_ids:
         row = job_row(uuid.UUID(task_id))
