@@ -82,7 +82,11 @@ class JobIntake:
     """The group committer of one event loop (see the module docstring)."""
 
     waiting: list[_Waiting] = field(default_factory=list)
-    flushes: set[asyncio.Task[None]] = field(default_factory=set)
+    # Flushes started and not yet past their last look at `waiting`. Counted in the flush itself,
+    # not by the task's done callback: that runs a loop iteration later, and a request arriving in
+    # between would see a flush that no longer looks and wait for good.
+    flushing: int = 0
+    flushes: set[asyncio.Task[None]] = field(default_factory=set)  # references, against the GC
 
     async def accept(self, item_id: int, key: str | None = None) -> tuple[uuid.UUID, bool]:
         """Record a job; returns its id once committed, and whether it is a replay (the key's
@@ -92,21 +96,27 @@ class JobIntake:
         `idempotency.IdempotencyKeyReused`."""
         entry = _Waiting(uuid.uuid4(), item_id, key, asyncio.get_running_loop().create_future())
         self.waiting.append(entry)
-        if len(self.flushes) < MAX_CONCURRENT_FLUSHES:
+        if self.flushing < MAX_CONCURRENT_FLUSHES:
+            self.flushing += 1
             flush = asyncio.create_task(self._flush_while_waiting())
             self.flushes.add(flush)
             flush.add_done_callback(self.flushes.discard)
         return await entry.accepted
 
     async def _flush_while_waiting(self) -> None:
-        while self.waiting:
-            batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
-            try:
-                await self._flush(batch)
-            except BaseException as error:  # every waiter must be answered
-                _fail(batch, error)
-                if isinstance(error, asyncio.CancelledError):
-                    raise
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
+                try:
+                    await self._flush(batch)
+                except BaseException as error:  # every waiter must be answered
+                    _fail(batch, error)
+                    if isinstance(error, asyncio.CancelledError):
+                        raise
+        finally:
+            # No await between the last look at `waiting` and this: whoever arrives after it
+            # starts a flush of their own.
+            self.flushing -= 1
 
     async def _flush(self, batch: list[_Waiting]) -> None:
         job_ids = [entry.job_id for entry in batch]

@@ -89,6 +89,15 @@ async def test_requests_arriving_during_a_flush_wait_for_it_and_go_together_in_t
     assert len(batches) <= 3, batches  # the first one or few, then everything that waited
 
 
+async def test_a_request_right_after_a_flush_is_flushed_too(client: httpx.AsyncClient) -> None:
+    # One client, one request at a time: each arrives as the previous flush finishes. A flush
+    # counted as running until its task's done callback left such a request waiting for good.
+    for item_id in range(20):
+        async with asyncio.timeout(30):  # a hang bound, not a timing assertion
+            response = await client.post(f"/process/{item_id}")
+        assert response.status_code == 202
+
+
 async def test_database_down_is_503_with_retry_after_and_nothing_recorded(
     client: httpx.AsyncClient,
 ) -> None:

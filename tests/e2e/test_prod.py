@@ -67,6 +67,24 @@ def test_tutorial_flow_on_the_hardened_stack(prod_stack: RehearsedStack) -> None
     assert body["result"] == {"item_id": 42, "status": "processed"}
 
 
+def test_the_proxy_answers_a_finished_poll_again_from_its_cache(
+    prod_stack: RehearsedStack,
+) -> None:
+    # submit_and_wait polls while the job is PENDING: had the proxy kept one of those answers,
+    # it would never have seen SUCCESS (unfinished answers are no-store, app/finished_jobs.py).
+    done = prod_stack.submit_and_wait(43)
+    unknown = uuid.uuid4()
+    with prod_stack.api() as client:
+        again = client.get(f"/task/{done['task_id']}")
+        missing = [client.get(f"/task/{unknown}") for _ in range(2)]
+    assert again.json() == done
+    assert "age" in again.headers, again.headers  # HAProxy's cache answered it
+    assert again.headers["cache-control"].startswith("public, max-age="), again.headers
+    for response in missing:
+        assert response.status_code == 404
+        assert "age" not in response.headers, response.headers
+
+
 def _redis_ping_from_api(stack: RehearsedStack, url_expression: str) -> tuple[int, str]:
     api = stack.names("api")[0]
     script = f"import os, redis; print(redis.Redis.from_url({url_expression}).ping())"
