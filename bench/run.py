@@ -134,10 +134,16 @@ class Stack:
         """Run SQL in the stack's PostgreSQL container (local socket, no credentials here)."""
         (postgres,) = self.containers("postgres")
         command = ["psql", "-U", "taskstack", "-d", "taskstack", "-AtX", "-v", "ON_ERROR_STOP=1"]
-        result = postgres.exec_run([*command, "-c", statement])
-        if result.exit_code != 0:
-            raise RuntimeError(f"psql failed: {result.output.decode()}")
-        return str(result.output.decode()).strip()
+        # Every statement here prints something; an empty answer is the exec's output lost on a
+        # saturated engine (seen once in a 2026-12-04 sitting), so it is asked again.
+        for _ in range(3):
+            result = postgres.exec_run([*command, "-c", statement])
+            if result.exit_code != 0:
+                raise RuntimeError(f"psql failed: {result.output.decode()}")
+            if output := str(result.output.decode()).strip():
+                return output
+            time.sleep(0.5)
+        raise RuntimeError(f"psql printed nothing for {statement!r}, three times")
 
     def api_addresses(self) -> list[str]:
         """Each API copy's own URL on the stack's app network (the proxy's upstreams)."""
