@@ -21,24 +21,34 @@ pytestmark = pytest.mark.anyio
 DEAD_PORT = 1  # nothing listens there: connections are refused at once
 
 
-@pytest.mark.usefixtures("worker")
-async def test_concurrent_posts_share_inserts_and_every_job_runs(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def record_flushes(
+    monkeypatch: pytest.MonkeyPatch, *, delay: float = 0
+) -> tuple[list[int], list[int]]:
+    """Each flush's group size, and [flushes running now, most at once]; `delay` slows each
+    flush down before its statement, as a slow commit would."""
     batches: list[int] = []
-    at_once = [0, 0]  # flushes running now, most ever
+    at_once = [0, 0]
     flush = JobIntake._flush
 
-    async def counting_flush(self: JobIntake, batch: list) -> None:  # type: ignore[type-arg]
+    async def recording_flush(self: JobIntake, batch: list) -> None:  # type: ignore[type-arg]
         batches.append(len(batch))
         at_once[0] += 1
         at_once[1] = max(at_once)
         try:
+            await asyncio.sleep(delay)
             await flush(self, batch)
         finally:
             at_once[0] -= 1
 
-    monkeypatch.setattr(JobIntake, "_flush", counting_flush)
+    monkeypatch.setattr(JobIntake, "_flush", recording_flush)
+    return batches, at_once
+
+
+@pytest.mark.usefixtures("worker")
+async def test_concurrent_posts_share_inserts_and_every_job_runs(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches, _ = record_flushes(monkeypatch)
     responses = await asyncio.gather(*(client.post(f"/process/{n}") for n in range(64)))
 
     assert [response.status_code for response in responses] == [202] * 64
@@ -59,25 +69,13 @@ async def test_concurrent_posts_share_inserts_and_every_job_runs(
 async def test_requests_arriving_during_a_flush_wait_for_it_and_go_together_in_the_next(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches: list[int] = []
-    at_once = [0, 0]  # flushes running now, most ever
-    flush = JobIntake._flush
-
-    async def slow_flush(self: JobIntake, batch: list) -> None:  # type: ignore[type-arg]
-        batches.append(len(batch))
-        at_once[0] += 1
-        at_once[1] = max(at_once)
-        try:
-            await asyncio.sleep(0.3)  # a slow commit: the second wave arrives during it
-            await flush(self, batch)
-        finally:
-            at_once[0] -= 1
+    # A slow commit: the second wave arrives during the first flush.
+    batches, at_once = record_flushes(monkeypatch, delay=0.3)
 
     async def later(item_id: int) -> httpx.Response:
         await asyncio.sleep(0.1)
         return await client.post(f"/process/{item_id}")
 
-    monkeypatch.setattr(JobIntake, "_flush", slow_flush)
     first = [client.post(f"/process/{n}") for n in range(8)]
     second = [later(n) for n in range(8, 16)]
     responses = await asyncio.gather(*first, *second)
