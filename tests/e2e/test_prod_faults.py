@@ -1,5 +1,5 @@
 """Faults on the rehearsed prod stack, as an operator breaks it, with the SHIPPED recovery defaults
-(RELIABILITY.md, "On the rehearsed prod stack"): 1,000 POSTs from 16 clients, the fault injected
+(RELIABILITY.md, "the rehearsed prod stack"): 1,000 POSTs from 16 clients, the fault injected
 3 s in, every job counted from PostgreSQL. Asserted: nothing accepted is lost, nothing is refused
 while PostgreSQL is up, no request creates two jobs. Recovery times are measured and reported,
 never asserted (a shared machine)."""

@@ -123,7 +123,7 @@ def test_image_tag_is_the_stack_name(dev: ProgramRun, prod: ProgramRun) -> None:
     assert prod.stack_outputs["imageName"] == "taskstack-app:prod"
 
 
-# --- prod hardening (issue 5) ---------------------------------------------------------------------
+# --- prod hardening -------------------------------------------------------------------------------
 
 
 def test_prod_containers_are_hardened(prod: ProgramRun) -> None:
