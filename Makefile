@@ -3,6 +3,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 STACK ?= dev
+# Who brings the suites' and the bench's stacks up (deploy/, docs/rehearsal.md "The deployers"):
+# the rehearsal, or DEPLOYER=pulumi for Pulumi's Automation API (needs the Pulumi CLI).
+DEPLOYER ?= rehearsal
+export DEPLOYER
 UV_VERSION := 0.13.9
 # `uv` from PATH, else the copy `make uv` installs with pip (a fresh shell may not see its script yet).
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
@@ -47,7 +51,7 @@ down: sync  ## pulumi destroy STACK (needs the Pulumi CLI)
 # The rehearsal (docs/rehearsal.md): the Pulumi program applied to this machine's Docker engine.
 # Each target that needs the engine first says what this machine lacks (and the command that
 # provides it), before any test runs.
-e2e: sync  ## fault injection, the rehearsal's own tests, end-to-end tests on rehearsed stacks
+e2e: sync  ## fault injection, the rehearsal's own tests, end-to-end tests (DEPLOYER=pulumi: real `pulumi up`)
 	$(UV) run python -m rehearsal check --chromium
 	$(MAKE) --no-print-directory faults
 	$(UV) run pytest tests/rehearsal tests/e2e

@@ -2,8 +2,9 @@
 
 1. The tutorial: `../shared/tutorial-bench/run` brings its compose stack up on this engine,
    measures it and prints one JSON line (its header gives the method).
-2. Ours, measured the same way, on the rehearsed dev stack and then the rehearsed prod stack
-   (`python -m rehearsal up --stack dev|prod`, their own stack names and host ports,
+2. Ours, measured the same way, on the dev stack and then the prod stack, brought up by the
+   deployer DEPLOYER names (deploy/: the rehearsal, `python -m rehearsal up --stack dev|prod`,
+   unless DEPLOYER=pulumi), under their own stack names and host ports,
    JOB_WORK_SECONDS=0, the stack files' own API processes and workers):
    - POST /process: `wrk -t2 -c32 -d10s -s post.lua`, the tutorial's own script (a new item id per
      request), the workers draining meanwhile; through the proxy (the published port), then
@@ -38,15 +39,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
+
+from deploy import Deployer, deployer
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 TUTORIAL_BENCH = REPO.parent / "shared" / "tutorial-bench"
 POST_LUA = TUTORIAL_BENCH / "post.lua"
-LABEL_STACK = "com.taskstack.stack"
-LABEL_ROLE = "com.taskstack.role"
 APP_ENV = ["JOB_WORK_SECONDS=0"]
 DRAIN_JOBS = int(os.environ.get("K", "3000"))
 ENQUEUE_THREADS = 16
@@ -76,44 +76,33 @@ def port_free(port: int) -> bool:
 
 @dataclass
 class Stack:
-    """One rehearsed stack (dev or prod) the benchmark brings up, measures and removes."""
+    """One of our stacks (dev or prod) the benchmark brings up, measures and removes."""
 
     kind: str
-    client: docker.DockerClient = field(default_factory=docker.from_env)
+    deployer: Deployer = field(init=False)
+
+    def __post_init__(self) -> None:
+        # What the deployer prints is shown as it comes, on stderr.
+        self.deployer = deployer(self.kind, f"bench-{self.kind}", echo=True)
 
     @property
     def name(self) -> str:
-        return f"bench-{self.kind}"
+        return self.deployer.name
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{PORTS[self.kind]['apiPort']}"
 
-    def rehearsal(self, *arguments: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "rehearsal",
-            *arguments,
-            "--stack",
-            self.kind,
-            "--name",
-            self.name,
-        ]
-
     def up(self) -> None:
-        log(f"rehearsal up {self.name}")
-        config = [f"{key}={value}" for key, value in PORTS[self.kind].items()]
-        config.append(f"appEnv={json.dumps(APP_ENV)}")
-        options = [arg for item in config for arg in ("--config", item)]
-        subprocess.run([*self.rehearsal("up"), *options], check=True, cwd=REPO, stdout=sys.stderr)
+        log(f"up {self.name}")
+        config = {key: str(value) for key, value in PORTS[self.kind].items()}
+        config["appEnv"] = json.dumps(APP_ENV)
+        self.deployer.up(config)
         self.wait_ready()
 
     def down(self) -> None:
-        log(f"rehearsal down {self.name} (volumes too)")
-        subprocess.run(
-            [*self.rehearsal("down"), "--volumes"], check=False, cwd=REPO, stdout=sys.stderr
-        )
+        log(f"down {self.name} (volumes too)")
+        self.deployer.down(volumes=True, check=False)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 120
@@ -127,8 +116,7 @@ class Stack:
         raise RuntimeError(f"{self.api_url}/health/ready did not answer 200")
 
     def containers(self, role: str) -> list[Any]:
-        labels = [f"{LABEL_STACK}={self.name}", f"{LABEL_ROLE}={role}"]
-        return list(self.client.containers.list(all=True, filters={"label": labels}))
+        return list(self.deployer.containers(role))
 
     def sql(self, statement: str) -> str:
         """Run SQL in the stack's PostgreSQL container (local socket, no credentials here)."""

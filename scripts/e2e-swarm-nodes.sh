@@ -36,7 +36,9 @@ manager=""
 cleanup() {
   local rc=$?
   if [ -n "$manager" ]; then
-    DOCKER_HOST=$manager $UV run python -m rehearsal down --stack swarm3 --volumes >&2 || true
+    # The deployer DEPLOYER names (deploy/), as the suite's own teardown.
+    DOCKER_HOST=$manager $UV run python -c \
+      'from deploy import deployer; deployer("swarm3", echo=True).down(volumes=True)' >&2 || true
   fi
   DOCKER_HOST=$local_engine "$swarm_nodes" down || true
   exit "$rc"

@@ -5,7 +5,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.app.conftest import WORKER_LOG
+from tests.app.environment import WORKER_LOG
 from tests.app.helpers import wait_for_log_line, wait_for_task
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("worker")]

@@ -21,7 +21,7 @@ from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.db import get_async_engine
 from app.main import MAX_REQUEST_BODY_BYTES, app
-from tests.app.conftest import WORKER_LOG
+from tests.app.environment import WORKER_LOG
 from tests.app.helpers import wait_for_log_line
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from tests.app.conftest import REPO_ROOT
+from tests.app.environment import REPO_ROOT
 
 
 def test_broker_and_backend_default_to_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:

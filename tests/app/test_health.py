@@ -13,7 +13,7 @@ from app.api.deps import get_broker_client
 from app.config import get_settings
 from app.db import get_async_engine
 from app.main import app
-from tests.app.conftest import admin_execute
+from tests.app.environment import admin_execute
 
 pytestmark = pytest.mark.anyio
 # READINESS_TIMEOUT_SECONDS plus generous room for a slow machine.

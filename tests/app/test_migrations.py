@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from app.db import alembic_head
-from tests.app.conftest import REPO_ROOT, admin_execute
+from tests.app.environment import REPO_ROOT, admin_execute
 
 
 @pytest.fixture

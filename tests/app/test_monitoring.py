@@ -14,7 +14,7 @@ import tornado.ioloop
 from flower.events import Events
 
 from app import monitoring
-from tests.app.conftest import REPO_ROOT, stop_process
+from tests.app.environment import REPO_ROOT, stop_process
 
 AUTH = ("monitor", "a-long-flower-password")
 

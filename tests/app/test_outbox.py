@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from app.broker import _publishers
 from app.config import get_settings
 from app.outbox import get_outbox
-from tests.app.conftest import WORKER_LOG
+from tests.app.environment import WORKER_LOG
 from tests.app.helpers import (
     create_queued_job,
     execute,

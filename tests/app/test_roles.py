@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from app.roles import AppRoleError, ensure_app_role, scram_verifier
-from tests.app.conftest import PG_ADMIN_DSN, REPO_ROOT, admin_execute
+from tests.app.environment import PG_ADMIN_DSN, REPO_ROOT, admin_execute
 
 
 @dataclass(frozen=True)

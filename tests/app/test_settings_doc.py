@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from app.config import Settings
-from tests.app.conftest import REPO_ROOT
+from tests.app.environment import REPO_ROOT
 
 APP_DOC = REPO_ROOT / "docs" / "app.md"
 # A table row: | `NAME` | `default` or words | meaning |

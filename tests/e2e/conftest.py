@@ -1,4 +1,5 @@
-"""The rehearsed stacks, each brought up once per module and torn down (volumes too) at its end."""
+"""The stacks under test, each brought up once per module by the deployer DEPLOYER names (deploy/)
+and torn down (volumes too) at its end."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.stack import ARTIFACTS, RehearsedStack
+from deploy import deployer
+from tests.e2e.stack import ARTIFACTS, DeployedStack
 
 
-def _rehearsed(base: str) -> Iterator[RehearsedStack]:
-    stack = RehearsedStack(base)
+def _deployed(base: str) -> Iterator[DeployedStack]:
+    stack = DeployedStack(deployer(base))
     ARTIFACTS.mkdir(exist_ok=True)
     # From nothing: a fresh volume proves first-start initialisation too.
     stack.down(volumes=True)
@@ -22,10 +24,10 @@ def _rehearsed(base: str) -> Iterator[RehearsedStack]:
 
 
 @pytest.fixture(scope="module")
-def dev_stack() -> Iterator[RehearsedStack]:
-    yield from _rehearsed("dev")
+def dev_stack() -> Iterator[DeployedStack]:
+    yield from _deployed("dev")
 
 
 @pytest.fixture(scope="module")
-def prod_stack() -> Iterator[RehearsedStack]:
-    yield from _rehearsed("prod")
+def prod_stack() -> Iterator[DeployedStack]:
+    yield from _deployed("prod")

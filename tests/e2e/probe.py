@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from rehearsal.runner import REPO_ROOT
-from tests.e2e.stack import ARTIFACTS, RehearsedStack, reported_changes
+from tests.e2e.stack import ARTIFACTS, DeployedStack
 
 # Inside the build context (the .dockerignore allowlist takes app/), not a .py file: the dev API's
 # --reload watches *.py only, so writing it changes the image and nothing else.
@@ -185,7 +185,7 @@ def wait_all_succeeded(job_statuses: Any, ids: list[str], *, within: float) -> d
         time.sleep(2)
 
 
-def deploy_new_image_under_probe(stack: RehearsedStack) -> dict[str, Any]:
+def deploy_new_image_under_probe(stack: DeployedStack) -> dict[str, Any]:
     """`up` with a new app image while the probe runs; what it saw, written to
     artifacts/deploy-<stack>.json. The caller asserts on the counts."""
     before = {role: set(stack.names(role)) for role in ("api", "worker")}
@@ -196,7 +196,7 @@ def deploy_new_image_under_probe(stack: RehearsedStack) -> dict[str, Any]:
         completed = stack.up()
         up_seconds = time.monotonic() - started
         time.sleep(2)  # and after it
-    steps = reported_changes(completed)
+    steps = completed.changes
     replaced = sorted(s.split()[1].rsplit("::", 1)[1] for s in steps if s.startswith("replace "))
     result = probe.report
     statuses = wait_all_succeeded(stack.job_statuses, result.accepted, within=300)

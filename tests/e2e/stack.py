@@ -1,18 +1,14 @@
-"""A rehearsed stack as the end-to-end tests see it: the CLI that brings it up, its containers, its
-database, its URLs."""
+"""A deployed stack as the end-to-end tests see it (the rehearsal's, or with DEPLOYER=pulumi a real
+`pulumi up`'s), and the helpers the suites share."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -20,33 +16,13 @@ import docker.errors
 import docker.models.containers
 import httpx
 
-from rehearsal.runner import REPO_ROOT
+from deploy import Deployed, Deployer
+from deploy.base import ARTIFACTS as ARTIFACTS  # the suites write their reports there too
 from rehearsal.stack_config import read_rehearsal_secrets
 
-ARTIFACTS = REPO_ROOT / "artifacts"
 # A worker's log line for a finished job (Celery's own format); group 1 is the job id.
 SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] succeeded")
 T = TypeVar("T")
-
-
-def rehearse(
-    *args: str, check: bool = True, timeout: int = 1200
-) -> subprocess.CompletedProcess[str]:
-    """`python -m rehearsal ...`, as `make rehearse` runs it."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "rehearsal", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and completed.returncode != 0:
-        raise AssertionError(
-            f"rehearsal {' '.join(args[:3])} failed ({completed.returncode}):\n"
-            f"{completed.stdout[-4000:]}\n{completed.stderr[-8000:]}"
-        )
-    return completed
 
 
 def eventually(probe: Callable[[], T | None], *, within: float, every: float = 1.0) -> T:
@@ -62,46 +38,32 @@ def eventually(probe: Callable[[], T | None], *, within: float, every: float = 1
         time.sleep(every)
 
 
-def reported_changes(completed: subprocess.CompletedProcess[str]) -> list[str]:
-    """The steps an `up` reports (`changes: N`, then one line per create, update, replace or
-    delete, from the diff against the read-back state: docs/rehearsal.md)."""
-    lines = completed.stdout.splitlines()
-    (index,) = [i for i, line in enumerate(lines) if line.strip().startswith("changes: ")]
-    count = int(lines[index].split(":")[1])
-    steps = [line.strip() for line in lines[index + 1 : index + 1 + count]]
-    assert len(steps) == count, completed.stdout
-    return steps
-
-
 @dataclass
-class RehearsedStack:
-    base: str  # dev or prod: the Pulumi.<base>.yaml the rehearsal reads
+class DeployedStack:
+    """A stack as the end-to-end tests see it: brought up and down by a deployer (deploy/), the
+    outputs of its last successful `up`, its containers, its database, its URLs."""
+
+    deployer: Deployer
     outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return f"rehearsal-{self.base}"
+        return self.deployer.name
 
-    @property
-    def outputs_file(self) -> Path:
-        return ARTIFACTS / f"{self.name}-outputs.json"
-
-    def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        completed = rehearse(
-            "up",
-            "--stack",
-            self.base,
-            "--outputs-json",
-            str(self.outputs_file),
-            *extra,
-            check=check,
-        )
-        if completed.returncode == 0:
-            self.outputs = json.loads(self.outputs_file.read_text())
-        return completed
+    def up(
+        self,
+        config: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        *,
+        check: bool = True,
+    ) -> Deployed:
+        deployed = self.deployer.up(config, secrets, check=check)
+        if deployed.ok:
+            self.outputs = self.deployer.outputs()
+        return deployed
 
     def down(self, *, volumes: bool = False) -> None:
-        rehearse("down", "--stack", self.base, *(["--volumes"] if volumes else []))
+        self.deployer.down(volumes=volumes)
 
     @property
     def api_url(self) -> str:
@@ -125,11 +87,7 @@ class RehearsedStack:
         return str(self.container(name).logs().decode(errors="replace"))
 
     def all_containers(self) -> list[docker.models.containers.Container]:
-        return list(
-            docker.from_env().containers.list(
-                all=True, filters={"label": f"com.taskstack.stack={self.name}"}
-            )
-        )
+        return self.deployer.containers()
 
     def psql(self, sql: str) -> str:
         """Run SQL in the postgres container (its own socket: nothing published is needed)."""
@@ -168,6 +126,7 @@ class RehearsedStack:
         return statuses
 
     def flower_auth(self) -> tuple[str, str]:
+        # Generated on first use by either deployer (rehearsal/stack_config.py).
         secrets = read_rehearsal_secrets(self.name)
         user, _, password = secrets["taskstack:flowerBasicAuth"].partition(":")
         return user, password

@@ -19,18 +19,12 @@ import pytest
 from infra.spec import APP_ROLES, ROLES
 from rehearsal.runner import REPO_ROOT
 from tests.e2e.probe import deploy_new_image_under_probe
-from tests.e2e.stack import (
-    ARTIFACTS,
-    SUCCEEDED_LINE,
-    RehearsedStack,
-    eventually,
-    reported_changes,
-)
+from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, DeployedStack, eventually
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 
 
-def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
+def test_every_role_runs_healthy(dev_stack: DeployedStack) -> None:
     state = {
         name: dev_stack.container(name).attrs["State"]
         for role in ROLES
@@ -52,15 +46,15 @@ def test_every_role_runs_healthy(dev_stack: RehearsedStack) -> None:
     assert dev_stack.container(api).attrs["Image"] == dev_stack.outputs["imageId"]
 
 
-def test_a_second_up_changes_nothing(dev_stack: RehearsedStack) -> None:
+def test_a_second_up_changes_nothing(dev_stack: DeployedStack) -> None:
     image_before = dev_stack.outputs["imageId"]
     second = dev_stack.up()
     assert dev_stack.outputs["imageId"] == image_before, "the build context changed between ups"
     # Diffed against what the provider's Read wrote back (rehearsal/readback.py): nothing.
-    assert reported_changes(second) == []
+    assert second.changes == []
 
 
-def test_tutorial_flow_against_the_published_port(dev_stack: RehearsedStack) -> None:
+def test_tutorial_flow_against_the_published_port(dev_stack: DeployedStack) -> None:
     body = dev_stack.submit_and_wait(42)
     assert body["result"] == {"item_id": 42, "status": "processed"}
     with dev_stack.api() as client:
@@ -68,7 +62,7 @@ def test_tutorial_flow_against_the_published_port(dev_stack: RehearsedStack) -> 
     assert unknown.status_code == 404
 
 
-def test_the_dev_proxy_logs_every_request(dev_stack: RehearsedStack) -> None:
+def test_the_dev_proxy_logs_every_request(dev_stack: DeployedStack) -> None:
     # Pulumi.dev.yaml sets proxyAccessLog "all"; prod logs only the abnormal ones (test_prod).
     marker = f"/task/{uuid.uuid4()}"
     with dev_stack.api() as client:
@@ -82,7 +76,7 @@ def test_the_dev_proxy_logs_every_request(dev_stack: RehearsedStack) -> None:
     assert eventually(logged, within=10)
 
 
-def test_500_jobs_through_two_workers(dev_stack: RehearsedStack) -> None:
+def test_500_jobs_through_two_workers(dev_stack: DeployedStack) -> None:
     ids = dev_stack.submit_jobs(500, first_item=1000)
 
     def all_finished() -> dict[str, int] | None:
@@ -104,7 +98,7 @@ def test_500_jobs_through_two_workers(dev_stack: RehearsedStack) -> None:
     assert set().union(*by_worker.values()) >= ours
 
 
-def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: RehearsedStack) -> None:
+def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: DeployedStack) -> None:
     (beat,) = dev_stack.names("beat")
 
     def sent_twice() -> bool:
@@ -126,7 +120,7 @@ def test_beat_fires_its_periodic_task_on_the_configured_schedule(dev_stack: Rehe
     eventually(ran_on_a_worker, within=60)
 
 
-def _worker_hostnames(stack: RehearsedStack) -> set[str]:
+def _worker_hostnames(stack: DeployedStack) -> set[str]:
     # Celery node names as the program sets them: worker-<copy>@<container hostname>.
     names = set()
     for name in stack.names("worker"):
@@ -138,7 +132,7 @@ def _worker_hostnames(stack: RehearsedStack) -> set[str]:
     return names
 
 
-def test_flower_api_lists_both_workers(dev_stack: RehearsedStack) -> None:
+def test_flower_api_lists_both_workers(dev_stack: DeployedStack) -> None:
     expected = _worker_hostnames(dev_stack)
 
     def listed() -> set[str] | None:
@@ -164,7 +158,7 @@ def _chromium() -> str:
     return found
 
 
-def test_flower_dashboard_in_headless_chromium(dev_stack: RehearsedStack) -> None:
+def test_flower_dashboard_in_headless_chromium(dev_stack: DeployedStack) -> None:
     user, password = dev_stack.flower_auth()
     host = dev_stack.flower_url.removeprefix("http://")
     # Credentials in the URL: Chromium answers the basic-auth challenge of the top-level page.
@@ -204,7 +198,7 @@ def test_flower_dashboard_in_headless_chromium(dev_stack: RehearsedStack) -> Non
 
 
 def test_a_stopped_worker_finishes_its_jobs_and_leaves_none_started(
-    dev_stack: RehearsedStack,
+    dev_stack: DeployedStack,
 ) -> None:
     worker_name = dev_stack.names("worker")[0]
     worker = dev_stack.container(worker_name)
@@ -233,7 +227,7 @@ def test_a_stopped_worker_finishes_its_jobs_and_leaves_none_started(
         worker.start()
 
 
-def test_image_size_user_and_hadolint(dev_stack: RehearsedStack) -> None:
+def test_image_size_user_and_hadolint(dev_stack: DeployedStack) -> None:
     image = docker.from_env().images.get(dev_stack.image_name)
     size_mb = image.attrs["Size"] / 1_000_000
     user = image.attrs["Config"]["User"]
@@ -259,7 +253,7 @@ def test_image_size_user_and_hadolint(dev_stack: RehearsedStack) -> None:
 
 @pytest.mark.parametrize("role", GATED)
 def test_app_roles_exist_before_the_failed_migration_case(
-    dev_stack: RehearsedStack, role: str
+    dev_stack: DeployedStack, role: str
 ) -> None:
     # The control for the next test: these containers do exist after a good up.
     assert dev_stack.names(role)
@@ -267,23 +261,23 @@ def test_app_roles_exist_before_the_failed_migration_case(
         assert dev_stack.container(name).attrs["State"]["Running"] is True
 
 
-def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: RehearsedStack) -> None:
+def test_a_failed_migration_stops_up_before_the_app_roles(dev_stack: DeployedStack) -> None:
     # The data volume keeps the password PostgreSQL was initialised with; a stack config that now
     # gives another one points the migration at a wrong password.
     dev_stack.down()
-    wrong = f"postgresPassword={secrets.token_urlsafe(18)}"
-    failed = dev_stack.up("--secret", wrong, check=False)
+    wrong = {"postgresPassword": secrets.token_urlsafe(18)}
+    failed = dev_stack.up(secrets=wrong, check=False)
 
-    assert failed.returncode != 0
-    assert "the migration (alembic upgrade head) exited with code" in failed.stderr
-    assert "password authentication failed" in failed.stderr
+    assert not failed.ok
+    assert "the migration (alembic upgrade head) exited with code" in failed.log
+    assert "password authentication failed" in failed.log
     roles = {c.labels.get("com.taskstack.role") for c in dev_stack.all_containers()}
     # Nothing behind the gate, nor the proxy in front of the API.
     assert not roles & {*GATED, "proxy"}, roles
     assert {"postgres", "redis", "migrate"} <= roles
 
 
-def _set_database_password(stack: RehearsedStack, password: str) -> None:
+def _set_database_password(stack: DeployedStack, password: str) -> None:
     """Change the administrator's PostgreSQL password inside the database (an outside cause: the
     stack's configuration stays as it is); the migration connects as the administrator to make
     the app's role. Over the container's own socket, which trusts local users."""
@@ -304,7 +298,7 @@ def _set_database_password(stack: RehearsedStack, password: str) -> None:
     assert exit_code == 0, output.decode()
 
 
-def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: RehearsedStack) -> None:
+def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: DeployedStack) -> None:
     # Back to a good stack after the previous test.
     dev_stack.up()
     (migrate,) = dev_stack.names("migrate")
@@ -314,26 +308,22 @@ def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: Rehear
     gated_before = {c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)}
     # A release (a changed app setting: the migration runs again) while the database refuses the
     # stack's password: the cause is outside the stack's configuration.
-    release = [
-        "--config",
-        'appEnv=["JOB_WORK_SECONDS=0.2","REAPER_INTERVAL_SECONDS=5","JOB_MAX_RETRIES=4"]',
-    ]
+    release = {"appEnv": '["JOB_WORK_SECONDS=0.2","REAPER_INTERVAL_SECONDS=5","JOB_MAX_RETRIES=4"]'}
     _set_database_password(dev_stack, secrets.token_urlsafe(18))
     try:
-        failed = dev_stack.up(*release, check=False)
+        failed = dev_stack.up(release, check=False)
     finally:
         _set_database_password(dev_stack, password)  # the fix
-    assert failed.returncode != 0
-    assert "the migration (alembic upgrade head) exited with code" in failed.stderr
-    assert "password authentication failed" in failed.stderr
+    assert not failed.ok
+    assert "the migration (alembic upgrade head) exited with code" in failed.log
+    assert "password authentication failed" in failed.log
     # Nothing that needs the schema was deployed: the app containers are the ones from before.
     assert {
         c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)
     } == gated_before
 
     # The cause fixed, the same `up`, no --replace: the migration runs again and passes.
-    fixed = dev_stack.up(*release)
-    steps = reported_changes(fixed)
+    steps = dev_stack.up(release).changes
     assert any(
         step.startswith("replace ") and step.split()[1].endswith("::migrate") for step in steps
     ), steps
@@ -343,15 +333,15 @@ def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: Rehear
     assert "JOB_MAX_RETRIES=4" in dev_stack.container(api).attrs["Config"]["Env"]
 
     # And once more: nothing changes.
-    assert reported_changes(dev_stack.up(*release)) == []
+    assert dev_stack.up(release).changes == []
 
 
-def _gated(stack: RehearsedStack, name: str) -> bool:
+def _gated(stack: DeployedStack, name: str) -> bool:
     return stack.container(name).labels.get("com.taskstack.role") in GATED
 
 
 def test_a_new_image_is_deployed_without_a_failed_request_or_a_lost_job(
-    dev_stack: RehearsedStack,
+    dev_stack: DeployedStack,
 ) -> None:
     report = deploy_new_image_under_probe(dev_stack)
     assert report["failed_requests"] == 0, report

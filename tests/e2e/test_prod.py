@@ -17,16 +17,16 @@ import pytest
 from infra.config import StackConfig
 from infra.spec import APP_ROLES
 from tests.e2e.probe import deploy_new_image_under_probe, trickle_request, write_report
-from tests.e2e.stack import ARTIFACTS, RehearsedStack, eventually, reported_changes
+from tests.e2e.stack import ARTIFACTS, DeployedStack, eventually
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 
 
-def _app_containers(stack: RehearsedStack) -> list[str]:
+def _app_containers(stack: DeployedStack) -> list[str]:
     return [name for role in APP_ROLES for name in stack.names(role)]
 
 
-def test_every_app_container_is_hardened(prod_stack: RehearsedStack) -> None:
+def test_every_app_container_is_hardened(prod_stack: DeployedStack) -> None:
     for name in _app_containers(prod_stack):
         attrs = prod_stack.container(name).attrs
         assert attrs["Config"]["User"] == "10001:10001", name
@@ -37,7 +37,7 @@ def test_every_app_container_is_hardened(prod_stack: RehearsedStack) -> None:
         assert attrs["HostConfig"]["Privileged"] is False, name
 
 
-def test_the_proxy_is_hardened_too(prod_stack: RehearsedStack) -> None:
+def test_the_proxy_is_hardened_too(prod_stack: DeployedStack) -> None:
     (name,) = prod_stack.names("proxy")
     attrs = prod_stack.container(name).attrs
     assert attrs["Config"]["User"] == "99:99"
@@ -48,7 +48,7 @@ def test_the_proxy_is_hardened_too(prod_stack: RehearsedStack) -> None:
 
 @pytest.mark.parametrize("role", GATED)
 def test_running_processes_are_unprivileged_and_cannot_write_the_image(
-    prod_stack: RehearsedStack, role: str
+    prod_stack: DeployedStack, role: str
 ) -> None:
     container = prod_stack.container(prod_stack.names(role)[0])
     exit_code, identity = container.exec_run(["id", "-u"])
@@ -62,13 +62,13 @@ def test_running_processes_are_unprivileged_and_cannot_write_the_image(
     assert "Read-only file system" in output.decode()
 
 
-def test_tutorial_flow_on_the_hardened_stack(prod_stack: RehearsedStack) -> None:
+def test_tutorial_flow_on_the_hardened_stack(prod_stack: DeployedStack) -> None:
     body = prod_stack.submit_and_wait(42)
     assert body["result"] == {"item_id": 42, "status": "processed"}
 
 
 def test_the_proxy_answers_a_finished_poll_again_from_its_cache(
-    prod_stack: RehearsedStack,
+    prod_stack: DeployedStack,
 ) -> None:
     # submit_and_wait polls while the job is PENDING: had the proxy kept one of those answers,
     # it would never have seen SUCCESS (unfinished answers are no-store, app/finished_jobs.py).
@@ -85,14 +85,14 @@ def test_the_proxy_answers_a_finished_poll_again_from_its_cache(
         assert "age" not in response.headers, response.headers
 
 
-def _redis_ping_from_api(stack: RehearsedStack, url_expression: str) -> tuple[int, str]:
+def _redis_ping_from_api(stack: DeployedStack, url_expression: str) -> tuple[int, str]:
     api = stack.names("api")[0]
     script = f"import os, redis; print(redis.Redis.from_url({url_expression}).ping())"
     exit_code, output = stack.container(api).exec_run(["python", "-c", script])
     return exit_code, output.decode()
 
 
-def test_redis_refuses_a_client_without_the_password(prod_stack: RehearsedStack) -> None:
+def test_redis_refuses_a_client_without_the_password(prod_stack: DeployedStack) -> None:
     # From inside the data network (where Redis is reachable at all): with the app's URL it answers.
     assert _redis_ping_from_api(prod_stack, "os.environ['REDIS_URL']") == (0, "True\n")
     exit_code, output = _redis_ping_from_api(prod_stack, "'redis://redis:6379/0'")
@@ -100,7 +100,7 @@ def test_redis_refuses_a_client_without_the_password(prod_stack: RehearsedStack)
     assert "redis.exceptions.AuthenticationError" in output, output
 
 
-def test_flower_requires_its_credentials(prod_stack: RehearsedStack) -> None:
+def test_flower_requires_its_credentials(prod_stack: DeployedStack) -> None:
     anonymous = httpx.get(prod_stack.flower_url, timeout=30)
     assert anonymous.status_code == 401
     wrong = httpx.get(prod_stack.flower_url, auth=("rehearsal", "not-the-password"), timeout=30)
@@ -117,7 +117,7 @@ def _refused(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: RehearsedStack) -> None:
+def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: DeployedStack) -> None:
     for role in ("postgres", "redis"):
         (name,) = prod_stack.names(role)
         attrs = prod_stack.container(name).attrs
@@ -135,7 +135,7 @@ def test_postgres_and_redis_are_not_reachable_from_loopback(prod_stack: Rehearse
     assert not _refused(int(prod_stack.api_url.rsplit(":", 1)[1]))
 
 
-def test_a_second_up_changes_nothing(prod_stack: RehearsedStack) -> None:
+def test_a_second_up_changes_nothing(prod_stack: DeployedStack) -> None:
     before = {c.name: c.id for c in prod_stack.all_containers()}
     image_before = prod_stack.outputs["imageId"]
     second = prod_stack.up()
@@ -145,11 +145,11 @@ def test_a_second_up_changes_nothing(prod_stack: RehearsedStack) -> None:
     assert prod_stack.outputs["imageId"] == image_before, "the build context changed between ups"
     # Diffed against what the provider's Read wrote back (rehearsal/readback.py), as the engine
     # diffs: no update, no replacement.
-    assert reported_changes(second) == []
+    assert second.changes == []
     assert after == before
 
 
-def test_data_survives_down_and_up(prod_stack: RehearsedStack) -> None:
+def test_data_survives_down_and_up(prod_stack: DeployedStack) -> None:
     body = prod_stack.submit_and_wait(7)
     task_id = body["task_id"]
     before = {c.name: c.id for c in prod_stack.all_containers()}
@@ -173,12 +173,12 @@ def test_data_survives_down_and_up(prod_stack: RehearsedStack) -> None:
 # --- Least privilege, on the engine -----------------------------------------------------------
 
 
-def _env(stack: RehearsedStack, name: str) -> dict[str, str]:
+def _env(stack: DeployedStack, name: str) -> dict[str, str]:
     entries = stack.container(name).attrs["Config"]["Env"]
     return dict(str(entry).split("=", 1) for entry in entries)
 
 
-def _admin_psql(stack: RehearsedStack, sql: str) -> str:
+def _admin_psql(stack: DeployedStack, sql: str) -> str:
     (postgres,) = stack.names("postgres")
     exit_code, output = stack.container(postgres).exec_run(
         ["psql", "-U", "postgres", "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql]
@@ -188,7 +188,7 @@ def _admin_psql(stack: RehearsedStack, sql: str) -> str:
 
 
 def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
-    prod_stack: RehearsedStack,
+    prod_stack: DeployedStack,
 ) -> None:
     flags = _admin_psql(
         prod_stack,
@@ -222,7 +222,7 @@ def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
     ).split(",")
 
 
-def test_each_container_holds_only_the_credentials_it_uses(prod_stack: RehearsedStack) -> None:
+def test_each_container_holds_only_the_credentials_it_uses(prod_stack: DeployedStack) -> None:
     (migrate,) = prod_stack.names("migrate")
     (flower,) = prod_stack.names("flower")
     (postgres,) = prod_stack.names("postgres")
@@ -240,7 +240,7 @@ def test_each_container_holds_only_the_credentials_it_uses(prod_stack: Rehearsed
     assert holders == {postgres, migrate}
 
 
-def test_flower_metrics_need_the_credentials(prod_stack: RehearsedStack) -> None:
+def test_flower_metrics_need_the_credentials(prod_stack: DeployedStack) -> None:
     assert httpx.get(f"{prod_stack.flower_url}/metrics", timeout=30).status_code == 401
     allowed = httpx.get(
         f"{prod_stack.flower_url}/metrics", auth=prod_stack.flower_auth(), timeout=30
@@ -251,7 +251,7 @@ def test_flower_metrics_need_the_credentials(prod_stack: RehearsedStack) -> None
 # --- Overload limits, on the engine ----------------------------------------------------------
 
 
-def test_every_container_has_a_process_limit(prod_stack: RehearsedStack) -> None:
+def test_every_container_has_a_process_limit(prod_stack: DeployedStack) -> None:
     for container in prod_stack.all_containers():
         ulimits = container.attrs["HostConfig"]["Ulimits"]
         assert [u["Name"] for u in ulimits] == ["nproc"], container.name
@@ -259,7 +259,7 @@ def test_every_container_has_a_process_limit(prod_stack: RehearsedStack) -> None
         assert 0 < limit["Soft"] == limit["Hard"] <= 1024, container.name
 
 
-def test_redis_refuses_writes_before_its_container_limit(prod_stack: RehearsedStack) -> None:
+def test_redis_refuses_writes_before_its_container_limit(prod_stack: DeployedStack) -> None:
     (redis,) = prod_stack.names("redis")
     container = prod_stack.container(redis)
     code, out = container.exec_run(
@@ -275,11 +275,11 @@ def test_redis_refuses_writes_before_its_container_limit(prod_stack: RehearsedSt
 # -- the front door ------------------------------------------------------------------------------
 
 
-def _api_port(stack: RehearsedStack) -> int:
+def _api_port(stack: DeployedStack) -> int:
     return int(stack.api_url.rsplit(":", 1)[1])
 
 
-def test_the_api_is_reachable_only_through_the_proxy(prod_stack: RehearsedStack) -> None:
+def test_the_api_is_reachable_only_through_the_proxy(prod_stack: DeployedStack) -> None:
     port = str(_api_port(prod_stack))
     publishers = []
     for container in prod_stack.all_containers():
@@ -300,7 +300,7 @@ def test_the_api_is_reachable_only_through_the_proxy(prod_stack: RehearsedStack)
             assert client.get("/health").status_code == 200
 
 
-def test_a_slow_client_is_cut_off_within_the_request_timeout(prod_stack: RehearsedStack) -> None:
+def test_a_slow_client_is_cut_off_within_the_request_timeout(prod_stack: DeployedStack) -> None:
     timeout = StackConfig().proxy_request_timeout_seconds
     slow = trickle_request(prod_stack.api_url, wait_bound=timeout * 5)
     write_report(
@@ -318,7 +318,7 @@ def test_a_slow_client_is_cut_off_within_the_request_timeout(prod_stack: Rehears
     assert slow.sent < slow.total, slow
 
 
-def test_a_body_above_the_limit_is_refused_at_the_proxy(prod_stack: RehearsedStack) -> None:
+def test_a_body_above_the_limit_is_refused_at_the_proxy(prod_stack: DeployedStack) -> None:
     limit = StackConfig().proxy_max_body_kb * 1024
     with prod_stack.api() as client:
         too_big = client.post(
@@ -333,7 +333,7 @@ def test_a_body_above_the_limit_is_refused_at_the_proxy(prod_stack: RehearsedSta
 
 
 def test_the_proxy_logs_what_it_refused_and_not_the_normal_requests(
-    prod_stack: RehearsedStack,
+    prod_stack: DeployedStack,
 ) -> None:
     # prod's default proxyAccessLog is "errors" (docs/infra.md): a line per request costs GET ~40 %.
     normal, refused = f"/task/{uuid.uuid4()}", f"/notifications?{uuid.uuid4().hex}"
@@ -384,17 +384,12 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 def test_tls_when_the_stack_sets_a_certificate_and_key(
-    prod_stack: RehearsedStack, tmp_path: Path
+    prod_stack: DeployedStack, tmp_path: Path
 ) -> None:
     cert, key = _self_signed(tmp_path)
-    tls = [
-        "--secret",
-        f"tlsCertificate={cert.read_text()}",
-        "--secret",
-        f"tlsKey={key.read_text()}",
-    ]
+    tls = {"tlsCertificate": cert.read_text(), "tlsKey": key.read_text()}
     try:
-        prod_stack.up(*tls)
+        prod_stack.up(secrets=tls)
         assert prod_stack.api_url.startswith("https://127.0.0.1:")
         trusted = ssl.create_default_context(cafile=str(cert))
         with httpx.Client(base_url=prod_stack.api_url, verify=trusted, timeout=30) as client:
@@ -412,7 +407,7 @@ def test_tls_when_the_stack_sets_a_certificate_and_key(
 
 
 def test_a_new_image_is_deployed_without_a_failed_request_or_a_lost_job(
-    prod_stack: RehearsedStack,
+    prod_stack: DeployedStack,
 ) -> None:
     report = deploy_new_image_under_probe(prod_stack)
     assert report["failed_requests"] == 0, report

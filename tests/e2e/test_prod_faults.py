@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.stack import RehearsedStack, eventually
+from tests.e2e.stack import DeployedStack, eventually
 from tests.faults.measure import report
 
 RUNNING = "status = 'started'"
@@ -74,12 +74,12 @@ def _post(base_url: str, item_id: int, key: str | None) -> Answer:
             time.sleep(0.5)
 
 
-def _scalar(stack: RehearsedStack, sql: str) -> str:
+def _scalar(stack: DeployedStack, sql: str) -> str:
     return stack.psql(sql).strip()
 
 
 def _run(
-    stack: RehearsedStack,
+    stack: DeployedStack,
     scenario: str,
     first_item: int,
     inject: Callable[[], dict[str, Any]],
@@ -167,11 +167,11 @@ def _run(
     return figures
 
 
-def _running(stack: RehearsedStack, name: str) -> bool:
+def _running(stack: DeployedStack, name: str) -> bool:
     return bool(stack.container(name).attrs["State"]["Running"])
 
 
-def _start_if_stopped(stack: RehearsedStack, names: list[str]) -> list[str]:
+def _start_if_stopped(stack: DeployedStack, names: list[str]) -> list[str]:
     """Start what the restart policy did not; the names started here."""
     started = []
     for name in names:
@@ -183,7 +183,7 @@ def _start_if_stopped(stack: RehearsedStack, names: list[str]) -> list[str]:
     return started
 
 
-def test_docker_kill_of_a_worker(prod_stack: RehearsedStack) -> None:
+def test_docker_kill_of_a_worker(prod_stack: DeployedStack) -> None:
     victim = prod_stack.names("worker")[0]
 
     def inject() -> dict[str, Any]:
@@ -195,7 +195,7 @@ def test_docker_kill_of_a_worker(prod_stack: RehearsedStack) -> None:
     assert figures["refused"] == 0, figures
 
 
-def test_docker_restart_of_postgresql(prod_stack: RehearsedStack) -> None:
+def test_docker_restart_of_postgresql(prod_stack: DeployedStack) -> None:
     (postgres,) = prod_stack.names("postgres")
 
     def inject() -> dict[str, Any]:
@@ -208,7 +208,7 @@ def test_docker_restart_of_postgresql(prod_stack: RehearsedStack) -> None:
     assert all(why.startswith("503") for why in figures["refused_why"]), figures
 
 
-def test_docker_restart_of_redis(prod_stack: RehearsedStack) -> None:
+def test_docker_restart_of_redis(prod_stack: DeployedStack) -> None:
     (redis,) = prod_stack.names("redis")
 
     def inject() -> dict[str, Any]:
@@ -220,7 +220,7 @@ def test_docker_restart_of_redis(prod_stack: RehearsedStack) -> None:
     assert figures["refused"] == 0, figures
 
 
-def test_docker_kill_of_redis_started_5_s_later(prod_stack: RehearsedStack) -> None:
+def test_docker_kill_of_redis_started_5_s_later(prod_stack: DeployedStack) -> None:
     (redis,) = prod_stack.names("redis")
 
     def inject() -> dict[str, Any]:
@@ -232,7 +232,7 @@ def test_docker_kill_of_redis_started_5_s_later(prod_stack: RehearsedStack) -> N
     assert figures["refused"] == 0, figures
 
 
-def test_every_app_container_killed_and_brought_back(prod_stack: RehearsedStack) -> None:
+def test_every_app_container_killed_and_brought_back(prod_stack: DeployedStack) -> None:
     apps = [name for role in ("api", "worker", "beat", "flower") for name in prod_stack.names(role)]
 
     def inject() -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The swarm stack on the Docker-in-Docker nodes that `scripts/e2e-swarm-nodes.sh` started
-(DOCKER_HOST is their manager), rehearsed once for the module and torn down at its end."""
+(DOCKER_HOST is their manager), brought up once for the module by the deployer DEPLOYER names
+(deploy/) and torn down at its end."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy import deployer
 from rehearsal.engine import STACK_LABEL
 from rehearsal.nodes import node_containers
 from tests.e2e.stack import ARTIFACTS
@@ -21,7 +23,7 @@ def nodes_stack() -> Iterator[NodesStack]:
         "DOCKER_HOST is not a swarm manager: run `make e2e-swarm NODES=3`"
     )
     assert len(node_containers()) >= 3, "REHEARSAL_IMAGE_NODES names no three nodes"
-    stack = NodesStack()
+    stack = NodesStack(deployer("swarm3"))
     ARTIFACTS.mkdir(exist_ok=True)
     stack.down(volumes=True)
     try:

@@ -40,7 +40,6 @@ def node_address(node: str) -> str:
 
 @dataclass
 class NodesStack(SwarmStack):
-    base: str = "swarm3"
     entry_node: str = ""  # the node whose published API port the clients use
 
     def manager(self) -> docker.DockerClient:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from infra.spec import APP_ROLES
-from rehearsal.engine import STACK_LABEL
+from infra.spec import APP_ROLES, LABEL_STACK
 from tests.e2e.probe import Probe as ReleaseProbe
 from tests.e2e.probe import new_release
 from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
@@ -137,7 +136,7 @@ def test_postgres_and_redis_run_on_their_labelled_nodes_with_their_volumes(
 
 def test_overlays_are_unencrypted_here_and_reach_across_nodes(nodes_stack: NodesStack) -> None:
     manager = nodes_stack.manager()
-    selector = {"label": f"{STACK_LABEL}={nodes_stack.name}"}
+    selector = {"label": f"{LABEL_STACK}={nodes_stack.name}"}
     networks = manager.networks.list(filters=selector)
     assert len(networks) == 2
     for network in networks:

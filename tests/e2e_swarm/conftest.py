@@ -1,5 +1,6 @@
-"""The swarm stack, rehearsed once for the module on a single-node swarm and torn down at its end
-(volumes too; the swarm is left if the rehearsal created it)."""
+"""The swarm stack, brought up once for the module on a single-node swarm by the deployer DEPLOYER
+names (deploy/) and torn down at its end (volumes too; the swarm is left if the rehearsal created
+it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from deploy import deployer
 from rehearsal.engine import STACK_LABEL
 from tests.e2e.stack import ARTIFACTS
 from tests.e2e_swarm.stack import SwarmStack
@@ -15,7 +17,7 @@ from tests.e2e_swarm.stack import SwarmStack
 
 @pytest.fixture(scope="module")
 def swarm_stack() -> Iterator[SwarmStack]:
-    stack = SwarmStack()
+    stack = SwarmStack(deployer("swarm"))
     ARTIFACTS.mkdir(exist_ok=True)
     stack.down(volumes=True)
     try:

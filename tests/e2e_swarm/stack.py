@@ -1,9 +1,9 @@
-"""The rehearsed swarm stack as the tests see it: the CLI that brings it up, its services, their
-running tasks' containers, its database."""
+"""The swarm stack as the tests see it: its deployer, its services, their running tasks'
+containers, its database."""
 
 from __future__ import annotations
 
-import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,22 +11,25 @@ import docker
 import docker.models.containers
 import docker.models.services
 
-from tests.e2e.stack import RehearsedStack
+from deploy import Deployed
+from tests.e2e.stack import DeployedStack
 
 
 @dataclass
-class SwarmStack(RehearsedStack):
-    base: str = "swarm"
-    # `--config` overrides every later `up` keeps, as `pulumi config set` persists them.
+class SwarmStack(DeployedStack):
+    # Config keys every later `up` keeps, as `pulumi config set` persists them.
     overrides: dict[str, str] = field(default_factory=dict)
 
-    def up(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        configured = [
-            arg for key, value in self.overrides.items() for arg in ("--config", f"{key}={value}")
-        ]
-        return super().up(*configured, *extra, check=check)
+    def up(
+        self,
+        config: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        *,
+        check: bool = True,
+    ) -> Deployed:
+        return super().up({**self.overrides, **(config or {})}, secrets, check=check)
 
-    def configure(self, **changes: str) -> subprocess.CompletedProcess[str]:
+    def configure(self, **changes: str) -> Deployed:
         """`pulumi config set` for each change, then `up`."""
         self.overrides.update(changes)
         return self.up()

@@ -20,10 +20,10 @@ import docker.errors
 import httpx
 import pytest
 
-from infra.spec import APP_ROLES
+from infra.spec import APP_ROLES, LABEL_STACK
 from rehearsal.engine import STACK_LABEL
 from tests.e2e.probe import Probe, ProbeReport, new_release, write_report
-from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually, reported_changes
+from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
 from tests.e2e_swarm.stack import SwarmStack
 
 ROLES_REPLICAS = {
@@ -148,7 +148,7 @@ def test_overlays_are_encrypted_attachable_and_resolve_tasks_by_dns(
     client = docker.from_env()
     networks = {
         n.name: n.attrs
-        for n in client.networks.list(filters={"label": f"{STACK_LABEL}={swarm_stack.name}"})
+        for n in client.networks.list(filters={"label": f"{LABEL_STACK}={swarm_stack.name}"})
     }
     assert set(networks) == {
         f"taskstack-{swarm_stack.name}-app",
@@ -230,7 +230,7 @@ def test_a_second_up_changes_nothing(swarm_stack: SwarmStack) -> None:
     tasks = {
         t["ID"] for role in ("postgres", "api", "worker") for t in swarm_stack.running_tasks(role)
     }
-    assert reported_changes(swarm_stack.up()) == []
+    assert swarm_stack.up().changes == []
     assert {
         t["ID"] for role in ("postgres", "api", "worker") for t in swarm_stack.running_tasks(role)
     } == tasks
@@ -415,15 +415,15 @@ def test_a_failed_migration_stops_up_and_runs_again_once_fixed(swarm_stack: Swar
     # initialised with); a stack config that now gives another points the migration at a wrong
     # password. A shorter convergence timeout for this `up` only, so the failure comes sooner.
     swarm_stack.down()
-    wrong = f"postgresPassword={uuid.uuid4().hex}"
-    failed = swarm_stack.up("--secret", wrong, "--config", "waitTimeoutSeconds=60", check=False)
-    assert failed.returncode != 0
-    assert "did not converge" in failed.stderr
-    assert "password authentication failed" in failed.stderr  # the migration's own output
+    wrong = {"postgresPassword": uuid.uuid4().hex}
+    failed = swarm_stack.up({"waitTimeoutSeconds": "60"}, wrong, check=False)
+    assert not failed.ok
+    assert "did not converge" in failed.log
+    assert "password authentication failed" in failed.log  # the migration's own output
     # Nothing that needs the schema was deployed; the migration service was deleted.
     client = docker.from_env()
     services = {
-        s.name for s in client.services.list(filters={"label": f"{STACK_LABEL}={swarm_stack.name}"})
+        s.name for s in client.services.list(filters={"label": f"{LABEL_STACK}={swarm_stack.name}"})
     }
     for role in APP_ROLES:
         assert f"taskstack-{swarm_stack.name}-{role}" not in services, services
@@ -433,10 +433,10 @@ def test_a_failed_migration_stops_up_and_runs_again_once_fixed(swarm_stack: Swar
     fixed = swarm_stack.up()
     assert any(
         step.startswith("create ") and step.split()[1].endswith("::migrate")
-        for step in reported_changes(fixed)
-    ), fixed.stdout
+        for step in fixed.changes
+    ), fixed.log
     assert swarm_stack.running_tasks("migrate")
     assert swarm_stack.submit_and_wait(77)["status"] == "SUCCESS"
 
     # And once more: nothing changes.
-    assert reported_changes(swarm_stack.up()) == []
+    assert swarm_stack.up().changes == []

@@ -7,12 +7,11 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.faults.servers import AppProcesses, PrivatePostgres, PrivateRedis
+from tests.faults.servers import AppProcesses, PrivatePostgres, PrivateRedis, Stack
 
 # The recovery timings are the SHIPPED defaults (visibility timeout 1 h, reaper every 60 s for
 # jobs untouched 10 min, worker heartbeat 2 s, dead after 6 s, outbox relay every 0.5 s): what
@@ -59,18 +58,6 @@ def redis_server(fault_dir: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
-
-
-@dataclass
-class Stack:
-    postgres: PrivatePostgres
-    redis: PrivateRedis
-    processes: AppProcesses
-    database: str
-
-    @property
-    def dsn(self) -> str:
-        return self.postgres.dsn(self.database)
 
 
 @pytest.fixture

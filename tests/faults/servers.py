@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -284,3 +285,17 @@ class AppProcesses:
             # Pool children left behind by a SIGKILLed parent: ours, killed by their id.
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    """One scenario's servers, database and processes (the `stack` fixture)."""
+
+    postgres: PrivatePostgres
+    redis: PrivateRedis
+    processes: AppProcesses
+    database: str
+
+    @property
+    def dsn(self) -> str:
+        return self.postgres.dsn(self.database)

@@ -11,9 +11,8 @@ import re
 from collections import Counter
 from datetime import datetime
 
-from tests.faults.conftest import Stack
 from tests.faults.measure import report
-from tests.faults.servers import START_SECONDS, stop_process, wait_until
+from tests.faults.servers import START_SECONDS, Stack, stop_process, wait_until
 
 # Short here (the default is 60 s), to see several ticks on each side of the restart.
 INTERVAL = 2.0

@@ -14,7 +14,6 @@ import uuid
 import httpx
 import psycopg
 
-from tests.faults.conftest import Stack
 from tests.faults.measure import (
     SETTLE_SECONDS,
     Submitter,
@@ -24,7 +23,7 @@ from tests.faults.measure import (
     rows_per_item,
     wait_for_jobs,
 )
-from tests.faults.servers import START_SECONDS, children_of, wait_until
+from tests.faults.servers import START_SECONDS, Stack, children_of, wait_until
 from tests.faults.stats import effects_not_once, succeeded_count, worker_log_figures
 from tests.faults.test_server_faults import RestartPolicy
 

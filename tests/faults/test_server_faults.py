@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.faults.conftest import Stack
 from tests.faults.measure import (
     SETTLE_SECONDS,
     Submitter,
@@ -22,7 +21,7 @@ from tests.faults.measure import (
     report,
     wait_for_jobs,
 )
-from tests.faults.servers import START_SECONDS, AppProcesses, wait_until
+from tests.faults.servers import START_SECONDS, AppProcesses, Stack, wait_until
 from tests.faults.stats import effects_not_once, succeeded_count, worker_log_figures
 
 # Spread over the outage: 4 lanes, one request every 0.1 s each, so requests arrive before,

@@ -11,7 +11,6 @@ import time
 
 import psycopg
 
-from tests.faults.conftest import Stack
 from tests.faults.measure import (
     Submitter,
     accepted_ids,
@@ -20,7 +19,7 @@ from tests.faults.measure import (
     report,
     wait_for_jobs,
 )
-from tests.faults.servers import START_SECONDS, children_of, wait_until
+from tests.faults.servers import START_SECONDS, Stack, children_of, wait_until
 from tests.faults.stats import effects_not_once, succeeded_count, worker_log_figures
 
 BATCH = 1000
