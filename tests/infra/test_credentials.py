@@ -14,8 +14,8 @@ import pytest
 
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import ROLES, app_role_password
-from tests.infra.conftest import PROD_SECRETS, run_stack
 from tests.infra.pulumi_mocks import ProgramRun, container_env
+from tests.infra.stacks import PROD_SECRETS, run_stack
 from tests.infra.test_swarm import mounted_files, swarm
 
 BROKER = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}

@@ -30,8 +30,8 @@ from infra.spec import (
 )
 from infra.targets import docker as docker_target
 from infra.targets import swarm as swarm_target
-from tests.infra.conftest import PROD_SECRETS
 from tests.infra.pulumi_mocks import AUTONAME_SUFFIX, PROJECT, REPO_ROOT, ProgramMocks
+from tests.infra.stacks import PROD_SECRETS
 
 # The repository's stack files, wherever they live (the rehearsal keeps its own overlays).
 STACK_FILES = sorted(

@@ -11,7 +11,6 @@ import pytest
 
 from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
 from infra.targets.docker import MigrationFailedError
-from tests.infra.conftest import PROD_SECRETS, assert_second_run_identical, run_stack
 from tests.infra.pulumi_mocks import (
     AUTONAME_SUFFIX,
     CONTAINER,
@@ -28,6 +27,7 @@ from tests.infra.pulumi_mocks import (
     is_secret,
     run_program,
 )
+from tests.infra.stacks import PROD_SECRETS, assert_second_run_identical, run_stack
 
 COMPONENTS = {
     ("taskstack:docker:Network", "network"),

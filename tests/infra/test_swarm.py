@@ -22,12 +22,6 @@ import pytest
 from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
-from tests.infra.conftest import (
-    PROD_SECRETS,
-    assert_only_secret,
-    assert_second_run_identical,
-    run_stack,
-)
 from tests.infra.pulumi_mocks import (
     CONTAINER,
     IMAGE,
@@ -42,6 +36,12 @@ from tests.infra.pulumi_mocks import (
     is_secret,
     run_program,
     without_secrets,
+)
+from tests.infra.stacks import (
+    PROD_SECRETS,
+    assert_only_secret,
+    assert_second_run_identical,
+    run_stack,
 )
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
