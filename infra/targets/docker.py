@@ -14,15 +14,13 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pulumi
 import pulumi_docker as docker
 
-from infra import proxy
 from infra.spec import (
-    API_ALIAS,
     LogSettings,
     Network,
     NetworkKey,
@@ -269,10 +267,7 @@ class Proxy(_Role):
     def __init__(
         self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        service = args.service
-        # On one host the copies answer to their network alias (Docker's embedded DNS).
-        with_host = replace(service, env={**service.env, proxy.API_HOST_ENV: API_ALIAS})
-        super().__init__(name, replace(args, service=with_host), opts)
+        super().__init__(name, args, opts)
         self._done()
 
 

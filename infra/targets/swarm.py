@@ -36,16 +36,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar
 
 import pulumi
 import pulumi_docker as docker
 
-from infra import proxy
 from infra.spec import (
-    API_ALIAS,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_STACK,
@@ -432,14 +430,6 @@ def _endpoint_spec(args: ServiceArgs) -> docker.ServiceEndpointSpecArgs:
     return docker.ServiceEndpointSpecArgs(mode=cluster.endpoint_mode, ports=ports or None)
 
 
-def _replicas(args: ServiceArgs) -> int:
-    # Host-published proxies: Swarm places at most one per node (one of each host port), so
-    # `proxyReplicas` up to the number of nodes puts a front door on each.
-    if args.service.role == "proxy":
-        return args.cluster.proxy_replicas
-    return args.service.replicas
-
-
 def _swarm_service(
     resource_name: str, args: ServiceArgs, opts: pulumi.ResourceOptions
 ) -> docker.Service:
@@ -456,7 +446,7 @@ def _swarm_service(
             name=args.service_name,
             labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in _labels(service).items()],
             mode=docker.ServiceModeArgs(
-                replicated=docker.ServiceModeReplicatedArgs(replicas=_replicas(args))
+                replicated=docker.ServiceModeReplicatedArgs(replicas=service.replicas)
             ),
             task_spec=_task_spec(args),
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
@@ -537,17 +527,6 @@ class Proxy(_Role):
     (infra/proxy.py)."""
 
     TYPE_NAME = "Proxy"
-
-    def __init__(
-        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        service = args.service
-        # `tasks.<alias>` answers with every task's own address, in vip and dnsrr modes alike
-        # (the alias itself is a virtual IP in vip mode): HAProxy checks and balances each task.
-        host = {proxy.API_HOST_ENV: f"tasks.{API_ALIAS}"}
-        super().__init__(
-            name, replace(args, service=replace(service, env={**service.env, **host})), opts
-        )
 
 
 _COMPONENTS: Mapping[Role, type[_Role]] = {

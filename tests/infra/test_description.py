@@ -18,8 +18,10 @@ import pulumi
 import pytest
 import yaml
 
+from infra import proxy
 from infra.config import Credentials, StackConfig, parse_stack_config
 from infra.spec import (
+    API_ALIAS,
     APP_ROLES,
     REPLICA,
     ROLES,
@@ -146,12 +148,23 @@ def plain(value: Any) -> Any:
     return value
 
 
+def front_door(description: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in description["services"] if s["role"] == "proxy")
+
+
 @pytest.mark.parametrize("path", STACK_FILES, ids=stack_of)
-def test_the_target_setting_changes_nothing_but_the_target(path: Path) -> None:
-    as_docker = plain(describe(path, target="docker"))
-    as_swarm = plain(describe(path, target="swarm"))
+def test_the_target_changes_nothing_but_the_front_doors_addressing(path: Path) -> None:
+    # What depends on the target is said by the description itself, not patched in by a target:
+    # the name the proxy resolves the API copies by, and how many proxies there are.
+    as_docker = plain(describe(path, target="docker", proxy_replicas=3))
+    as_swarm = plain(describe(path, target="swarm", proxy_replicas=3))
     assert as_docker.pop("target") == "docker"
     assert as_swarm.pop("target") == "swarm"
+    on_one_host, on_a_swarm = front_door(as_docker), front_door(as_swarm)
+    assert on_one_host["env"].pop(proxy.API_HOST_ENV) == API_ALIAS
+    assert on_a_swarm["env"].pop(proxy.API_HOST_ENV) == f"tasks.{API_ALIAS}"
+    assert on_one_host.pop("replicas") == 1  # one host binds the API port once
+    assert on_a_swarm.pop("replicas") == 3
     assert as_docker == as_swarm
 
 
