@@ -38,7 +38,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import TypeVar
 
 import pulumi
 import pulumi_docker as docker
@@ -49,18 +49,13 @@ from infra.spec import (
     LABEL_STACK,
     ClusterSettings,
     HealthCheck,
-    LogSettings,
-    Network,
-    NetworkKey,
-    Role,
     SecretKey,
     Service,
     StackDescription,
     Volume,
     VolumeKey,
 )
-from infra.targets.components import AppImage, AppImageArgs, Component, fill_replica, renamed
-from infra.targets.docker import PREVIOUS_NAMES
+from infra.targets import core
 
 TYPE_PREFIX = "taskstack:swarm"
 MIGRATED_MARKER = "/tmp/taskstack-migrated"  # noqa: S108 - on the migration's private tmpfs
@@ -153,51 +148,6 @@ def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealt
 
 
 @dataclass(frozen=True)
-class NetworksArgs:
-    networks: Sequence[Network]
-    encrypted: bool = True
-
-
-class Networks(Component):
-    """The app and data networks as attachable overlays spanning the swarm, encrypted unless
-    `overlayEncryption` is off.
-
-    Children: `<key>-<name>` (`app-network`, `data-network`).
-    """
-
-    def __init__(
-        self, name: str, args: NetworksArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Network", name, opts)
-        self.by_key: dict[NetworkKey, docker.Network] = {
-            network.key: docker.Network(
-                f"{network.key}-{name}",
-                docker.NetworkArgs(
-                    name=network.name,
-                    driver="overlay",
-                    # Attachable: a one-off container (psql, a debugging shell, the rehearsal's
-                    # probes) can join the network next to the services.
-                    attachable=True,
-                    internal=network.internal,
-                    # IPsec between nodes for the overlay's traffic (`docker network create --opt
-                    # encrypted`): credentials and job payloads cross the hosts' network. A
-                    # kernel without IPsec (ESP) drops it between nodes: `overlayEncryption` off.
-                    options={"encrypted": ""} if args.encrypted else None,
-                    labels=[
-                        docker.NetworkLabelArgs(label=k, value=v)
-                        for k, v in sorted(network.labels.items())
-                    ],
-                ),
-                # Read writes back the options the overlay driver adds (module docstring), and
-                # `options` forces a new network: without this every `up` would replace it.
-                opts=self.child_options(pulumi.ResourceOptions(ignore_changes=["options"])),
-            )
-            for network in args.networks
-        }
-        self.register_outputs({key: net.name for key, net in self.by_key.items()})
-
-
-@dataclass(frozen=True)
 class SecretsArgs:
     """`values`: each credential (a secret Output). `name_prefix`: the Swarm secrets' names start
     with it (`<prefix>-<key>-<random>`), so that `docker secret ls` tells stacks apart."""
@@ -207,7 +157,7 @@ class SecretsArgs:
     labels: Mapping[str, str]
 
 
-class Secrets(Component):
+class Secrets(core.Component):
     """Every credential of the stack as a Swarm secret; its value only ever a Pulumi secret."""
 
     def __init__(
@@ -225,10 +175,7 @@ class Secrets(Component):
                     data=pulumi.Output.secret(value).apply(
                         lambda v: base64.b64encode(v.encode()).decode()
                     ),
-                    labels=[
-                        docker.SecretLabelArgs(label=k, value=v)
-                        for k, v in sorted(args.labels.items())
-                    ],
+                    labels=core.label_args(docker.SecretLabelArgs, args.labels),
                 ),
                 opts=self.child_options(),
             )
@@ -237,21 +184,15 @@ class Secrets(Component):
 
 @dataclass(frozen=True)
 class ServiceArgs:
-    """What a role's Swarm service is made of.
+    """A role's Swarm service: `role`, what every target renders from, and the swarm target's own.
 
-    `image`: the built image's id or a pinned reference every node pulls. `networks`: network ids
-    by key. `secrets`: the Swarm secrets the role's `file_secrets` name. `volumes`: every named
-    volume of the stack by key (the node that runs a task creates the ones it mounts).
+    `secrets`: the Swarm secrets the role's `file_secrets` name. `volumes`: every named volume of
+    the stack by key (the node that runs a task creates the ones it mounts).
     """
 
-    service: Service
-    service_name: str
-    image: pulumi.Input[str]
-    networks: Mapping[NetworkKey, pulumi.Input[str]]
+    role: core.RoleArgs
     secrets: Mapping[SecretKey, docker.Secret]
     volumes: Mapping[VolumeKey, Volume]
-    logging: LogSettings
-    wait_timeout_seconds: int
     cluster: ClusterSettings
 
 
@@ -270,7 +211,7 @@ def _resources(service: Service) -> docker.ServiceTaskSpecResourcesArgs | None:
 
 
 def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountArgs]:
-    service = args.service
+    service = args.role.service
     mounts = [
         # The engine creates the named volume on the node that runs the task; the placement
         # constraints keep PostgreSQL and Redis on the node that has theirs.
@@ -279,10 +220,10 @@ def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountA
             source=args.volumes[m.volume].name,
             target=m.target,
             volume_options=docker.ServiceTaskSpecContainerSpecMountVolumeOptionsArgs(
-                labels=[
-                    docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs(label=k, value=v)
-                    for k, v in sorted(args.volumes[m.volume].labels.items())
-                ]
+                labels=core.label_args(
+                    docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs,
+                    args.volumes[m.volume].labels,
+                )
             ),
         )
         for m in service.volumes
@@ -304,7 +245,7 @@ def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountA
 
 
 def _secret_mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecSecretArgs]:
-    uid, _, gid = args.service.user.partition(":")
+    uid, _, gid = args.role.service.user.partition(":")
     return [
         docker.ServiceTaskSpecContainerSpecSecretArgs(
             secret_id=args.secrets[key].id,
@@ -315,7 +256,7 @@ def _secret_mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpe
             file_gid=gid or uid,
             file_mode=0o400,
         )
-        for file_name, key in sorted(args.service.file_secrets.files.items())
+        for file_name, key in sorted(args.role.service.file_secrets.files.items())
     ]
 
 
@@ -334,7 +275,7 @@ def migration_args(command: Sequence[str]) -> list[str]:
 def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
     """What the task runs and how Swarm tells it is healthy: credentials read from files, and a
     one-shot run as "once, then stay up healthy" (`migration_args`)."""
-    service = args.service
+    service = args.role.service
     files = service.file_secrets
     command = files.command or service.command
     check = files.healthcheck or service.healthcheck
@@ -345,24 +286,20 @@ def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
             timeout="3s",
             retries=3,
             # The one-shot may take this long before its first passing check.
-            start_period=go_duration(args.wait_timeout_seconds),
+            start_period=go_duration(args.role.wait_timeout_seconds),
         )
     if check is None:  # every service is health-checked: convergence means "healthy"
         raise ValueError(f"the {service.role} service has no healthcheck")
     return list(command), check
 
 
-def _labels(service: Service) -> dict[str, str]:
-    return dict(sorted(service.labels.items()))
-
-
 def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArgs:
-    service = args.service
+    service = args.role.service
     command, check = _command_and_check(args)
-    per_copy = {k: fill_replica(v, TASK_SLOT) for k, v in service.replica_env.items()}
+    per_copy = {k: core.fill_replica(v, TASK_SLOT) for k, v in service.replica_env.items()}
     hardening = service.hardening
     return docker.ServiceTaskSpecContainerSpecArgs(
-        image=args.image,
+        image=args.role.image,
         # `args` is the container's CMD, as `command` is for a container: the image's
         # entrypoint (postgres, redis) still runs.
         args=command or None,
@@ -370,10 +307,7 @@ def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArg
         env={**service.env, **service.file_secrets.env, **per_copy} or None,
         user=service.user,
         init=True,
-        labels=[
-            docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
-            for k, v in _labels(service).items()
-        ],
+        labels=core.label_args(docker.ServiceTaskSpecContainerSpecLabelArgs, service.labels),
         healthcheck=_healthcheck(check),
         mounts=_mounts(args) or None,
         secrets=_secret_mounts(args) or None,
@@ -386,14 +320,15 @@ def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArg
 
 
 def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
-    service = args.service
+    service = args.role.service
     return docker.ServiceTaskSpecArgs(
         container_spec=_container_spec(args),
         networks_advanceds=[
             # By id: the provider reads the attachment back as the network's id, so a name would
             # be a diff on every `up` (the argument's own documentation).
             docker.ServiceTaskSpecNetworksAdvancedArgs(
-                id=args.networks[attachment.network], aliases=list(attachment.aliases) or None
+                id=args.role.networks[attachment.network].id,
+                aliases=list(attachment.aliases) or None,
             )
             for attachment in service.networks
         ],
@@ -408,7 +343,7 @@ def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
             delay=go_duration(args.cluster.restart_delay_seconds),
         ),
         log_driver=docker.ServiceTaskSpecLogDriverArgs(
-            name=args.logging.driver, options=dict(args.logging.options)
+            name=args.role.logging.driver, options=dict(args.role.logging.options)
         ),
     )
 
@@ -424,175 +359,102 @@ def _endpoint_spec(args: ServiceArgs) -> docker.ServiceEndpointSpecArgs:
             protocol="tcp",
             publish_mode=cluster.publish_mode,
         )
-        for p in args.service.ports
+        for p in args.role.service.ports
         if not p.local_only
     ]
     return docker.ServiceEndpointSpecArgs(mode=cluster.endpoint_mode, ports=ports or None)
 
 
+# A rolling update's and its rollback's settings: the same fields, two Args types.
+Rollout = TypeVar("Rollout", docker.ServiceUpdateConfigArgs, docker.ServiceRollbackConfigArgs)
+
+
+def _rollout(kind: type[Rollout], args: ServiceArgs, failure_action: str) -> Rollout:
+    service, cluster = args.role.service, args.cluster
+    return kind(
+        # The API's tasks are replaced one at a time whatever `updateParallelism` says: the others
+        # keep answering behind the proxy.
+        parallelism=1 if service.one_at_a_time else cluster.update_parallelism,
+        delay=go_duration(cluster.update_delay_seconds),
+        monitor=go_duration(cluster.update_monitor_seconds),
+        order="start-first" if service.start_first else "stop-first",
+        failure_action=failure_action,
+    )
+
+
 def _swarm_service(
     resource_name: str, args: ServiceArgs, opts: pulumi.ResourceOptions
 ) -> docker.Service:
-    service, cluster = args.service, args.cluster
-    order = "start-first" if service.start_first else "stop-first"
-    # The API's tasks are replaced one at a time whatever `updateParallelism` says: the others
-    # keep answering behind the proxy.
-    parallelism = 1 if service.one_at_a_time else cluster.update_parallelism
-    delay = go_duration(cluster.update_delay_seconds)
-    monitor = go_duration(cluster.update_monitor_seconds)
+    service = args.role.service
     return docker.Service(
         resource_name,
         docker.ServiceArgs(
-            name=args.service_name,
-            labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in _labels(service).items()],
+            name=args.role.name,
+            labels=core.label_args(docker.ServiceLabelArgs, service.labels),
             mode=docker.ServiceModeArgs(
                 replicated=docker.ServiceModeReplicatedArgs(replicas=service.replicas)
             ),
             task_spec=_task_spec(args),
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
             # to the previous spec; the provider then fails the update (module docstring).
-            update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=parallelism,
-                delay=delay,
-                monitor=monitor,
-                order=order,
-                failure_action="rollback",
-            ),
-            rollback_config=docker.ServiceRollbackConfigArgs(
-                parallelism=parallelism,
-                delay=delay,
-                monitor=monitor,
-                order=order,
-                failure_action="pause",
-            ),
+            update_config=_rollout(docker.ServiceUpdateConfigArgs, args, "rollback"),
+            rollback_config=_rollout(docker.ServiceRollbackConfigArgs, args, "pause"),
             endpoint_spec=_endpoint_spec(args),
             # Wait until every replica is healthy (create) or the rollout completed (update).
             converge_config=docker.ServiceConvergeConfigArgs(
-                delay=CONVERGE_DELAY, timeout=go_duration(args.wait_timeout_seconds)
+                delay=CONVERGE_DELAY, timeout=go_duration(args.role.wait_timeout_seconds)
             ),
         ),
         opts=opts,
     )
 
 
-class _Role(Component):
+class SwarmService(core.RoleComponent):
     """One role as one Swarm service, named like the component."""
 
-    TYPE_NAME: ClassVar[str]
-
-    def __init__(
-        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:{self.TYPE_NAME}", name, opts)
-        self.service = _swarm_service(name, args, self.child_options())
+    def __init__(self, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(TYPE_PREFIX, args.role.service, opts)
+        self.service = _swarm_service(args.role.service.role, args, self.child_options())
+        self.ready.append(self.service)
+        self.names.append(self.service.name)
         self.register_outputs({"serviceName": self.service.name})
 
 
-class Database(_Role):
-    """PostgreSQL: one replica on the node labelled for it; converged (pg_isready) first."""
-
-    TYPE_NAME = "Database"
-
-
-class Cache(_Role):
-    """Redis: one replica on the node labelled for it, authenticated from a secret file."""
-
-    TYPE_NAME = "Cache"
-
-
-class Migration(_Role):
-    """`alembic upgrade head`, once per spec change, gating every service that needs the schema."""
-
-    TYPE_NAME = "Migration"
-
-
-class Api(_Role):
-    TYPE_NAME = "Api"
+def _networks(description: StackDescription) -> core.NetworksArgs:
+    return core.NetworksArgs(
+        description.networks,
+        driver="overlay",
+        # Attachable: a one-off container (psql, a debugging shell, the rehearsal's probes) can
+        # join the network next to the services.
+        attachable=True,
+        # IPsec between nodes for the overlay's traffic (`docker network create --opt encrypted`):
+        # credentials and job payloads cross the hosts' network. A kernel without IPsec (ESP)
+        # drops it between nodes: `overlayEncryption` off.
+        options={"encrypted": ""} if description.cluster.overlay_encryption else None,
+        # Read writes back the options the overlay driver adds (module docstring), and `options`
+        # forces a new network: without this every `up` would replace it.
+        ignore_changes=["options"],
+    )
 
 
-class Workers(_Role):
-    TYPE_NAME = "Workers"
-
-
-class Beat(_Role):
-    TYPE_NAME = "Beat"
-
-
-class Flower(_Role):
-    TYPE_NAME = "Flower"
-
-
-class Proxy(_Role):
-    """HAProxy in front of the API tasks: the one service that publishes the API port
-    (infra/proxy.py)."""
-
-    TYPE_NAME = "Proxy"
-
-
-_COMPONENTS: Mapping[Role, type[_Role]] = {
-    "postgres": Database,
-    "redis": Cache,
-    "migrate": Migration,
-    "api": Api,
-    "worker": Workers,
-    "beat": Beat,
-    "flower": Flower,
-    "proxy": Proxy,
-}
-
-
-@dataclass(frozen=True)
-class RenderedStack:
-    """What the program exports, by role."""
-
-    app_image: AppImage
-    services: Mapping[Role, docker.Service]
-    secrets: Mapping[SecretKey, docker.Secret]
-
-
-def render(description: StackDescription) -> RenderedStack:
+def render(description: StackDescription) -> core.Rendered:
     """Declare the whole stack as Swarm services, one component per role, in dependency order.
 
     A role is registered only once the roles it depends on converged (healthy; a one-shot: passed):
     a dependency that fails stops the program before its dependants are sent.
     """
-    networks = Networks(
-        "network",
-        NetworksArgs(description.networks, encrypted=description.cluster.overlay_encryption),
-        renamed(PREVIOUS_NAMES["network"]),
-    )
-    image = description.app_image
-    app_image = AppImage(
-        "app",
-        AppImageArgs(image.name, str(image.context), str(image.dockerfile), image.platform),
-        type_prefix=TYPE_PREFIX,
-    )
     prefix = f"{description.project}-{description.stack}"
     labels = {LABEL_STACK: description.stack, LABEL_ROLE: "secret", LABEL_MANAGED_BY: "pulumi"}
     secrets = Secrets("secrets", SecretsArgs(description.secrets, prefix, labels))
-    roles: dict[Role, _Role] = {}
-    for service in description.services:  # dependency order
-        args = ServiceArgs(
-            service=service,
-            service_name=description.container_name(service.role),
-            # The built image by id, so a rebuild rolls the services; each node of a multi-host
-            # swarm needs it (docs/swarm.md). PostgreSQL and Redis by their pinned reference:
-            # every node pulls it.
-            image=description.images.get(service.image) or app_image.image_id,
-            networks={key: network.id for key, network in networks.by_key.items()},
-            secrets=secrets.by_key,
-            volumes={v.key: v for v in description.volumes},
-            logging=description.logging,
-            wait_timeout_seconds=description.wait_timeout_seconds,
-            cluster=description.cluster,
-        )
-        after = pulumi.ResourceOptions(
-            depends_on=[roles[role].service for role in service.depends_on]
-        )
-        opts = pulumi.ResourceOptions.merge(after, renamed(PREVIOUS_NAMES.get(service.role)))
-        roles[service.role] = _COMPONENTS[service.role](service.role, args, opts)
-    return RenderedStack(
-        app_image=app_image,
-        services={role: component.service for role, component in roles.items()},
-        secrets=secrets.by_key,
-    )
+    volumes = {v.key: v for v in description.volumes}
+
+    def declare(
+        role: core.RoleArgs, _upstream: Sequence[SwarmService], opts: pulumi.ResourceOptions
+    ) -> SwarmService:
+        # The built image by id, so a rebuild rolls the services; each node of a multi-host swarm
+        # needs it (docs/swarm.md). Pulled images by their pinned reference: every node pulls it.
+        args = ServiceArgs(role, secrets.by_key, volumes, description.cluster)
+        return SwarmService(args, opts)
+
+    app_image, roles = core.render_roles(description, TYPE_PREFIX, _networks(description), declare)
+    return core.rendered(app_image, roles)

@@ -254,10 +254,11 @@ def test_data_roles_are_pinned_and_app_roles_are_not() -> None:
 def test_both_targets_render_the_same_description_object() -> pulumi.Output[Any]:
     pulumi.runtime.set_mocks(ProgramMocks(), project=PROJECT, stack="dev", preview=False)
     description = describe(REPO_ROOT / "Pulumi.dev.yaml")
-    containers = docker_target.render(description).containers
-    services = swarm_target.render(description).services
+    containers = docker_target.render(description).names
+    services = swarm_target.render(description).names
     assert set(containers) == set(services) == set(ROLES)
     assert len(containers["worker"]) == description.service("worker").replicas
+    assert len(services["worker"]) == 1  # one service, its replicas Swarm's tasks
 
     def check(names: list[str]) -> None:
         *workers, flower, swarm_worker = names
@@ -267,7 +268,5 @@ def test_both_targets_render_the_same_description_object() -> pulumi.Output[Any]
         assert swarm_worker == description.container_name("worker")
 
     return pulumi.Output.all(
-        *(c.name for c in containers["worker"]),
-        containers["flower"][0].name,
-        services["worker"].name,
+        *containers["worker"], *containers["flower"], *services["worker"]
     ).apply(check)
