@@ -14,6 +14,7 @@ token (random per `up`) is fixed, so that two runs compare.
 
 from __future__ import annotations
 
+import difflib
 import json
 import secrets
 import sys
@@ -135,6 +136,14 @@ def _differences(old: Any, new: Any, path: str = "") -> Iterator[str]:
                 yield f"{path}/{key}: added ({json.dumps(new[key])[:200]})"
             else:
                 yield from _differences(old[key], new[key], f"{path}/{key}")
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (before, after) in enumerate(zip(old, new, strict=True)):
+            yield from _differences(before, after, f"{path}[{index}]")
+    elif isinstance(old, str) and isinstance(new, str) and old != new and "\n" in old + new:
+        # A rendered file (the proxy's configuration): the lines that differ.
+        lines = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+        changed = [line for line in lines if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        yield f"{path}: text differs\n" + "\n".join(f"      {line}" for line in changed)
     elif old != new:
         yield f"{path}: {json.dumps(old)[:200]} -> {json.dumps(new)[:200]}"
 
