@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,8 +13,11 @@ import yaml
 from tests.infra.pulumi_mocks import (
     PROJECT,
     REPO_ROOT,
+    SECRET,
+    SERVICE,
     ProgramMocks,
     ProgramRun,
+    Registration,
     run_program,
     without_secrets,
 )
@@ -70,4 +74,36 @@ def assert_second_run_identical(run: Callable[[ProgramMocks], ProgramRun]) -> No
     }
     assert {r.urn: r.dependencies for r in first.registrations} == {
         r.urn: r.dependencies for r in second.registrations
+    }
+
+
+# --- The swarm target -----------------------------------------------------------------------------
+
+
+def swarm(stack: str, **overrides: Any) -> ProgramRun:
+    return run_stack(stack, target="swarm", **overrides)
+
+
+def service(run: ProgramRun, role: str) -> dict[str, Any]:
+    return run.named(role, SERVICE).plain
+
+
+def container_spec(run: ProgramRun, role: str) -> dict[str, Any]:
+    return service(run, role)["taskSpec"]["containerSpec"]  # type: ignore[no-any-return]
+
+
+def secrets_by_id(run: ProgramRun) -> dict[str, Registration]:
+    return {r.id: r for r in run.of_type(SECRET)}
+
+
+def secret_value(secret: Registration) -> str:
+    return base64.b64decode(secret.plain["data"]).decode()
+
+
+def mounted_files(run: ProgramRun, role: str) -> dict[str, str]:
+    """File name under /run/secrets -> the value of the Swarm secret mounted there."""
+    by_id = secrets_by_id(run)
+    return {
+        mount["fileName"]: secret_value(by_id[mount["secretId"]])
+        for mount in container_spec(run, role).get("secrets", [])
     }
