@@ -5,8 +5,8 @@ networks, credentials as Swarm secrets mounted under /run/secrets, PostgreSQL an
 labelled nodes, replicated app services with rolling updates that roll back on failure.
 
 Provider behaviour this file relies on was read from kreuzwerker/terraform-provider-docker v4
-(`internal/provider/resource_docker_service_funcs.go`, `resource_docker_secret.go`,
-`resource_docker_network_funcs.go`), the code pulumi-docker 5.x bridges:
+(`internal/provider/resource_docker_service_funcs.go`, `resource_docker_network_funcs.go`), the
+code pulumi-docker 5.x bridges (the secrets' own: infra/targets/swarm_secrets.py):
 
 - Create with `converge_config`: after `ServiceCreate` the provider polls (every 5 s at least,
   after `delay`) the service's tasks whose desired state is `running` and returns once as many of
@@ -20,12 +20,6 @@ Provider behaviour this file relies on was read from kreuzwerker/terraform-provi
 - A task that exits is never counted: a finished one-shot (state `complete`, desired state
   `shutdown`) does not converge, it times out. Hence the migration below runs the migration, then
   stays up (healthy) only if it succeeded.
-- `docker.Secret`: `data` is base64 (decoded with StdEncoding) and, like `name`, forces a new
-  secret; Docker refuses to delete a secret a service still uses. The name is left to Pulumi's
-  auto-naming (pulumi-docker's `provider/resources.go`: `SetAutonaming`), which gives a
-  replacement a fresh name, so the default create-before-replace works: new secret, services
-  updated to it, old secret deleted. A name derived from the value would put a digest of a
-  credential in plain state.
 - A service's `env` and `hostname` take Swarm's Go templates (`{{.Task.Slot}}`): how a copy learns
   its number (`Service.replica_env`).
 - `docker.Network`: Read writes back every driver option Docker reports (the overlay driver adds
@@ -34,7 +28,6 @@ Provider behaviour this file relies on was read from kreuzwerker/terraform-provi
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -56,6 +49,8 @@ from infra.spec import (
     VolumeKey,
 )
 from infra.targets import core
+from infra.targets.swarm_secrets import Secrets, SecretsArgs
+from infra.targets.swarm_values import go_duration, node_constraints, short_duration, tmpfs_options
 
 TYPE_PREFIX = "taskstack:swarm"
 MIGRATED_MARKER = "/tmp/taskstack-migrated"  # noqa: S108 - on the migration's private tmpfs
@@ -76,66 +71,6 @@ _RESTART_CONDITION: Mapping[str, str] = {
 }
 
 
-def go_duration(seconds: int) -> str:
-    """Seconds as the provider reads a service's durations back: Go's Duration.String() through
-    `shortDur` ("0s", "45s", "2m", "1m30s", "1h"; kreuzwerker/terraform-provider-docker v4.5.0
-    resource_docker_service_structures.go). Sent in any other form ("2m0s"), every `up` would
-    show a diff, and update the service (docs/swarm.md, "Provider behaviour")."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        text = f"{hours}h{minutes}m{secs}s"
-    elif minutes:
-        text = f"{minutes}m{secs}s"
-    else:
-        text = f"{secs}s"
-    return short_duration(text)
-
-
-def short_duration(text: str) -> str:
-    """A Go duration string in `shortDur`'s form: "1m0s" -> "1m", "1h0m0s" -> "1h"."""
-    if text.endswith("m0s"):
-        text = text[:-2]
-    if text.endswith("h0m"):
-        text = text[:-2]
-    return text
-
-
-def node_constraints(labels: Sequence[str]) -> list[str]:
-    """`key=value` node labels as Swarm placement constraints."""
-    pairs = (label.partition("=") for label in labels)
-    return [f"node.labels.{key}=={value}" for key, _, value in pairs]
-
-
-# A tmpfs's root mode when none is given (Docker's `tmpfs-mode` default).
-TMPFS_DEFAULT_MODE = 0o1777
-
-
-def _tmpfs_options(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
-    # Swarm's tmpfs mounts take a size and a mode only (no noexec/nosuid before API 1.46).
-    size_bytes: int | None = None
-    mode: int | None = None
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    for option in options.split(","):
-        key, _, value = option.partition("=")
-        if key == "size":
-            size_bytes = int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
-        elif key == "mode":
-            mode = int(value, 8)
-    if mode == TMPFS_DEFAULT_MODE:
-        # The provider reads the mode back as `int(Mode.Perm())` (flattenServiceMounts), dropping
-        # the sticky bit: 1777 would differ on every `up`. 1777 is a tmpfs's default: not sent.
-        mode = None
-    elif mode is not None and mode & ~0o777:
-        raise ValueError(
-            f"tmpfs mode {mode:o}: the provider reads a service's tmpfs mode back without the "
-            "sticky/setuid/setgid bits, so only 1777 (the default) or a mode up to 777 is stable"
-        )
-    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(
-        size_bytes=size_bytes, mode=mode
-    )
-
-
 def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs:
     return docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
         tests=list(check.test),
@@ -145,41 +80,6 @@ def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealt
         retries=check.retries,
         start_period=short_duration(check.start_period),
     )
-
-
-@dataclass(frozen=True)
-class SecretsArgs:
-    """`values`: each credential (a secret Output). `name_prefix`: the Swarm secrets' names start
-    with it (`<prefix>-<key>-<random>`), so that `docker secret ls` tells stacks apart."""
-
-    values: Mapping[SecretKey, pulumi.Input[str]]
-    name_prefix: str
-    labels: Mapping[str, str]
-
-
-class Secrets(core.Component):
-    """Every credential of the stack as a Swarm secret; its value only ever a Pulumi secret."""
-
-    def __init__(
-        self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Secrets", name, opts)
-        self.by_key: dict[SecretKey, docker.Secret] = {}
-        for key, value in sorted(args.values.items()):
-            self.by_key[key] = docker.Secret(
-                # No `name`: Pulumi auto-names it from this plus a random suffix, and a replacement
-                # (a new value) gets a new suffix, so the new secret exists next to the old one
-                # while the services move over (module docstring).
-                f"{args.name_prefix}-{key.replace('_', '-')}",
-                docker.SecretArgs(
-                    data=pulumi.Output.secret(value).apply(
-                        lambda v: base64.b64encode(v.encode()).decode()
-                    ),
-                    labels=core.label_args(docker.SecretLabelArgs, args.labels),
-                ),
-                opts=self.child_options(),
-            )
-        self.register_outputs({key: s.id for key, s in self.by_key.items()})
 
 
 @dataclass(frozen=True)
@@ -237,7 +137,7 @@ def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountA
     ]
     mounts += [
         docker.ServiceTaskSpecContainerSpecMountArgs(
-            type="tmpfs", target=target, tmpfs_options=_tmpfs_options(options)
+            type="tmpfs", target=target, tmpfs_options=tmpfs_options(options)
         )
         for target, options in sorted(service.tmpfs.items())
     ]
@@ -445,7 +345,9 @@ def render(description: StackDescription) -> core.Rendered:
     """
     prefix = f"{description.project}-{description.stack}"
     labels = {LABEL_STACK: description.stack, LABEL_ROLE: "secret", LABEL_MANAGED_BY: "pulumi"}
-    secrets = Secrets("secrets", SecretsArgs(description.secrets, prefix, labels))
+    secrets = Secrets(
+        "secrets", SecretsArgs(description.secrets, prefix, labels), type_prefix=TYPE_PREFIX
+    )
     volumes = {v.key: v for v in description.volumes}
 
     def declare(

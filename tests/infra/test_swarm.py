@@ -603,11 +603,11 @@ def test_tmpfs_mounts_keep_size_and_the_default_mode(prod: ProgramRun) -> None:
 
 
 def test_a_tmpfs_mode_the_provider_cannot_read_back_is_refused() -> None:
-    from infra.targets.swarm import _tmpfs_options
+    from infra.targets.swarm_values import tmpfs_options
 
-    assert _tmpfs_options("size=1m,mode=700").mode == 0o700
+    assert tmpfs_options("size=1m,mode=700").mode == 0o700
     with pytest.raises(ValueError, match="sticky"):
-        _tmpfs_options("size=1m,mode=2770")
+        tmpfs_options("size=1m,mode=2770")
 
 
 def test_data_and_beat_volumes_are_named_and_labelled(prod: ProgramRun) -> None:
