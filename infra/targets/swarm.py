@@ -1,8 +1,8 @@
 """Render a `StackDescription` as services on a Docker Swarm (pulumi_docker 5.x `Service`).
 
 The same description as the docker target, rendered for a cluster: encrypted attachable overlay
-networks, credentials as Swarm secrets mounted under /run/secrets, PostgreSQL and Redis pinned to
-labelled nodes, replicated app services with rolling updates that roll back on failure.
+networks, credentials as Swarm secrets mounted in the app's secrets directory, PostgreSQL and Redis
+pinned to labelled nodes, replicated app services with rolling updates that roll back on failure.
 
 Provider behaviour this file relies on was read from kreuzwerker/terraform-provider-docker v4
 (`internal/provider/resource_docker_service_funcs.go`, `resource_docker_network_funcs.go`), the
