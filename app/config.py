@@ -9,8 +9,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Swarm and Compose mount secrets as files here: a file named like a setting (`database_url`)
-# sets it.
+# sets it. The Pulumi program mounts them here too (infra/spec).
 SECRETS_DIR = Path("/run/secrets")
+# The largest request body the API reads (413 beyond, before it is read into memory); the largest
+# valid one (a notification of 2000 characters, JSON-escaped) is well under it. The proxy's default
+# cap (infra/config `proxyMaxBodyKb`) is this one.
+MAX_REQUEST_BODY_BYTES = 64 * 1024
 
 
 class Settings(BaseSettings):

@@ -17,7 +17,7 @@ from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.api.routes import health, job_list, notifications, process_item, task_status
 from app.broker import close_publisher
-from app.config import get_settings
+from app.config import MAX_REQUEST_BODY_BYTES, get_settings
 from app.db import alembic_head, get_async_engine
 from app.finished_jobs import FinishedTaskFastPath
 from app.outbox import get_outbox, run_relay
@@ -41,10 +41,6 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await pg.close_pool()
     await get_async_engine().dispose()
 
-
-# The largest valid body (a notification of 2000 characters, JSON-escaped) is well under this;
-# anything bigger is refused with 413 before it is read into memory.
-MAX_REQUEST_BODY_BYTES = 64 * 1024
 
 app = FastAPI(
     title="taskstack",

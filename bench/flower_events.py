@@ -3,7 +3,7 @@
 `python -m bench.flower_events` (root, cgroup v1, the machine's Redis on 127.0.0.1:6379):
 
 1. starts Flower natively in a cgroup of its own with prod's limits for it (half a CPU, 256 MiB;
-   infra/spec.py `_FIXED_LIMITS`), against an empty Redis db, once as the stack runs it
+   infra/spec `FIXED_LIMITS`), against an empty Redis db, once as the stack runs it
    (`celery -A app.monitoring flower --max_tasks=<FLOWER_MAX_TASKS>`, the event backlog bounded)
    and once as stock Flower (`celery -A app.worker flower`: Flower's defaults);
 2. publishes task events with Celery's own `EventDispatcher` from `PUBLISHERS` processes for
@@ -32,12 +32,12 @@ import redis
 
 from bench.native_post import empty_redis_db
 from bench.run import REPO, RESULTS, log
-from infra.spec import _FIXED_LIMITS, FLOWER_MAX_TASKS
+from infra.spec import FIXED_LIMITS, FLOWER_MAX_TASKS
 
 SECONDS = float(os.environ.get("FLOWER_EVENTS_SECONDS", "45"))
 PUBLISHERS = int(os.environ.get("FLOWER_EVENTS_PUBLISHERS", "3"))
 # Prod's limits for Flower, as the program sets them.
-_FLOWER_MEMORY_MB, _FLOWER_CPUS = _FIXED_LIMITS["flower"]
+_FLOWER_MEMORY_MB, _FLOWER_CPUS = FIXED_LIMITS["flower"].memory_mb, FIXED_LIMITS["flower"].cpus
 CPU_PERIOD_US = 100_000
 CPU_QUOTA_US = round(float(_FLOWER_CPUS) * CPU_PERIOD_US)
 MEMORY_LIMIT = _FLOWER_MEMORY_MB * 1024 * 1024

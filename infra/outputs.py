@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from infra.spec import StackDescription
-from infra.targets import Rendered
+from infra.targets.core import Rendered
 
 
 def export_outputs(description: StackDescription, rendered: Rendered) -> None:

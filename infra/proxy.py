@@ -27,16 +27,16 @@ HTTPS_PORT = 8443
 HEALTH_PORT = 8404
 CONFIG_PATH = "/tmp/haproxy.cfg"  # noqa: S108 - the container's private tmpfs
 TLS_PEM_PATH = "/tmp/tls.pem"  # noqa: S108 - written mode 0600 at start, from a secret
-# The environment variable that names the API copies for HAProxy's DNS lookups; each target sets
-# it (a network alias on one host, the service's `tasks.` name on a swarm).
+# The environment variable that names the API copies for HAProxy's DNS lookups; the description
+# says its value per target (infra/spec/front_door.py `api_host`).
 API_HOST_ENV = "TASKSTACK_API_HOST"
 CONFIG_ENV = "HAPROXY_CONFIG"
 TLS_PEM_ENV = "TLS_PEM"
 # What each API process admits at once (app/config.py `max_concurrent_requests`, its default; a
 # test holds the two equal). HAProxy sends a copy no more than its processes admit and keeps the
 # rest in its own queue, where waiting costs the copies nothing: answering 503s at once to clients
-# that retry at once took the CPU from the admitted requests (POST at 500 connections: 237
-# accepted a second against 600 at 32; RELIABILITY.md "Overload").
+# that retry at once took the CPU from the admitted requests (measured: RELIABILITY.md, "Overload
+# and slow clients").
 REQUESTS_PER_API_PROCESS = 64
 # The longest a request waits in that queue before HAProxy's 503 (with Retry-After): the same
 # bound as the API's wait for a pooled connection (app/db.py), well under a client's patience.
@@ -78,7 +78,8 @@ def render(config: ProxyConfig) -> str:
     log = {
         "all": "    log global\n    option httplog",
         # HAProxy's own rule: a request is logged unless it ended normally (no error, timeout,
-        # abort, retry or redispatch, and no 5xx); a line per request costs ~40 % of GET /task.
+        # abort, retry or redispatch, and no 5xx); what a line per request costs GET /task is
+        # measured in docs/bench.md ("The front door's cost").
         "errors": "    log global\n    option httplog\n    option dontlog-normal",
         "off": "    # no access log",
     }[config.access_log]

@@ -4,8 +4,8 @@ Provider behaviour this file relies on was read from kreuzwerker/terraform-provi
 pulumi-docker's source (summarised in docs/infra.md, "Provider behaviour the program relies on");
 the comments below cite the point each choice depends on.
 
-One component per role, in the order the description's `depends_on` gives: each role's containers
-depend on the containers of the roles it depends on, and on the gate of a one-shot among them.
+What is the docker target's own: a role is its containers (one per copy), with its pulled image
+and its volumes; the migration is a one-shot container whose exit code gates every role after it.
 """
 
 from __future__ import annotations
@@ -14,31 +14,14 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
-from infra import proxy
-from infra.spec import (
-    API_ALIAS,
-    LogSettings,
-    Network,
-    NetworkKey,
-    Role,
-    Service,
-    StackDescription,
-    Volume,
-    VolumeKey,
-)
-from infra.targets.components import (
-    AppImage,
-    AppImageArgs,
-    Component,
-    fill_replica,
-    renamed,
-)
+from infra.spec import Service, StackDescription, Volume, VolumeKey
+from infra.targets import core
 
 TYPE_PREFIX = "taskstack:docker"
 MIGRATION_GATE_LABEL = "com.taskstack.migration"
@@ -53,66 +36,21 @@ class MigrationFailedError(pulumi.RunError):
 
 
 @dataclass(frozen=True)
-class NetworksArgs:
-    networks: Sequence[Network]
+class ContainersArgs:
+    """A role's containers: `role`, what every target renders from, and the docker target's own.
 
-
-class Networks(Component):
-    """The app's bridge network, and the data network of PostgreSQL and Redis (internal in prod).
-
-    Children: `<key>-<name>` (`app-network`, `data-network`).
+    `volumes`: the named volumes the role owns. `gate`: an input that resolves only once the
+    migration passed (None: not gated). `run_label`: a one-shot's run label
+    (`migration_run_label`); a new value replaces the container, i.e. runs it again.
     """
 
-    def __init__(
-        self, name: str, args: NetworksArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Network", name, opts)
-        # Containers take `network.name` (an Output), not the literal, so Pulumi deletes them before
-        # the network ("has active endpoints" otherwise).
-        self.by_key: dict[NetworkKey, docker.Network] = {
-            network.key: docker.Network(
-                f"{network.key}-{name}",
-                docker.NetworkArgs(
-                    name=network.name,
-                    driver="bridge",
-                    internal=network.internal,
-                    labels=[
-                        docker.NetworkLabelArgs(label=k, value=v)
-                        for k, v in sorted(network.labels.items())
-                    ],
-                ),
-                opts=self.child_options(),
-            )
-            for network in args.networks
-        }
-        self.register_outputs({key: net.name for key, net in self.by_key.items()})
-
-
-@dataclass(frozen=True)
-class RoleArgs:
-    """What a role's containers are made of.
-
-    `image`: the image id the containers run or, with `pull`, a pinned reference the component
-    pulls (and keeps locally) first. `networks`: network names by key (Outputs, so that containers
-    are deleted before their networks). `volumes`: the named volumes the role owns. `gate`: an
-    input that resolves only once the migration passed (None: not gated).
-    """
-
-    service: Service
-    container_name: str
-    image: pulumi.Input[str]
-    networks: Mapping[NetworkKey, pulumi.Input[str]]
-    logging: LogSettings
-    wait_timeout_seconds: int
+    role: core.RoleArgs
     volumes: Sequence[Volume] = ()
-    pull: bool = False
     gate: pulumi.Input[str] | None = None
-    # One-shot: the run label (`migration_run_label`); a new value replaces the container, i.e.
-    # runs it again.
     run_label: pulumi.Input[str] | None = None
 
 
-class _Role(Component):
+class Containers(core.RoleComponent):
     """One role: its pulled image and volumes if any, and its containers.
 
     Children: `<name>-image`, `<name>-data`, and the containers `<name>` (one copy) or
@@ -124,86 +62,49 @@ class _Role(Component):
     each replacement), so the new container starts and becomes healthy next to the old one, which
     Pulumi deletes at the end of the deployment. Every other container keeps its fixed name and
     is deleted before its replacement is created (the provider's own default).
+
+    A one-shot (the migration) also has a `gate`, which resolves once it exited 0 and raises
+    `MigrationFailedError` otherwise, and `passed_run`, its run label once the gate passed.
     """
 
-    TYPE_NAME: ClassVar[str]
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:{self.TYPE_NAME}", name, opts)
-        image = args.image
-        if args.pull:
-            self.image: docker.RemoteImage | None = _remote_image(args.image, f"{name}-image", self)
-            image = self.image.image_id
+    def __init__(self, args: ContainersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        service, name = args.role.service, args.role.service.role
+        super().__init__(TYPE_PREFIX, service, opts)
+        image = args.role.image
+        if args.role.pulled:
+            image = _remote_image(args.role.image, f"{name}-image", self).image_id
         volumes = {
             v.key: _volume(v, f"{name}-data" if len(args.volumes) == 1 else f"{name}-{v.key}", self)
             for v in args.volumes
         }
-        service = args.service
         copies = 1 if service.ports else service.replicas
         numbered = copies > 1 or bool(service.replica_env)
-        side_by_side = starts_first(service)
-        self.containers: list[docker.Container] = []
         for n in range(1, copies + 1):
             opts = self.child_options()
-            if service.one_at_a_time and self.containers:
+            if service.one_at_a_time and self.ready:
                 # Each new copy healthy before the next one starts.
                 opts = pulumi.ResourceOptions.merge(
-                    opts, pulumi.ResourceOptions(depends_on=[self.containers[-1]])
+                    opts, pulumi.ResourceOptions(depends_on=[self.ready[-1]])
                 )
-            fixed_name = f"{args.container_name}-{n}" if numbered else args.container_name
-            self.containers.append(
-                _container(
-                    args,
-                    image,
-                    volumes,
-                    f"{name}-{n}" if numbered else name,
-                    None if side_by_side else fixed_name,
-                    replica=n,
-                    opts=opts,
-                )
+            fixed_name = f"{args.role.name}-{n}" if numbered else args.role.name
+            container = _container(
+                args,
+                image,
+                volumes,
+                f"{name}-{n}" if numbered else name,
+                None if starts_first(service) else fixed_name,
+                replica=n,
+                opts=opts,
             )
+            self.ready.append(container)
+            self.names.append(container.name)
         self.gate: pulumi.Output[str] | None = None
+        self.passed_run: pulumi.Output[str] | None = None
+        if service.one_shot:
+            self._gate(container, args.run_label)
+        self.register_outputs({"containerNames": self.names})
 
-    def _done(self) -> None:
-        self.register_outputs({"containerNames": [c.name for c in self.containers]})
-
-
-class Database(_Role):
-    """PostgreSQL: healthy (pg_isready) before anything that needs it is created."""
-
-    TYPE_NAME = "Database"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        self._done()
-
-
-class Cache(_Role):
-    """Redis, the Celery broker and result backend: append-only, authenticated in prod."""
-
-    TYPE_NAME = "Cache"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        self._done()
-
-
-class Migration(_Role):
-    """`alembic upgrade head`, once per image, and the gate that stops the deployment on failure."""
-
-    TYPE_NAME = "Migration"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        (container,) = self.containers
+    def _gate(self, container: docker.Container, run_label: pulumi.Input[str] | None) -> None:
         # attach=True waits for the exit but ignores its code (docs/infra.md): read it. In a preview
         # the code is unknown and the apply does not run; the API's readiness check on the schema
         # head stays the second line of defence.
@@ -212,68 +113,10 @@ class Migration(_Role):
         )
         # The run label of a migration that passed: resolves only once the gate did, so a failed
         # `up` never records it (docs/infra.md, "A failed migration").
-        self.passed_run: pulumi.Output[str] | None = None
-        if args.run_label is not None:
-            self.passed_run = pulumi.Output.all(self.gate, args.run_label).apply(
+        if run_label is not None:
+            self.passed_run = pulumi.Output.all(self.gate, run_label).apply(
                 lambda result: str(result[1])
             )
-        self._done()
-
-
-class Api(_Role):
-    TYPE_NAME = "Api"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        self._done()
-
-
-class Workers(_Role):
-    TYPE_NAME = "Workers"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        self._done()
-
-
-class Beat(_Role):
-    TYPE_NAME = "Beat"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        self._done()
-
-
-class Flower(_Role):
-    TYPE_NAME = "Flower"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(name, args, opts)
-        self._done()
-
-
-class Proxy(_Role):
-    """HAProxy in front of the API copies: the one container that publishes the API port
-    (infra/proxy.py). It finds the copies by their alias on the app network."""
-
-    TYPE_NAME = "Proxy"
-
-    def __init__(
-        self, name: str, args: RoleArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        service = args.service
-        # On one host the copies answer to their network alias (Docker's embedded DNS).
-        with_host = replace(service, env={**service.env, proxy.API_HOST_ENV: API_ALIAS})
-        super().__init__(name, replace(args, service=with_host), opts)
-        self._done()
 
 
 def starts_first(service: Service) -> bool:
@@ -326,7 +169,7 @@ def own_previous_outputs() -> pulumi.StackReference:
 
 
 def _env(service: Service, replica: int) -> list[pulumi.Input[str]]:
-    own = {k: fill_replica(v, str(replica)) for k, v in service.replica_env.items()}
+    own = {k: core.fill_replica(v, str(replica)) for k, v in service.replica_env.items()}
     plain: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted({**service.env, **own}.items())]
     secret: list[pulumi.Input[str]] = [
         pulumi.Output.secret(pulumi.Output.concat(f"{k}=", v))
@@ -335,11 +178,8 @@ def _env(service: Service, replica: int) -> list[pulumi.Input[str]]:
     return plain + secret
 
 
-def _labels(args: RoleArgs) -> list[docker.ContainerLabelArgs]:
-    labels = [
-        docker.ContainerLabelArgs(label=key, value=value)
-        for key, value in sorted(args.service.labels.items())
-    ]
+def _labels(args: ContainersArgs) -> list[docker.ContainerLabelArgs]:
+    labels = core.label_args(docker.ContainerLabelArgs, args.role.service.labels)
     if args.gate is not None:
         # The migration gate's result is an input: a container that needs the schema cannot be
         # registered until the migration has exited 0 (a failed gate raises instead).
@@ -378,8 +218,89 @@ def _healthcheck(service: Service) -> docker.ContainerHealthcheckArgs | None:
     )
 
 
+def _networks(args: core.RoleArgs) -> list[docker.ContainerNetworksAdvancedArgs]:
+    # By the network's name, an Output: Pulumi then deletes the containers before the network
+    # ("has active endpoints" otherwise).
+    return [
+        docker.ContainerNetworksAdvancedArgs(
+            name=args.networks[attachment.network].name,
+            aliases=list(attachment.aliases) or None,
+        )
+        for attachment in args.service.networks
+    ]
+
+
+def _ports(service: Service) -> list[docker.ContainerPortArgs] | None:
+    ports = [
+        docker.ContainerPortArgs(
+            internal=p.internal, external=p.external, ip=p.host_ip, protocol="tcp"
+        )
+        for p in service.ports
+    ]
+    return ports or None
+
+
+def _ulimits(service: Service) -> list[docker.ContainerUlimitArgs] | None:
+    # The provider has no pids_limit: the process bound as RLIMIT_NPROC (infra/spec/shared.py).
+    bound = service.max_processes
+    return [docker.ContainerUlimitArgs(name="nproc", soft=bound, hard=bound)] if bound else None
+
+
+def _container_args(
+    args: ContainersArgs,
+    image: pulumi.Input[str],
+    volumes: Mapping[VolumeKey, docker.Volume],
+    container_name: str | None,
+    replica: int,
+) -> docker.ContainerArgs:
+    service = args.role.service
+    hardening, wait = service.hardening, service.wait_healthy
+    # A one-shot: must_run=False, or every `up` restarts it (Read records a stopped container as
+    # must_run=false); attach+logs make the provider wait for the exit and keep the output, but
+    # attach ignores the exit code, hence the gate.
+    one_shot = True if service.one_shot else None
+    return docker.ContainerArgs(
+        name=container_name,
+        image=image,
+        command=list(service.command) or None,
+        envs=_env(service, replica),
+        user=service.user,
+        init=True,
+        restart=service.restart,
+        labels=_labels(args),
+        log_driver=args.role.logging.driver,
+        log_opts=dict(args.role.logging.options),
+        networks_advanced=_networks(args.role),
+        ports=_ports(service),
+        mounts=_mounts(service, volumes),
+        tmpfs=dict(service.tmpfs) or None,
+        healthcheck=_healthcheck(service),
+        # wait=True polls until `healthy` and fails after wait_timeout; it errors outright for a
+        # container without a healthcheck, so only services that declare one ask for it.
+        wait=wait,
+        wait_timeout=args.role.wait_timeout_seconds if wait else None,
+        must_run=False if one_shot else None,
+        attach=one_shot,
+        logs=one_shot,
+        read_only=hardening.read_only_rootfs,
+        security_opts=["no-new-privileges:true"] if hardening.no_new_privileges else None,
+        capabilities=docker.ContainerCapabilitiesArgs(drops=list(hardening.cap_drop))
+        if hardening.cap_drop
+        else None,
+        ulimits=_ulimits(service),
+        memory=service.limits.memory_mb if service.limits else None,
+        cpus=service.limits.cpus if service.limits else None,
+        cpu_shares=service.cpu_shares,
+        stop_signal=service.stop_signal,
+        stop_timeout=service.stop_grace_seconds,
+        # Pulumi's delete/replace stops with this timeout; unset it kills at once, cutting off a
+        # Celery task, a PostgreSQL checkpoint or a Redis AOF rewrite.
+        destroy_grace_seconds=service.stop_grace_seconds,
+    )
+
+
 def _container(
-    args: RoleArgs,
+    args: ContainersArgs,
     image: pulumi.Input[str],
     volumes: Mapping[VolumeKey, docker.Volume],
     resource_name: str,
@@ -388,71 +309,9 @@ def _container(
     replica: int,
     opts: pulumi.ResourceOptions,
 ) -> docker.Container:
-    service = args.service
-    hardening = service.hardening
-    one_shot = service.one_shot
     return docker.Container(
         resource_name,
-        docker.ContainerArgs(
-            name=container_name,
-            image=image,
-            command=list(service.command) or None,
-            envs=_env(service, replica),
-            user=service.user,
-            init=True,
-            restart=service.restart,
-            labels=_labels(args),
-            log_driver=args.logging.driver,
-            log_opts=dict(args.logging.options),
-            networks_advanced=[
-                docker.ContainerNetworksAdvancedArgs(
-                    name=args.networks[attachment.network],  # the Output: see Networks
-                    aliases=list(attachment.aliases) or None,
-                )
-                for attachment in service.networks
-            ],
-            ports=[
-                docker.ContainerPortArgs(
-                    internal=p.internal, external=p.external, ip=p.host_ip, protocol="tcp"
-                )
-                for p in service.ports
-            ]
-            or None,
-            mounts=_mounts(service, volumes),
-            tmpfs=dict(service.tmpfs) or None,
-            healthcheck=_healthcheck(service),
-            # wait=True polls until `healthy` and fails after wait_timeout; it errors outright for a
-            # container without a healthcheck, so only services that declare one ask for it.
-            wait=service.wait_healthy,
-            wait_timeout=args.wait_timeout_seconds if service.wait_healthy else None,
-            # One-shot: must_run=False, or every `up` restarts it (Read records a stopped container
-            # as must_run=false); attach+logs make the provider wait for the exit and keep the
-            # output, but attach ignores the exit code, hence the gate in `Migration`.
-            must_run=False if one_shot else None,
-            attach=True if one_shot else None,
-            logs=True if one_shot else None,
-            read_only=hardening.read_only_rootfs,
-            security_opts=["no-new-privileges:true"] if hardening.no_new_privileges else None,
-            capabilities=docker.ContainerCapabilitiesArgs(drops=list(hardening.cap_drop))
-            if hardening.cap_drop
-            else None,
-            # The provider has no pids_limit: the process bound as RLIMIT_NPROC (infra/spec.py).
-            ulimits=[
-                docker.ContainerUlimitArgs(
-                    name="nproc", soft=service.max_processes, hard=service.max_processes
-                )
-            ]
-            if service.max_processes
-            else None,
-            memory=service.limits.memory_mb if service.limits else None,
-            cpus=service.limits.cpus if service.limits else None,
-            cpu_shares=service.cpu_shares,
-            stop_signal=service.stop_signal,
-            stop_timeout=service.stop_grace_seconds,
-            # Pulumi's delete/replace stops with this timeout; unset it kills at once, cutting off a
-            # Celery task, a PostgreSQL checkpoint or a Redis AOF rewrite.
-            destroy_grace_seconds=service.stop_grace_seconds,
-        ),
+        _container_args(args, image, volumes, container_name, replica),
         # The provider ignores changes to healthcheck, tmpfs and init (kreuzwerker#988, fixed after
         # the release 5.x bridges): force a replacement instead. pulumi-docker marks containers
         # delete-before-replace (provider/resources.go); an explicit option overrides that in the
@@ -468,23 +327,20 @@ def _container(
     )
 
 
-def _volume(volume: Volume, resource_name: str, parent: Component) -> docker.Volume:
+def _volume(volume: Volume, resource_name: str, parent: core.Component) -> docker.Volume:
     # retain_on_delete in prod: `pulumi destroy` (or a replace) drops the volume from the state and
     # leaves the data on the host; docs/infra.md says how to really delete it.
     return docker.Volume(
         resource_name,
         docker.VolumeArgs(
-            name=volume.name,
-            labels=[
-                docker.VolumeLabelArgs(label=k, value=v) for k, v in sorted(volume.labels.items())
-            ],
+            name=volume.name, labels=core.label_args(docker.VolumeLabelArgs, volume.labels)
         ),
         opts=parent.child_options(pulumi.ResourceOptions(retain_on_delete=volume.retain_on_delete)),
     )
 
 
 def _remote_image(
-    reference: pulumi.Input[str], resource_name: str, parent: Component
+    reference: pulumi.Input[str], resource_name: str, parent: core.Component
 ) -> docker.RemoteImage:
     # keep_locally: destroy would otherwise `docker rmi` a base other stacks share. A local image of
     # that name is used as is; pin by digest in config to get a new one (pull_triggers won't).
@@ -495,82 +351,36 @@ def _remote_image(
     )
 
 
-# The component type of each role, and the name it had before components were named by role
-# (the alias that keeps an existing stack's component, and so its children, in place).
-_COMPONENTS: Mapping[Role, type[_Role]] = {
-    "postgres": Database,
-    "redis": Cache,
-    "migrate": Migration,
-    "api": Api,
-    "worker": Workers,
-    "beat": Beat,
-    "flower": Flower,
-    "proxy": Proxy,
-}
-PREVIOUS_NAMES: Mapping[str, str] = {
-    "network": "networks",
-    "postgres": "database",
-    "redis": "cache",
-    "migrate": "migration",
-    "worker": "workers",
-}
+def _gate(upstream: Sequence[Containers]) -> pulumi.Output[str] | None:
+    """What resolves once every one-shot among `upstream` passed (None: there is none)."""
+    gates = [role.gate for role in upstream if role.gate is not None]
+    if len(gates) > 1:
+        return pulumi.Output.all(*gates).apply(",".join)
+    return gates[0] if gates else None
 
 
-@dataclass(frozen=True)
-class RenderedStack:
-    """What the program exports, by role."""
-
-    app_image: AppImage
-    containers: Mapping[Role, Sequence[docker.Container]]
-    # The run label of the migration that passed (exported as MIGRATION_RUN_OUTPUT).
-    migration_run: pulumi.Output[str] | None = None
-
-
-def render(description: StackDescription) -> RenderedStack:
+def render(description: StackDescription) -> core.Rendered:
     """Declare the whole stack as containers, one component per role, in dependency order."""
-    networks = Networks(
-        "network", NetworksArgs(description.networks), renamed(PREVIOUS_NAMES["network"])
-    )
-    image = description.app_image
-    app_image = AppImage(
-        "app",
-        AppImageArgs(image.name, str(image.context), str(image.dockerfile), image.platform),
-        type_prefix=TYPE_PREFIX,
-    )
-    network_names = {key: network.name for key, network in networks.by_key.items()}
     previous = own_previous_outputs().get_output(MIGRATION_RUN_OUTPUT)
     token = secrets.token_hex(4)
-    roles: dict[Role, _Role] = {}
-    for service in description.services:  # dependency order
-        upstream = [roles[role] for role in service.depends_on]
-        gates = [r.gate for r in upstream if r.gate is not None]
-        pulled = description.images.get(service.image)
-        image_input = pulled or app_image.image_id
-        args = RoleArgs(
-            service=service,
-            container_name=description.container_name(service.role),
-            image=image_input,
-            pull=pulled is not None,
-            networks=network_names,
-            volumes=[
-                v for v in description.volumes if v.key in {m.volume for m in service.volumes}
-            ],
-            logging=description.logging,
-            wait_timeout_seconds=description.wait_timeout_seconds,
-            gate=gates[0]
-            if len(gates) == 1
-            else (pulumi.Output.all(*gates).apply(",".join) if gates else None),
-            run_label=migration_run_label(image_input, service, previous, token)
+
+    def declare(
+        role: core.RoleArgs, upstream: Sequence[Containers], opts: pulumi.ResourceOptions
+    ) -> Containers:
+        service = role.service
+        owned = {m.volume for m in service.volumes}
+        args = ContainersArgs(
+            role=role,
+            volumes=[v for v in description.volumes if v.key in owned],
+            gate=_gate(upstream),
+            run_label=migration_run_label(role.image, service, previous, token)
             if service.one_shot
             else None,
         )
-        # Ordering on the containers themselves (the options reach the component's children).
-        after = pulumi.ResourceOptions(depends_on=[c for r in upstream for c in r.containers])
-        opts = pulumi.ResourceOptions.merge(after, renamed(PREVIOUS_NAMES.get(service.role)))
-        roles[service.role] = _COMPONENTS[service.role](service.role, args, opts)
-    passed = [r.passed_run for r in roles.values() if isinstance(r, Migration) and r.passed_run]
-    return RenderedStack(
-        app_image=app_image,
-        containers={role: component.containers for role, component in roles.items()},
-        migration_run=passed[0] if passed else None,
+        return Containers(args, opts)
+
+    app_image, roles = core.render_roles(
+        description, TYPE_PREFIX, core.NetworksArgs(description.networks, driver="bridge"), declare
     )
+    passed = [role.passed_run for role in roles.values() if role.passed_run is not None]
+    return core.rendered(app_image, roles, passed[0] if passed else None)

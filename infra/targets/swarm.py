@@ -1,12 +1,12 @@
 """Render a `StackDescription` as services on a Docker Swarm (pulumi_docker 5.x `Service`).
 
 The same description as the docker target, rendered for a cluster: encrypted attachable overlay
-networks, credentials as Swarm secrets mounted under /run/secrets, PostgreSQL and Redis pinned to
-labelled nodes, replicated app services with rolling updates that roll back on failure.
+networks, credentials as Swarm secrets mounted in the app's secrets directory, PostgreSQL and Redis
+pinned to labelled nodes, replicated app services with rolling updates that roll back on failure.
 
 Provider behaviour this file relies on was read from kreuzwerker/terraform-provider-docker v4
-(`internal/provider/resource_docker_service_funcs.go`, `resource_docker_secret.go`,
-`resource_docker_network_funcs.go`), the code pulumi-docker 5.x bridges:
+(`internal/provider/resource_docker_service_funcs.go`, `resource_docker_network_funcs.go`), the
+code pulumi-docker 5.x bridges (the secrets' own: infra/targets/swarm_secrets.py):
 
 - Create with `converge_config`: after `ServiceCreate` the provider polls (every 5 s at least,
   after `delay`) the service's tasks whose desired state is `running` and returns once as many of
@@ -20,12 +20,6 @@ Provider behaviour this file relies on was read from kreuzwerker/terraform-provi
 - A task that exits is never counted: a finished one-shot (state `complete`, desired state
   `shutdown`) does not converge, it times out. Hence the migration below runs the migration, then
   stays up (healthy) only if it succeeded.
-- `docker.Secret`: `data` is base64 (decoded with StdEncoding) and, like `name`, forces a new
-  secret; Docker refuses to delete a secret a service still uses. The name is left to Pulumi's
-  auto-naming (pulumi-docker's `provider/resources.go`: `SetAutonaming`), which gives a
-  replacement a fresh name, so the default create-before-replace works: new secret, services
-  updated to it, old secret deleted. A name derived from the value would put a digest of a
-  credential in plain state.
 - A service's `env` and `hostname` take Swarm's Go templates (`{{.Task.Slot}}`): how a copy learns
   its number (`Service.replica_env`).
 - `docker.Network`: Read writes back every driver option Docker reports (the overlay driver adds
@@ -34,35 +28,29 @@ Provider behaviour this file relies on was read from kreuzwerker/terraform-provi
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import TypeVar
 
 import pulumi
 import pulumi_docker as docker
 
-from infra import proxy
 from infra.spec import (
-    API_ALIAS,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_STACK,
     ClusterSettings,
     HealthCheck,
-    LogSettings,
-    Network,
-    NetworkKey,
-    Role,
     SecretKey,
     Service,
     StackDescription,
     Volume,
     VolumeKey,
 )
-from infra.targets.components import AppImage, AppImageArgs, Component, fill_replica, renamed
-from infra.targets.docker import PREVIOUS_NAMES
+from infra.targets import core
+from infra.targets.swarm_secrets import Secrets, SecretsArgs
+from infra.targets.swarm_values import go_duration, node_constraints, short_duration, tmpfs_options
 
 TYPE_PREFIX = "taskstack:swarm"
 MIGRATED_MARKER = "/tmp/taskstack-migrated"  # noqa: S108 - on the migration's private tmpfs
@@ -83,66 +71,6 @@ _RESTART_CONDITION: Mapping[str, str] = {
 }
 
 
-def go_duration(seconds: int) -> str:
-    """Seconds as the provider reads a service's durations back: Go's Duration.String() through
-    `shortDur` ("0s", "45s", "2m", "1m30s", "1h"; kreuzwerker/terraform-provider-docker v4.5.0
-    resource_docker_service_structures.go). Sent in any other form ("2m0s"), every `up` would
-    show a diff, and update the service (docs/swarm.md, "Provider behaviour")."""
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        text = f"{hours}h{minutes}m{secs}s"
-    elif minutes:
-        text = f"{minutes}m{secs}s"
-    else:
-        text = f"{secs}s"
-    return short_duration(text)
-
-
-def short_duration(text: str) -> str:
-    """A Go duration string in `shortDur`'s form: "1m0s" -> "1m", "1h0m0s" -> "1h"."""
-    if text.endswith("m0s"):
-        text = text[:-2]
-    if text.endswith("h0m"):
-        text = text[:-2]
-    return text
-
-
-def node_constraints(labels: Sequence[str]) -> list[str]:
-    """`key=value` node labels as Swarm placement constraints."""
-    pairs = (label.partition("=") for label in labels)
-    return [f"node.labels.{key}=={value}" for key, _, value in pairs]
-
-
-# A tmpfs's root mode when none is given (Docker's `tmpfs-mode` default).
-TMPFS_DEFAULT_MODE = 0o1777
-
-
-def _tmpfs_options(options: str) -> docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs:
-    # Swarm's tmpfs mounts take a size and a mode only (no noexec/nosuid before API 1.46).
-    size_bytes: int | None = None
-    mode: int | None = None
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
-    for option in options.split(","):
-        key, _, value = option.partition("=")
-        if key == "size":
-            size_bytes = int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
-        elif key == "mode":
-            mode = int(value, 8)
-    if mode == TMPFS_DEFAULT_MODE:
-        # The provider reads the mode back as `int(Mode.Perm())` (flattenServiceMounts), dropping
-        # the sticky bit: 1777 would differ on every `up`. 1777 is a tmpfs's default: not sent.
-        mode = None
-    elif mode is not None and mode & ~0o777:
-        raise ValueError(
-            f"tmpfs mode {mode:o}: the provider reads a service's tmpfs mode back without the "
-            "sticky/setuid/setgid bits, so only 1777 (the default) or a mode up to 777 is stable"
-        )
-    return docker.ServiceTaskSpecContainerSpecMountTmpfsOptionsArgs(
-        size_bytes=size_bytes, mode=mode
-    )
-
-
 def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs:
     return docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
         tests=list(check.test),
@@ -155,105 +83,16 @@ def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealt
 
 
 @dataclass(frozen=True)
-class NetworksArgs:
-    networks: Sequence[Network]
-    encrypted: bool = True
-
-
-class Networks(Component):
-    """The app and data networks as attachable overlays spanning the swarm, encrypted unless
-    `overlayEncryption` is off.
-
-    Children: `<key>-<name>` (`app-network`, `data-network`).
-    """
-
-    def __init__(
-        self, name: str, args: NetworksArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Network", name, opts)
-        self.by_key: dict[NetworkKey, docker.Network] = {
-            network.key: docker.Network(
-                f"{network.key}-{name}",
-                docker.NetworkArgs(
-                    name=network.name,
-                    driver="overlay",
-                    # Attachable: a one-off container (psql, a debugging shell, the rehearsal's
-                    # probes) can join the network next to the services.
-                    attachable=True,
-                    internal=network.internal,
-                    # IPsec between nodes for the overlay's traffic (`docker network create --opt
-                    # encrypted`): credentials and job payloads cross the hosts' network. A
-                    # kernel without IPsec (ESP) drops it between nodes: `overlayEncryption` off.
-                    options={"encrypted": ""} if args.encrypted else None,
-                    labels=[
-                        docker.NetworkLabelArgs(label=k, value=v)
-                        for k, v in sorted(network.labels.items())
-                    ],
-                ),
-                # Read writes back the options the overlay driver adds (module docstring), and
-                # `options` forces a new network: without this every `up` would replace it.
-                opts=self.child_options(pulumi.ResourceOptions(ignore_changes=["options"])),
-            )
-            for network in args.networks
-        }
-        self.register_outputs({key: net.name for key, net in self.by_key.items()})
-
-
-@dataclass(frozen=True)
-class SecretsArgs:
-    """`values`: each credential (a secret Output). `name_prefix`: the Swarm secrets' names start
-    with it (`<prefix>-<key>-<random>`), so that `docker secret ls` tells stacks apart."""
-
-    values: Mapping[SecretKey, pulumi.Input[str]]
-    name_prefix: str
-    labels: Mapping[str, str]
-
-
-class Secrets(Component):
-    """Every credential of the stack as a Swarm secret; its value only ever a Pulumi secret."""
-
-    def __init__(
-        self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:Secrets", name, opts)
-        self.by_key: dict[SecretKey, docker.Secret] = {}
-        for key, value in sorted(args.values.items()):
-            self.by_key[key] = docker.Secret(
-                # No `name`: Pulumi auto-names it from this plus a random suffix, and a replacement
-                # (a new value) gets a new suffix, so the new secret exists next to the old one
-                # while the services move over (module docstring).
-                f"{args.name_prefix}-{key.replace('_', '-')}",
-                docker.SecretArgs(
-                    data=pulumi.Output.secret(value).apply(
-                        lambda v: base64.b64encode(v.encode()).decode()
-                    ),
-                    labels=[
-                        docker.SecretLabelArgs(label=k, value=v)
-                        for k, v in sorted(args.labels.items())
-                    ],
-                ),
-                opts=self.child_options(),
-            )
-        self.register_outputs({key: s.id for key, s in self.by_key.items()})
-
-
-@dataclass(frozen=True)
 class ServiceArgs:
-    """What a role's Swarm service is made of.
+    """A role's Swarm service: `role`, what every target renders from, and the swarm target's own.
 
-    `image`: the built image's id or a pinned reference every node pulls. `networks`: network ids
-    by key. `secrets`: the Swarm secrets the role's `file_secrets` name. `volumes`: every named
-    volume of the stack by key (the node that runs a task creates the ones it mounts).
+    `secrets`: the Swarm secrets the role's `file_secrets` name. `volumes`: every named volume of
+    the stack by key (the node that runs a task creates the ones it mounts).
     """
 
-    service: Service
-    service_name: str
-    image: pulumi.Input[str]
-    networks: Mapping[NetworkKey, pulumi.Input[str]]
+    role: core.RoleArgs
     secrets: Mapping[SecretKey, docker.Secret]
     volumes: Mapping[VolumeKey, Volume]
-    logging: LogSettings
-    wait_timeout_seconds: int
     cluster: ClusterSettings
 
 
@@ -272,7 +111,7 @@ def _resources(service: Service) -> docker.ServiceTaskSpecResourcesArgs | None:
 
 
 def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountArgs]:
-    service = args.service
+    service = args.role.service
     mounts = [
         # The engine creates the named volume on the node that runs the task; the placement
         # constraints keep PostgreSQL and Redis on the node that has theirs.
@@ -281,10 +120,10 @@ def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountA
             source=args.volumes[m.volume].name,
             target=m.target,
             volume_options=docker.ServiceTaskSpecContainerSpecMountVolumeOptionsArgs(
-                labels=[
-                    docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs(label=k, value=v)
-                    for k, v in sorted(args.volumes[m.volume].labels.items())
-                ]
+                labels=core.label_args(
+                    docker.ServiceTaskSpecContainerSpecMountVolumeOptionsLabelArgs,
+                    args.volumes[m.volume].labels,
+                )
             ),
         )
         for m in service.volumes
@@ -298,7 +137,7 @@ def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountA
     ]
     mounts += [
         docker.ServiceTaskSpecContainerSpecMountArgs(
-            type="tmpfs", target=target, tmpfs_options=_tmpfs_options(options)
+            type="tmpfs", target=target, tmpfs_options=tmpfs_options(options)
         )
         for target, options in sorted(service.tmpfs.items())
     ]
@@ -306,7 +145,7 @@ def _mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecMountA
 
 
 def _secret_mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpecSecretArgs]:
-    uid, _, gid = args.service.user.partition(":")
+    uid, _, gid = args.role.service.user.partition(":")
     return [
         docker.ServiceTaskSpecContainerSpecSecretArgs(
             secret_id=args.secrets[key].id,
@@ -317,7 +156,7 @@ def _secret_mounts(args: ServiceArgs) -> list[docker.ServiceTaskSpecContainerSpe
             file_gid=gid or uid,
             file_mode=0o400,
         )
-        for file_name, key in sorted(args.service.file_secrets.files.items())
+        for file_name, key in sorted(args.role.service.file_secrets.files.items())
     ]
 
 
@@ -336,7 +175,7 @@ def migration_args(command: Sequence[str]) -> list[str]:
 def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
     """What the task runs and how Swarm tells it is healthy: credentials read from files, and a
     one-shot run as "once, then stay up healthy" (`migration_args`)."""
-    service = args.service
+    service = args.role.service
     files = service.file_secrets
     command = files.command or service.command
     check = files.healthcheck or service.healthcheck
@@ -347,24 +186,20 @@ def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
             timeout="3s",
             retries=3,
             # The one-shot may take this long before its first passing check.
-            start_period=go_duration(args.wait_timeout_seconds),
+            start_period=go_duration(args.role.wait_timeout_seconds),
         )
     if check is None:  # every service is health-checked: convergence means "healthy"
         raise ValueError(f"the {service.role} service has no healthcheck")
     return list(command), check
 
 
-def _labels(service: Service) -> dict[str, str]:
-    return dict(sorted(service.labels.items()))
-
-
 def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArgs:
-    service = args.service
+    service = args.role.service
     command, check = _command_and_check(args)
-    per_copy = {k: fill_replica(v, TASK_SLOT) for k, v in service.replica_env.items()}
+    per_copy = {k: core.fill_replica(v, TASK_SLOT) for k, v in service.replica_env.items()}
     hardening = service.hardening
     return docker.ServiceTaskSpecContainerSpecArgs(
-        image=args.image,
+        image=args.role.image,
         # `args` is the container's CMD, as `command` is for a container: the image's
         # entrypoint (postgres, redis) still runs.
         args=command or None,
@@ -372,10 +207,7 @@ def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArg
         env={**service.env, **service.file_secrets.env, **per_copy} or None,
         user=service.user,
         init=True,
-        labels=[
-            docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
-            for k, v in _labels(service).items()
-        ],
+        labels=core.label_args(docker.ServiceTaskSpecContainerSpecLabelArgs, service.labels),
         healthcheck=_healthcheck(check),
         mounts=_mounts(args) or None,
         secrets=_secret_mounts(args) or None,
@@ -388,14 +220,15 @@ def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArg
 
 
 def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
-    service = args.service
+    service = args.role.service
     return docker.ServiceTaskSpecArgs(
         container_spec=_container_spec(args),
         networks_advanceds=[
             # By id: the provider reads the attachment back as the network's id, so a name would
             # be a diff on every `up` (the argument's own documentation).
             docker.ServiceTaskSpecNetworksAdvancedArgs(
-                id=args.networks[attachment.network], aliases=list(attachment.aliases) or None
+                id=args.role.networks[attachment.network].id,
+                aliases=list(attachment.aliases) or None,
             )
             for attachment in service.networks
         ],
@@ -410,7 +243,7 @@ def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
             delay=go_duration(args.cluster.restart_delay_seconds),
         ),
         log_driver=docker.ServiceTaskSpecLogDriverArgs(
-            name=args.logging.driver, options=dict(args.logging.options)
+            name=args.role.logging.driver, options=dict(args.role.logging.options)
         ),
     )
 
@@ -426,194 +259,104 @@ def _endpoint_spec(args: ServiceArgs) -> docker.ServiceEndpointSpecArgs:
             protocol="tcp",
             publish_mode=cluster.publish_mode,
         )
-        for p in args.service.ports
+        for p in args.role.service.ports
         if not p.local_only
     ]
     return docker.ServiceEndpointSpecArgs(mode=cluster.endpoint_mode, ports=ports or None)
 
 
-def _replicas(args: ServiceArgs) -> int:
-    # Host-published proxies: Swarm places at most one per node (one of each host port), so
-    # `proxyReplicas` up to the number of nodes puts a front door on each.
-    if args.service.role == "proxy":
-        return args.cluster.proxy_replicas
-    return args.service.replicas
+# A rolling update's and its rollback's settings: the same fields, two Args types.
+Rollout = TypeVar("Rollout", docker.ServiceUpdateConfigArgs, docker.ServiceRollbackConfigArgs)
+
+
+def _rollout(kind: type[Rollout], args: ServiceArgs, failure_action: str) -> Rollout:
+    service, cluster = args.role.service, args.cluster
+    return kind(
+        # The API's tasks are replaced one at a time whatever `updateParallelism` says: the others
+        # keep answering behind the proxy.
+        parallelism=1 if service.one_at_a_time else cluster.update_parallelism,
+        delay=go_duration(cluster.update_delay_seconds),
+        monitor=go_duration(cluster.update_monitor_seconds),
+        order="start-first" if service.start_first else "stop-first",
+        failure_action=failure_action,
+    )
 
 
 def _swarm_service(
     resource_name: str, args: ServiceArgs, opts: pulumi.ResourceOptions
 ) -> docker.Service:
-    service, cluster = args.service, args.cluster
-    order = "start-first" if service.start_first else "stop-first"
-    # The API's tasks are replaced one at a time whatever `updateParallelism` says: the others
-    # keep answering behind the proxy.
-    parallelism = 1 if service.one_at_a_time else cluster.update_parallelism
-    delay = go_duration(cluster.update_delay_seconds)
-    monitor = go_duration(cluster.update_monitor_seconds)
+    service = args.role.service
     return docker.Service(
         resource_name,
         docker.ServiceArgs(
-            name=args.service_name,
-            labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in _labels(service).items()],
+            name=args.role.name,
+            labels=core.label_args(docker.ServiceLabelArgs, service.labels),
             mode=docker.ServiceModeArgs(
-                replicated=docker.ServiceModeReplicatedArgs(replicas=_replicas(args))
+                replicated=docker.ServiceModeReplicatedArgs(replicas=service.replicas)
             ),
             task_spec=_task_spec(args),
             # A failed rollout (a task that does not become healthy within `monitor`) goes back
             # to the previous spec; the provider then fails the update (module docstring).
-            update_config=docker.ServiceUpdateConfigArgs(
-                parallelism=parallelism,
-                delay=delay,
-                monitor=monitor,
-                order=order,
-                failure_action="rollback",
-            ),
-            rollback_config=docker.ServiceRollbackConfigArgs(
-                parallelism=parallelism,
-                delay=delay,
-                monitor=monitor,
-                order=order,
-                failure_action="pause",
-            ),
+            update_config=_rollout(docker.ServiceUpdateConfigArgs, args, "rollback"),
+            rollback_config=_rollout(docker.ServiceRollbackConfigArgs, args, "pause"),
             endpoint_spec=_endpoint_spec(args),
             # Wait until every replica is healthy (create) or the rollout completed (update).
             converge_config=docker.ServiceConvergeConfigArgs(
-                delay=CONVERGE_DELAY, timeout=go_duration(args.wait_timeout_seconds)
+                delay=CONVERGE_DELAY, timeout=go_duration(args.role.wait_timeout_seconds)
             ),
         ),
         opts=opts,
     )
 
 
-class _Role(Component):
+class SwarmService(core.RoleComponent):
     """One role as one Swarm service, named like the component."""
 
-    TYPE_NAME: ClassVar[str]
-
-    def __init__(
-        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        super().__init__(f"{TYPE_PREFIX}:{self.TYPE_NAME}", name, opts)
-        self.service = _swarm_service(name, args, self.child_options())
+    def __init__(self, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(TYPE_PREFIX, args.role.service, opts)
+        self.service = _swarm_service(args.role.service.role, args, self.child_options())
+        self.ready.append(self.service)
+        self.names.append(self.service.name)
         self.register_outputs({"serviceName": self.service.name})
 
 
-class Database(_Role):
-    """PostgreSQL: one replica on the node labelled for it; converged (pg_isready) first."""
-
-    TYPE_NAME = "Database"
-
-
-class Cache(_Role):
-    """Redis: one replica on the node labelled for it, authenticated from a secret file."""
-
-    TYPE_NAME = "Cache"
-
-
-class Migration(_Role):
-    """`alembic upgrade head`, once per spec change, gating every service that needs the schema."""
-
-    TYPE_NAME = "Migration"
-
-
-class Api(_Role):
-    TYPE_NAME = "Api"
+def _networks(description: StackDescription) -> core.NetworksArgs:
+    return core.NetworksArgs(
+        description.networks,
+        driver="overlay",
+        # Attachable: a one-off container (psql, a debugging shell, the rehearsal's probes) can
+        # join the network next to the services.
+        attachable=True,
+        # IPsec between nodes for the overlay's traffic (`docker network create --opt encrypted`):
+        # credentials and job payloads cross the hosts' network. A kernel without IPsec (ESP)
+        # drops it between nodes: `overlayEncryption` off.
+        options={"encrypted": ""} if description.cluster.overlay_encryption else None,
+        # Read writes back the options the overlay driver adds (module docstring), and `options`
+        # forces a new network: without this every `up` would replace it.
+        ignore_changes=["options"],
+    )
 
 
-class Workers(_Role):
-    TYPE_NAME = "Workers"
-
-
-class Beat(_Role):
-    TYPE_NAME = "Beat"
-
-
-class Flower(_Role):
-    TYPE_NAME = "Flower"
-
-
-class Proxy(_Role):
-    """HAProxy in front of the API tasks: the one service that publishes the API port
-    (infra/proxy.py)."""
-
-    TYPE_NAME = "Proxy"
-
-    def __init__(
-        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
-        service = args.service
-        # `tasks.<alias>` answers with every task's own address, in vip and dnsrr modes alike
-        # (the alias itself is a virtual IP in vip mode): HAProxy checks and balances each task.
-        host = {proxy.API_HOST_ENV: f"tasks.{API_ALIAS}"}
-        super().__init__(
-            name, replace(args, service=replace(service, env={**service.env, **host})), opts
-        )
-
-
-_COMPONENTS: Mapping[Role, type[_Role]] = {
-    "postgres": Database,
-    "redis": Cache,
-    "migrate": Migration,
-    "api": Api,
-    "worker": Workers,
-    "beat": Beat,
-    "flower": Flower,
-    "proxy": Proxy,
-}
-
-
-@dataclass(frozen=True)
-class RenderedStack:
-    """What the program exports, by role."""
-
-    app_image: AppImage
-    services: Mapping[Role, docker.Service]
-    secrets: Mapping[SecretKey, docker.Secret]
-
-
-def render(description: StackDescription) -> RenderedStack:
+def render(description: StackDescription) -> core.Rendered:
     """Declare the whole stack as Swarm services, one component per role, in dependency order.
 
     A role is registered only once the roles it depends on converged (healthy; a one-shot: passed):
     a dependency that fails stops the program before its dependants are sent.
     """
-    networks = Networks(
-        "network",
-        NetworksArgs(description.networks, encrypted=description.cluster.overlay_encryption),
-        renamed(PREVIOUS_NAMES["network"]),
-    )
-    image = description.app_image
-    app_image = AppImage(
-        "app",
-        AppImageArgs(image.name, str(image.context), str(image.dockerfile), image.platform),
-        type_prefix=TYPE_PREFIX,
-    )
     prefix = f"{description.project}-{description.stack}"
     labels = {LABEL_STACK: description.stack, LABEL_ROLE: "secret", LABEL_MANAGED_BY: "pulumi"}
-    secrets = Secrets("secrets", SecretsArgs(description.secrets, prefix, labels))
-    roles: dict[Role, _Role] = {}
-    for service in description.services:  # dependency order
-        args = ServiceArgs(
-            service=service,
-            service_name=description.container_name(service.role),
-            # The built image by id, so a rebuild rolls the services; each node of a multi-host
-            # swarm needs it (docs/swarm.md). PostgreSQL and Redis by their pinned reference:
-            # every node pulls it.
-            image=description.images.get(service.image) or app_image.image_id,
-            networks={key: network.id for key, network in networks.by_key.items()},
-            secrets=secrets.by_key,
-            volumes={v.key: v for v in description.volumes},
-            logging=description.logging,
-            wait_timeout_seconds=description.wait_timeout_seconds,
-            cluster=description.cluster,
-        )
-        after = pulumi.ResourceOptions(
-            depends_on=[roles[role].service for role in service.depends_on]
-        )
-        opts = pulumi.ResourceOptions.merge(after, renamed(PREVIOUS_NAMES.get(service.role)))
-        roles[service.role] = _COMPONENTS[service.role](service.role, args, opts)
-    return RenderedStack(
-        app_image=app_image,
-        services={role: component.service for role, component in roles.items()},
-        secrets=secrets.by_key,
+    secrets = Secrets(
+        "secrets", SecretsArgs(description.secrets, prefix, labels), type_prefix=TYPE_PREFIX
     )
+    volumes = {v.key: v for v in description.volumes}
+
+    def declare(
+        role: core.RoleArgs, _upstream: Sequence[SwarmService], opts: pulumi.ResourceOptions
+    ) -> SwarmService:
+        # The built image by id, so a rebuild rolls the services; each node of a multi-host swarm
+        # needs it (docs/swarm.md). Pulled images by their pinned reference: every node pulls it.
+        args = ServiceArgs(role, secrets.by_key, volumes, description.cluster)
+        return SwarmService(args, opts)
+
+    app_image, roles = core.render_roles(description, TYPE_PREFIX, _networks(description), declare)
+    return core.rendered(app_image, roles)

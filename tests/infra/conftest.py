@@ -2,76 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
-
 import pytest
-import yaml
 
-from tests.infra.pulumi_mocks import (
-    PROJECT,
-    REPO_ROOT,
-    ProgramMocks,
-    ProgramRun,
-    run_program,
-    without_secrets,
-)
-
-# Test credentials, set as secrets like `pulumi config set --secret` does. Distinctive strings, so
-# that a leak anywhere in the registered inputs or outputs is found by a plain substring search.
-PROD_SECRETS: Mapping[str, str] = {
-    "postgresPassword": "pg-Secret-4c0ffee-5ea1ed",
-    "redisPassword": "redis-Secret-8badf00d-42",
-    "flowerBasicAuth": "admin:flower-Secret-deadbeef",
-}
-# The proxy's certificate and key: only their shape is checked by the program.
-TLS_SECRETS: Mapping[str, str] = {
-    "tlsCertificate": "-----BEGIN CERTIFICATE-----\ncert-Secret-0ddba11\n-----END CERTIFICATE-----",
-    "tlsKey": "-----BEGIN PRIVATE KEY-----\nkey-Secret-c0ffee99\n-----END PRIVATE KEY-----",
-}
-
-
-def stack_file_config(stack: str) -> dict[str, Any]:
-    """The `taskstack:*` settings of Pulumi.<stack>.yaml, keys without the project prefix."""
-    document = yaml.safe_load(Path(REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
-    prefix = f"{PROJECT}:"
-    return {k.removeprefix(prefix): v for k, v in (document.get("config") or {}).items()}
-
-
-def run_stack(stack: str, *, mocks: ProgramMocks | None = None, **overrides: Any) -> ProgramRun:
-    secrets = PROD_SECRETS if stack == "prod" else None
-    return run_program(
-        {**stack_file_config(stack), **overrides}, stack=stack, secrets=secrets, mocks=mocks
-    )
-
-
-def assert_only_secret(run: ProgramRun, secret: str) -> str:
-    """The credential `secret` appears in no plain input, output or stack output; its plaintext."""
-    plaintext = PROD_SECRETS[secret].split(":")[-1]
-    for resource in run.registrations:
-        for label, value in (("inputs", resource.inputs), ("outputs", resource.outputs)):
-            visible = json.dumps(without_secrets(value))
-            assert plaintext not in visible, f"{secret} in plain {label} of {resource.name}"
-    assert plaintext not in json.dumps(without_secrets(run.stack_outputs))
-    return plaintext
-
-
-def assert_second_run_identical(run: Callable[[ProgramMocks], ProgramRun]) -> None:
-    """Two runs register the same inputs and dependencies: a second `pulumi up` changes nothing.
-
-    The second run reads the first one's stack outputs (a StackReference to the stack itself, as
-    the engine answers it). Registration order is asynchronous, so they are compared by URN.
-    """
-    first = run(ProgramMocks())
-    second = run(ProgramMocks(stack_outputs=without_secrets(first.stack_outputs)))
-    assert {r.urn: r.inputs for r in first.registrations} == {
-        r.urn: r.inputs for r in second.registrations
-    }
-    assert {r.urn: r.dependencies for r in first.registrations} == {
-        r.urn: r.dependencies for r in second.registrations
-    }
+from tests.infra.pulumi_mocks import ProgramRun
+from tests.infra.stacks import run_stack
 
 
 @pytest.fixture

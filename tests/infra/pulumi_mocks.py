@@ -7,6 +7,7 @@ without touching an engine, and `run_program` takes config keys without the proj
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,7 +103,9 @@ class ProgramMocks(pulumi_mocks.Mocks):
                 "baseImageName": state.get("imageName", ""),
             }
         elif args.typ == REMOTE_IMAGE:
-            state |= {"imageId": f"sha256:{abs(hash(name)):064d}"[:71], "repoDigest": ""}
+            # Derived from the name, the same in every process (so runs can be compared).
+            digest = hashlib.sha256(name.encode()).hexdigest()
+            state |= {"imageId": f"sha256:{digest}", "repoDigest": ""}
         return f"{name}-id", state
 
     def call(

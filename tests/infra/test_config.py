@@ -18,8 +18,8 @@ from infra.config import (
     StackConfigError,
 )
 from infra.spec import APP_ROLES
-from tests.infra.conftest import PROD_SECRETS, TLS_SECRETS
 from tests.infra.pulumi_mocks import REPO_ROOT, ProgramMocks, run_program
+from tests.infra.stacks import PROD_SECRETS, TLS_SECRETS
 
 # One invalid value per key (secrets included), and a fragment the key's own message must contain.
 INVALID: dict[str, tuple[Any, str]] = {

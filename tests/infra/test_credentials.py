@@ -14,9 +14,8 @@ import pytest
 
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import ROLES, app_role_password
-from tests.infra.conftest import PROD_SECRETS, run_stack
 from tests.infra.pulumi_mocks import ProgramRun, container_env
-from tests.infra.test_swarm import mounted_files, swarm
+from tests.infra.stacks import PROD_SECRETS, mounted_files, run_stack, swarm
 
 BROKER = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
 # Role -> the credential-carrying variables it gets (in prod; dev has no Redis or Flower auth).

@@ -18,8 +18,10 @@ import pulumi
 import pytest
 import yaml
 
+from infra import proxy
 from infra.config import Credentials, StackConfig, parse_stack_config
 from infra.spec import (
+    API_ALIAS,
     APP_ROLES,
     REPLICA,
     ROLES,
@@ -30,8 +32,8 @@ from infra.spec import (
 )
 from infra.targets import docker as docker_target
 from infra.targets import swarm as swarm_target
-from tests.infra.conftest import PROD_SECRETS
 from tests.infra.pulumi_mocks import AUTONAME_SUFFIX, PROJECT, REPO_ROOT, ProgramMocks
+from tests.infra.stacks import PROD_SECRETS
 
 # The repository's stack files, wherever they live (the rehearsal keeps its own overlays).
 STACK_FILES = sorted(
@@ -146,12 +148,23 @@ def plain(value: Any) -> Any:
     return value
 
 
+def front_door(description: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in description["services"] if s["role"] == "proxy")
+
+
 @pytest.mark.parametrize("path", STACK_FILES, ids=stack_of)
-def test_the_target_setting_changes_nothing_but_the_target(path: Path) -> None:
-    as_docker = plain(describe(path, target="docker"))
-    as_swarm = plain(describe(path, target="swarm"))
+def test_the_target_changes_nothing_but_the_front_doors_addressing(path: Path) -> None:
+    # What depends on the target is said by the description itself, not patched in by a target:
+    # the name the proxy resolves the API copies by, and how many proxies there are.
+    as_docker = plain(describe(path, target="docker", proxy_replicas=3))
+    as_swarm = plain(describe(path, target="swarm", proxy_replicas=3))
     assert as_docker.pop("target") == "docker"
     assert as_swarm.pop("target") == "swarm"
+    on_one_host, on_a_swarm = front_door(as_docker), front_door(as_swarm)
+    assert on_one_host["env"].pop(proxy.API_HOST_ENV) == API_ALIAS
+    assert on_a_swarm["env"].pop(proxy.API_HOST_ENV) == f"tasks.{API_ALIAS}"
+    assert on_one_host.pop("replicas") == 1  # one host binds the API port once
+    assert on_a_swarm.pop("replicas") == 3
     assert as_docker == as_swarm
 
 
@@ -241,10 +254,11 @@ def test_data_roles_are_pinned_and_app_roles_are_not() -> None:
 def test_both_targets_render_the_same_description_object() -> pulumi.Output[Any]:
     pulumi.runtime.set_mocks(ProgramMocks(), project=PROJECT, stack="dev", preview=False)
     description = describe(REPO_ROOT / "Pulumi.dev.yaml")
-    containers = docker_target.render(description).containers
-    services = swarm_target.render(description).services
+    containers = docker_target.render(description).names
+    services = swarm_target.render(description).names
     assert set(containers) == set(services) == set(ROLES)
     assert len(containers["worker"]) == description.service("worker").replicas
+    assert len(services["worker"]) == 1  # one service, its replicas Swarm's tasks
 
     def check(names: list[str]) -> None:
         *workers, flower, swarm_worker = names
@@ -254,7 +268,5 @@ def test_both_targets_render_the_same_description_object() -> pulumi.Output[Any]
         assert swarm_worker == description.container_name("worker")
 
     return pulumi.Output.all(
-        *(c.name for c in containers["worker"]),
-        containers["flower"][0].name,
-        services["worker"].name,
+        *containers["worker"], *containers["flower"], *services["worker"]
     ).apply(check)

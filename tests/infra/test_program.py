@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pulumi
@@ -11,7 +12,6 @@ import pytest
 
 from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
 from infra.targets.docker import MigrationFailedError
-from tests.infra.conftest import PROD_SECRETS, assert_second_run_identical, run_stack
 from tests.infra.pulumi_mocks import (
     AUTONAME_SUFFIX,
     CONTAINER,
@@ -28,6 +28,7 @@ from tests.infra.pulumi_mocks import (
     is_secret,
     run_program,
 )
+from tests.infra.stacks import PROD_SECRETS, assert_second_run_identical, run_stack
 
 COMPONENTS = {
     ("taskstack:docker:Network", "network"),
@@ -401,34 +402,47 @@ def test_a_second_run_registers_identical_inputs() -> None:
     assert_second_run_identical(lambda mocks: run_stack("prod", mocks=mocks))
 
 
-# --- Components: named by role, earlier names kept as aliases ------------------------------------
+# --- Components: one per concern, named after it --------------------------------------------------
 
-PREVIOUS = {"network": "networks", "postgres": "database", "redis": "cache", "migrate": "migration"}
-PREVIOUS |= {"worker": "workers"}
+# Component name -> type, on both targets (`taskstack:<target>:<type>`). A child's URN holds its
+# parent's type: a changed type would replace every resource under it.
+COMPONENT_TYPES = {
+    "network": "Network",
+    "app": "AppImage",
+    "postgres": "Database",
+    "redis": "Cache",
+    "migrate": "Migration",
+    "api": "Api",
+    "worker": "Workers",
+    "beat": "Beat",
+    "flower": "Flower",
+    "proxy": "Proxy",
+}
 
 
 @pytest.mark.parametrize("target", ["docker", "swarm"])
-def test_renamed_components_alias_their_previous_names(
+def test_one_component_per_concern_under_its_own_name_and_type(
     target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A component's URN holds its name: each renamed one carries its previous name as an alias, so
-    # an existing stack moves it instead of replacing it. Its children keep their URNs (a child's
-    # URN holds its parent's type, not its name).
-    seen: dict[str, list[str | None]] = {}
+    aliases: dict[str, list[Any]] = {}
     original = pulumi.ComponentResource.__init__
 
     def recording(self, t, name, props=None, opts=None, remote=False, package_ref=None):  # type: ignore[no-untyped-def]
         if t.startswith("taskstack:"):
-            aliases = (opts.aliases if opts else None) or []
-            seen[name] = [a.name for a in aliases if isinstance(a, pulumi.Alias)]
+            aliases[name] = list((opts.aliases if opts else None) or [])
         original(self, t, name, props, opts, remote, package_ref)
 
     monkeypatch.setattr(pulumi.ComponentResource, "__init__", recording)
-    run_stack("dev", target=target)
-    for name, previous in PREVIOUS.items():
-        assert seen[name] == [previous], name
-    for name in ("api", "beat", "flower", "app"):
-        assert seen[name] == [], name
+    run = run_stack("dev", target=target)
+    expected = COMPONENT_TYPES | ({"secrets": "Secrets"} if target == "swarm" else {})
+    components = {r.name: r.type for r in run.registrations if not r.custom}
+    assert components == {name: f"taskstack:{target}:{t}" for name, t in expected.items()}
+    # No stack was deployed under other names: no component carries an alias.
+    assert set(aliases) == set(expected)
+    assert not any(aliases.values()), aliases
+    # Every resource is a child of one of them (the stack reference aside, a read).
+    urns = {r.urn for r in run.registrations if not r.custom}
+    assert all(r.parent in urns for r in run.registrations if r.custom), target
 
 
 def test_component_options_reach_every_child(dev: ProgramRun) -> None:

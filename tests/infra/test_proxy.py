@@ -12,13 +12,6 @@ from app.config import Settings
 from infra import proxy
 from infra.config import StackConfigError
 from infra.spec import API_ALIAS, API_PORT
-from tests.infra.conftest import (
-    PROD_SECRETS,
-    TLS_SECRETS,
-    assert_second_run_identical,
-    run_stack,
-    stack_file_config,
-)
 from tests.infra.pulumi_mocks import (
     SERVICE,
     ProgramMocks,
@@ -27,6 +20,13 @@ from tests.infra.pulumi_mocks import (
     container_env,
     run_program,
     without_secrets,
+)
+from tests.infra.stacks import (
+    PROD_SECRETS,
+    TLS_SECRETS,
+    assert_second_run_identical,
+    run_stack,
+    stack_file_config,
 )
 
 

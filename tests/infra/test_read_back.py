@@ -17,8 +17,8 @@ from infra.targets.docker import MIGRATION_RUN_LABEL
 from rehearsal.readback import Observed, changed_properties, property_digests, read_back
 from rehearsal.runner import ProgramRun
 from rehearsal.tokens import CONTAINER, SERVICE
-from tests.infra.conftest import run_stack
 from tests.infra.pulumi_mocks import ProgramMocks, without_secrets
+from tests.infra.stacks import run_stack
 
 
 def _observed(typ: str, inputs: dict[str, Any]) -> Observed:

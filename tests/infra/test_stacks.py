@@ -17,7 +17,6 @@ from infra.spec import (
     LABEL_ROLE,
     PROXY_MAX_PROCESSES,
 )
-from tests.infra.conftest import PROD_SECRETS, assert_only_secret
 from tests.infra.pulumi_mocks import (
     NETWORK,
     VOLUME,
@@ -26,6 +25,7 @@ from tests.infra.pulumi_mocks import (
     container_env,
     without_secrets,
 )
+from tests.infra.stacks import PROD_SECRETS, assert_only_secret
 
 DATA_ROLES = ("postgres", "redis")
 

@@ -7,14 +7,12 @@ Every run goes through `run_program` with `taskstack:target swarm` in the stack 
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,12 +20,6 @@ import pytest
 from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
-from tests.infra.conftest import (
-    PROD_SECRETS,
-    assert_only_secret,
-    assert_second_run_identical,
-    run_stack,
-)
 from tests.infra.pulumi_mocks import (
     CONTAINER,
     IMAGE,
@@ -38,10 +30,20 @@ from tests.infra.pulumi_mocks import (
     VOLUME,
     ProgramMocks,
     ProgramRun,
-    Registration,
     is_secret,
     run_program,
     without_secrets,
+)
+from tests.infra.stacks import (
+    PROD_SECRETS,
+    assert_only_secret,
+    assert_second_run_identical,
+    container_spec,
+    mounted_files,
+    run_stack,
+    secret_value,
+    service,
+    swarm,
 )
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
@@ -86,10 +88,6 @@ CREDENTIAL_VARIABLES = {
 }
 
 
-def swarm(stack: str, **overrides: Any) -> ProgramRun:
-    return run_stack(stack, target="swarm", **overrides)
-
-
 @pytest.fixture(scope="module")
 def dev() -> ProgramRun:
     return swarm("dev")
@@ -98,31 +96,6 @@ def dev() -> ProgramRun:
 @pytest.fixture(scope="module")
 def prod() -> ProgramRun:
     return swarm("prod")
-
-
-def service(run: ProgramRun, role: str) -> dict[str, Any]:
-    return run.named(role, SERVICE).plain
-
-
-def container_spec(run: ProgramRun, role: str) -> dict[str, Any]:
-    return service(run, role)["taskSpec"]["containerSpec"]  # type: ignore[no-any-return]
-
-
-def secrets_by_id(run: ProgramRun) -> dict[str, Registration]:
-    return {r.id: r for r in run.of_type(SECRET)}
-
-
-def secret_value(secret: Registration) -> str:
-    return base64.b64decode(secret.plain["data"]).decode()
-
-
-def mounted_files(run: ProgramRun, role: str) -> dict[str, str]:
-    """File name under /run/secrets -> the value of the Swarm secret mounted there."""
-    by_id = secrets_by_id(run)
-    return {
-        mount["fileName"]: secret_value(by_id[mount["secretId"]])
-        for mount in container_spec(run, role).get("secrets", [])
-    }
 
 
 # --- The full resource set ------------------------------------------------------------------------
@@ -630,11 +603,11 @@ def test_tmpfs_mounts_keep_size_and_the_default_mode(prod: ProgramRun) -> None:
 
 
 def test_a_tmpfs_mode_the_provider_cannot_read_back_is_refused() -> None:
-    from infra.targets.swarm import _tmpfs_options
+    from infra.targets.swarm_values import tmpfs_options
 
-    assert _tmpfs_options("size=1m,mode=700").mode == 0o700
+    assert tmpfs_options("size=1m,mode=700").mode == 0o700
     with pytest.raises(ValueError, match="sticky"):
-        _tmpfs_options("size=1m,mode=2770")
+        tmpfs_options("size=1m,mode=2770")
 
 
 def test_data_and_beat_volumes_are_named_and_labelled(prod: ProgramRun) -> None:

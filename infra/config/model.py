@@ -1,0 +1,288 @@
+"""Every `taskstack:*` key a stack may set, typed and validated: `StackConfig`.
+
+Each key is a field (camelCase alias = Pulumi key); a validator per rule, and the rules that tie
+keys together (`_cross_key_rules`). `Pulumi.yaml` declares the same keys with the same defaults
+(tests/infra/test_config.py holds them together).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from app.config import MAX_REQUEST_BODY_BYTES
+
+PROJECT = "taskstack"
+
+Environment = Literal["dev", "prod"]
+Target = Literal["docker", "swarm"]
+RestartPolicy = Literal["no", "on-failure", "always", "unless-stopped"]
+Platform = Literal["linux/amd64", "linux/arm64"]
+EndpointMode = Literal["vip", "dnsrr"]
+PublishMode = Literal["ingress", "host"]
+UpdateOrder = Literal["start-first", "stop-first"]
+# What the proxy logs: every request, or only the abnormal ones (HAProxy's `dontlog-normal`).
+ProxyAccessLog = Literal["all", "errors", "off"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+# App settings (`app.config.Settings` fields, as environment variables) a stack may pass through
+# `appEnv`; tests/infra/test_app_contract.py holds each to a field. The connection URLs,
+# BEAT_SCHEDULE_PATH, WORKER_HEARTBEAT_PATH and FLOWER_BASIC_AUTH are the program's own.
+APP_ENV_KEYS = frozenset(
+    {
+        "JOB_WORK_SECONDS",
+        "JOB_MAX_RETRIES",
+        "VISIBILITY_TIMEOUT_SECONDS",
+        "REAPER_INTERVAL_SECONDS",
+        "REAPER_STALE_AFTER_SECONDS",
+        "JOB_RETENTION_DAYS",
+        "PURGE_INTERVAL_SECONDS",
+        "WORKER_HEARTBEAT_SECONDS",
+        "READINESS_TIMEOUT_SECONDS",
+    }
+)
+
+# An image reference pinned to a tag or a digest (`name:tag`, `name@sha256:…`, optional registry).
+_PINNED_IMAGE = re.compile(
+    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
+)
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CPUS = re.compile(r"^(?:[0-9]+(?:\.[0-9]{1,2})?)$")
+
+
+def provider_cpus(value: str) -> str:
+    """`cpus` as the docker provider writes it back into the state: NanoCPUs through
+    `nanoInt64ToDecimalString` (kreuzwerker/terraform-provider-docker v4.5.0
+    internal/provider/helpers.go): "2" -> "2.0", "0.50" -> "0.5", "0.25" -> "0.25"."""
+    nanos = int(Decimal(value) * 1_000_000_000)
+    nine = f"{Decimal(nanos) / Decimal(1_000_000_000):.9f}"
+    if nine.count("0") == 9:
+        return (
+            f"{(Decimal(nanos) / Decimal(1_000_000_000)).quantize(Decimal('0.1'), ROUND_HALF_UP)}"
+        )
+    return nine.rstrip("0")
+
+
+# A Swarm node label as `docker node update --label-add` takes it: key=value, key in DNS style.
+_NODE_LABEL = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*=[A-Za-z0-9_.-]+$")
+
+
+class StackConfig(BaseModel):
+    """Every `taskstack:*` configuration key, typed and validated. Defaults equal Pulumi.yaml's."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    environment: Environment = "prod"
+    target: Target = "docker"
+
+    postgres_image: str = "postgres:17"
+    redis_image: str = "redis:8"
+    app_image_name: str = "taskstack-app"
+    app_image_tag: str = ""  # empty: the stack name
+    platform: Platform = "linux/amd64"
+
+    publish_address: str = "127.0.0.1"
+    api_port: Port = 8000
+    flower_port: Port = 5555
+    postgres_host_port: Port = 15432
+    redis_host_port: Port = 16379
+
+    postgres_user: str = "taskstack"
+    postgres_db: str = "taskstack"
+
+    # uvicorn processes per API copy: one per CPU of `api_cpus` (more processes than CPUs in a copy
+    # only contend: docs/bench.md, "The front door's cost"); scale out with `api_replicas`.
+    api_workers: PositiveInt = 1
+    api_access_log: bool = False
+    # API copies behind the proxy, on both targets: a new image replaces them one at a time while
+    # the others answer, so prod needs two at least (`_cross_key_rules`).
+    api_replicas: PositiveInt = 2
+
+    # The front door (infra/proxy.py, docs/infra.md "The front door"): HAProxy owns the API port.
+    proxy_image: str = "haproxy:3.0"
+    # Seconds a client has to send a whole request (headers and body); a slower one gets 408.
+    proxy_request_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    # Largest request body the proxy passes on (413 beyond): by default the app's own cap.
+    proxy_max_body_kb: Annotated[int, Field(ge=1, le=102400)] = MAX_REQUEST_BODY_BYTES // 1024
+    # "errors" logs what an operator looks for (errors, timeouts, aborts, retries, redispatches,
+    # 5xx, requests the proxy refused); "all", a line per request, has a cost measured in
+    # docs/bench.md ("The front door's cost").
+    proxy_access_log: ProxyAccessLog = "errors"
+    worker_replicas: PositiveInt = 2
+    worker_concurrency: PositiveInt = 2
+    # Celery's own default: INFO writes two lines per job through the engine's log pipeline (what
+    # that costs the drain: docs/bench.md, "What was changed for speed"); dev keeps INFO.
+    worker_log_level: LogLevel = "WARNING"
+    worker_stop_grace_seconds: PositiveInt = 60
+    # The workers' and Flower's CPU weight (Docker's cpu-shares; every other container has 1024):
+    # when the host's CPUs are all busy, accepting and answering requests goes first and the
+    # queue drains with what is left; idle CPUs are theirs all the same (what it gains:
+    # docs/bench.md, "The front door's cost"). Target docker only: a swarm service has no CPU
+    # weight.
+    background_cpu_shares: Annotated[int, Field(ge=2, le=1024)] = 256
+    wait_timeout_seconds: PositiveInt = 120
+    restart_policy: RestartPolicy = "unless-stopped"
+    log_max_size_mb: PositiveInt = 10
+    log_max_files: PositiveInt = 3
+
+    api_memory_mb: PositiveInt = 512
+    api_cpus: str = "1.0"
+    worker_memory_mb: PositiveInt = 1024
+    worker_cpus: str = "1.0"
+    postgres_memory_mb: PositiveInt = 1024
+    postgres_cpus: str = "1.0"
+    redis_memory_mb: PositiveInt = 512
+    redis_cpus: str = "0.5"
+
+    app_env: tuple[str, ...] = ()
+
+    # target swarm only (docs/swarm.md); a docker stack accepts and ignores them.
+    postgres_node_labels: tuple[str, ...] = ("taskstack.postgres=true",)
+    redis_node_labels: tuple[str, ...] = ("taskstack.redis=true",)
+    endpoint_mode: EndpointMode = "vip"
+    publish_mode: PublishMode = "ingress"
+    update_parallelism: PositiveInt = 1
+    update_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 10
+    update_monitor_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+    api_update_order: UpdateOrder = "start-first"
+    # IPsec between nodes for the overlays' traffic; off only where the kernel cannot do it.
+    overlay_encryption: bool = True
+    # Seconds Swarm waits before restarting a task that exited (its restart policy's delay).
+    restart_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
+    # Proxy tasks. Host-published, a node runs one at most: as many as nodes lets a client use
+    # any node's address (the three-node rehearsal runs three).
+    proxy_replicas: PositiveInt = 1
+
+    @field_validator("postgres_image", "redis_image", "proxy_image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        if not _PINNED_IMAGE.match(value) or value.endswith(":latest"):
+            raise ValueError("must be an image reference pinned to a tag or digest, not :latest")
+        return value
+
+    @field_validator("app_image_name")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not _REPOSITORY.match(value):
+            raise ValueError("must be a lowercase image repository name without a tag")
+        return value
+
+    @field_validator("app_image_tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if value and not _TAG.match(value):
+            raise ValueError("must be a valid image tag (letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("publish_address")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError("must be an IPv4 address such as 127.0.0.1 or 0.0.0.0") from None
+        return value
+
+    @field_validator("postgres_user", "postgres_db")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lowercase SQL identifier (a-z, 0-9, _; 63 chars at most)")
+        return value
+
+    @field_validator("api_cpus", "worker_cpus", "postgres_cpus", "redis_cpus")
+    @classmethod
+    def _cpus(cls, value: str) -> str:
+        if not _CPUS.match(value) or float(value) <= 0:
+            raise ValueError("must be a positive number of CPUs such as 0.5 or 2")
+        read_back = provider_cpus(value)
+        if Decimal(read_back) != Decimal(value):
+            raise ValueError(
+                f"the docker provider reads {value} back as {read_back}: every pulumi up would "
+                "replace the container; use a value such as 0.25, 0.5, 1.5 or 2"
+            )
+        # The form the provider reads back (`cpus` forces a new container: docs/infra.md).
+        return read_back
+
+    @field_validator("app_env", "postgres_node_labels", "redis_node_labels", mode="before")
+    @classmethod
+    def _decode_json_array(cls, value: Any) -> Any:
+        # The CLI hands arrays to the program as JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("must be a JSON array of strings") from None
+        return value
+
+    @field_validator("postgres_node_labels", "redis_node_labels")
+    @classmethod
+    def _node_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # The data services keep their volume on one node: an empty list would let Swarm move them
+        # to a node without their data.
+        if not value:
+            raise ValueError("must name at least one node label (the data volume is node-local)")
+        for entry in value:
+            if not _NODE_LABEL.match(entry):
+                raise ValueError(f"entry {entry!r} must be a node label as key=value")
+        return value
+
+    @field_validator("app_env")
+    @classmethod
+    def _app_env_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            name, sep, _ = entry.partition("=")
+            if not sep or name not in APP_ENV_KEYS:
+                allowed = ", ".join(sorted(APP_ENV_KEYS))
+                raise ValueError(f"entry {entry!r} must be NAME=value with NAME one of {allowed}")
+            if name == "WORKER_HEARTBEAT_SECONDS" and not _positive_below(entry, 60):
+                # The worker healthcheck is `find -mmin -1`: a heartbeat must land every minute.
+                raise ValueError("WORKER_HEARTBEAT_SECONDS must be a whole number from 1 to 59")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_key_rules(self) -> StackConfig:
+        published = {"apiPort": self.api_port, "flowerPort": self.flower_port}
+        if self.environment == "dev":
+            published |= {
+                "postgresHostPort": self.postgres_host_port,
+                "redisHostPort": self.redis_host_port,
+            }
+        seen: dict[int, str] = {}
+        for key, port in published.items():
+            if port in seen:
+                raise ValueError(f"{key}: port {port} is already used by {seen[port]}")
+            seen[port] = key
+        if self.environment == "prod" and self.api_replicas < 2:
+            # One copy cannot be replaced without a gap: the proxy needs another to send to.
+            raise ValueError(
+                "apiReplicas: a prod stack runs 2 API copies at least, so that a deployment "
+                "replaces one while the other answers"
+            )
+        if self.endpoint_mode == "dnsrr" and self.publish_mode == "ingress":
+            # Swarm rejects the pair: the routing mesh balances over a virtual IP.
+            raise ValueError(
+                "publishMode: ingress publishing needs endpointMode vip; with dnsrr use host"
+            )
+        return self
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+
+def _positive_below(entry: str, bound: int) -> bool:
+    value = entry.partition("=")[2]
+    return value.isdigit() and 0 < int(value) < bound

@@ -1,0 +1,151 @@
+"""The whole stack, described: each role from the slice of configuration it reads, then the
+networks, volumes, images, endpoints and secrets around them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+
+from infra.config import PROJECT, Credentials, StackConfig
+from infra.spec.app_roles import (
+    ApiSettings,
+    AppRoles,
+    FlowerSettings,
+    WorkerSettings,
+    api,
+    beat,
+    flower,
+    migrate,
+    worker,
+)
+from infra.spec.connections import Connections, stack_secrets
+from infra.spec.data import DataSettings, postgres, redis
+from infra.spec.front_door import FrontDoorSettings, front_door, tls_pem
+from infra.spec.model import (
+    AppImage,
+    ClusterSettings,
+    Endpoints,
+    LogSettings,
+    Network,
+    Service,
+    StackDescription,
+    Volume,
+    VolumeKey,
+    in_dependency_order,
+)
+from infra.spec.shared import Shared
+
+
+def _services(
+    config: StackConfig,
+    credentials: Credentials,
+    app: AppRoles,
+    pem: pulumi.Output[str] | None,
+    repo_root: Path,
+) -> tuple[Service, ...]:
+    """One description per role, each from the slice of configuration it reads."""
+    shared = app.shared
+    data = (
+        postgres(
+            DataSettings.postgres(config),
+            shared,
+            config.postgres_db,
+            credentials.postgres_password,
+        ),
+        redis(DataSettings.redis(config), shared, credentials.redis_password),
+    )
+    return (
+        *data,
+        migrate(app),
+        api(app, ApiSettings.of(config, repo_root)),
+        worker(app, WorkerSettings.of(config)),
+        beat(app),
+        flower(app, FlowerSettings.of(config), credentials.flower_basic_auth),
+        front_door(FrontDoorSettings.of(config, tls=pem is not None), shared, pem),
+    )
+
+
+def _endpoints(config: StackConfig, tls: bool) -> Endpoints:
+    shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
+    api_url = f"{'https' if tls else 'http'}://{shown_host}:{config.api_port}"
+    return Endpoints(
+        api_url=api_url,
+        docs_url=f"{api_url}/docs",
+        flower_url=f"http://{shown_host}:{config.flower_port}",
+    )
+
+
+def _networks(shared: Shared) -> tuple[Network, ...]:
+    # Dev keeps both networks but leaves `data` routable so its ports can be published on 127.0.0.1;
+    # in prod it is `internal`: only containers attached to it reach PostgreSQL and Redis.
+    prefix = f"{PROJECT}-{shared.stack}"
+    labels = shared.labels("network")
+    return (
+        Network("app", f"{prefix}-app", internal=False, labels=labels),
+        Network("data", f"{prefix}-data", internal=shared.prod, labels=labels),
+    )
+
+
+def _volumes(shared: Shared) -> tuple[Volume, ...]:
+    keys: tuple[VolumeKey, ...] = ("postgres", "redis", "beat")
+    prefix = f"{PROJECT}-{shared.stack}"
+    return tuple(
+        Volume(key, f"{prefix}-{key}-data", retain_on_delete=shared.prod, labels=shared.labels(key))
+        for key in keys
+    )
+
+
+def _cluster(config: StackConfig) -> ClusterSettings:
+    return ClusterSettings(
+        endpoint_mode=config.endpoint_mode,
+        publish_mode=config.publish_mode,
+        update_parallelism=config.update_parallelism,
+        update_delay_seconds=config.update_delay_seconds,
+        update_monitor_seconds=config.update_monitor_seconds,
+        overlay_encryption=config.overlay_encryption,
+        restart_delay_seconds=config.restart_delay_seconds,
+    )
+
+
+def describe_stack(
+    config: StackConfig, credentials: Credentials, stack: str, repo_root: Path
+) -> StackDescription:
+    """The whole stack for `stack`, from its validated configuration and its credentials."""
+    shared = Shared.of(config, stack)
+    connections = Connections.of(config, credentials)
+    app = AppRoles.of(config, shared, connections)
+    pem = tls_pem(credentials)
+    return StackDescription(
+        project=PROJECT,
+        stack=stack,
+        environment=config.environment,
+        target=config.target,
+        networks=_networks(shared),
+        volumes=_volumes(shared),
+        app_image=AppImage(
+            name=f"{config.app_image_name}:{config.app_image_tag or stack}",
+            context=repo_root,
+            dockerfile=repo_root / "Dockerfile",
+            platform=config.platform,
+        ),
+        images={
+            "postgres": config.postgres_image,
+            "redis": config.redis_image,
+            "proxy": config.proxy_image,
+        },
+        services=in_dependency_order(_services(config, credentials, app, pem, repo_root)),
+        logging=LogSettings(
+            driver="json-file",
+            options={
+                "max-size": f"{config.log_max_size_mb}m",
+                "max-file": str(config.log_max_files),
+            },
+        ),
+        wait_timeout_seconds=config.wait_timeout_seconds,
+        endpoints=_endpoints(config, tls=pem is not None),
+        database_url=connections.database_url,
+        redis_url=connections.redis_url,
+        secrets=stack_secrets(credentials, connections, pem),
+        cluster=_cluster(config),
+    )
