@@ -28,11 +28,14 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     # Fail at start, not on the first request, for bad settings or missing migrations.
     get_settings()
     alembic_head()
-    relay = asyncio.create_task(run_relay())
+    stopping = asyncio.Event()
+    relay = asyncio.create_task(run_relay(stopping))
     yield
-    relay.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await relay
+    # The relay ends after its current pass (bounded), never in the middle of one.
+    stopping.set()
+    # Past the bound, wait_for cancels it: what it had not finished, another process's relay does.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(relay, get_settings().readiness_timeout_seconds)
     # Messages committed but not pushed yet: out now rather than by another process's relay.
     await get_outbox().finish_publishing(get_settings().readiness_timeout_seconds)
     await get_broker_client().aclose()

@@ -203,6 +203,11 @@ SELECT id FROM jobs WHERE status IN ({", ".join(repr(s.value) for s in UNFINISHE
 RECONCILE_SCAN = 1000
 
 
+# A reconciliation being done: its lock expires, so one whose process died is taken up again.
+RECONCILE_LOCK_SECONDS = 30
+RECONCILED_KEEP_SECONDS = 86400
+
+
 async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
     """After a broker restart, or a consumer's death (`run_id` then names the death: the
     liveness counter, app/liveness.py): publish again every unfinished job the broker no longer
@@ -210,12 +215,38 @@ async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
 
     A Redis that stopped or died may have lost messages the outbox no longer has: one a worker
     had just popped (BRPOP) but not yet recorded as unacknowledged, the last second of writes of
-    a killed Redis. Such a job would otherwise wait for the reaper (REAPER_STALE_AFTER_SECONDS).
-    Done once per Redis run (a key names it), by the first API process to notice. A job in
-    transit at that moment may be published twice: harmless (module docstring)."""
+    a killed Redis. A stopping worker holds the reply of its last BRPOP outside every key until
+    its pool has drained. Such a job would otherwise wait for the reaper
+    (REAPER_STALE_AFTER_SECONDS). Done once per Redis run or death, by one API process at a time;
+    it counts as done only once its messages are out, so a pass that fails or is cancelled (its
+    process stopping, in the same deploy that stopped the worker) is done again by the next pass
+    of any process. A job in transit at that moment may be published twice: harmless (module
+    docstring)."""
     publisher = get_publisher()
-    if not await publisher.set(f"taskstack:reconciled:{run_id}", 1, nx=True, ex=86400):
+    done_key, lock_key = f"taskstack:reconciled:{run_id}", f"taskstack:reconciling:{run_id}"
+    if await publisher.exists(done_key):
         return 0
+    if not await publisher.set(lock_key, 1, nx=True, ex=RECONCILE_LOCK_SECONDS):
+        return 0
+    try:
+        missing = await _unfinished_jobs_not_held(connection)
+        if missing:
+            await push([OutboxBatch(0, process_data.name, missing)])
+            logger.warning(
+                "reconciled (%s): published %d unfinished jobs the broker no longer held",
+                run_id,
+                len(missing),
+            )
+        await publisher.set(done_key, 1, ex=RECONCILED_KEEP_SECONDS)
+    finally:
+        # Also when cancelled: the next pass, here or in another process, does it again.
+        await asyncio.shield(publisher.delete(lock_key))
+    return len(missing)
+
+
+async def _unfinished_jobs_not_held(connection: asyncpg.Connection) -> list[uuid.UUID]:
+    """Unfinished jobs whose message is neither on the jobs queue nor unacknowledged."""
+    publisher = get_publisher()
     queue = queue_of(process_data.name)
     held: set[str] = set()
     length = int(await publisher.llen(queue))
@@ -225,25 +256,21 @@ async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
         await asyncio.sleep(0)
     async for _, raw in publisher.hscan_iter(kombu_redis.Channel.unacked_key, count=RECONCILE_SCAN):
         held.add(str(json.loads(raw)[0]["headers"]["id"]))
-    missing = [
+    return [
         row["id"] for row in await connection.fetch(UNFINISHED_JOBS) if str(row["id"]) not in held
     ]
-    if missing:
-        await push([OutboxBatch(0, process_data.name, missing)])
-        logger.warning(
-            "reconciled (%s): published %d unfinished jobs the broker no longer held",
-            run_id,
-            len(missing),
-        )
-    return len(missing)
 
 
-async def run_relay() -> None:
-    """The relay loop of this API process (started by the app's lifespan, cancelled at its end)."""
+async def run_relay(stopping: asyncio.Event) -> None:
+    """The relay loop of this API process (started by the app's lifespan). It ends between two
+    passes once `stopping` is set: a pass cut off half-way would leave its work to the next
+    process that notices (a reconciliation waits for its lock to expire)."""
     outbox = get_outbox()
     interval = get_settings().outbox_relay_interval_seconds
-    while True:
-        await asyncio.sleep(interval)
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+            return
         try:
             await outbox.relay_once()
         except Exception as error:  # PostgreSQL or the broker away: the next pass tries again

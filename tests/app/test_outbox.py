@@ -3,6 +3,7 @@ Redis and worker; the broker faulted by pointing the running loop's publisher at
 nothing listens, a dead API process played by outbox rows nobody is publishing."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,8 +11,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from app import outbox as outbox_module
 from app.broker import _publishers
 from app.config import get_settings
+from app.liveness import CONSUMER_DEATHS
 from app.outbox import get_outbox
 from tests.app.environment import WORKER_LOG
 from tests.app.helpers import (
@@ -174,3 +177,58 @@ async def test_after_a_broker_restart_unfinished_jobs_it_lost_are_published_agai
     # Once per Redis run: a second process noticing the same restart does not do it again.
     outbox.broker_run_id = "a Redis that was running before"
     assert await outbox.relay_once() == 0
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_reconciliation_cut_off_half_way_is_done_by_the_next_pass(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopping worker's lost message is brought back by the reconciliation of its death, which
+    the API process that took it on may not finish: during a deploy that process is stopped too.
+    Another process's next pass must do it (before, the death stayed marked as reconciled)."""
+    lost = await create_queued_job(16)  # its message in no key, as a stopping worker loses it
+    publisher = Redis.from_url(get_settings().celery_broker_url)
+    try:
+        await publisher.incr(CONSUMER_DEATHS)  # the death, as the rescuer counts it
+    finally:
+        await publisher.aclose()
+    pushing = asyncio.Event()
+
+    async def push_never_returning(batches: object) -> None:
+        pushing.set()
+        await asyncio.sleep(3600)
+
+    stopping = get_outbox()
+    monkeypatch.setattr(outbox_module, "push", push_never_returning)
+    cut_off = asyncio.create_task(stopping.relay_once())
+    await asyncio.wait_for(pushing.wait(), 30)
+    cut_off.cancel()  # its process stopped between its claim of the death and its push
+    with contextlib.suppress(asyncio.CancelledError):
+        await cut_off
+    monkeypatch.undo()
+
+    assert await outbox_module.Outbox().relay_once() >= 1  # another API process's relay
+    done = await wait_for_task(client, str(lost), {"SUCCESS", "FAILURE"})
+    assert done["status"] == "SUCCESS"
+
+
+async def test_the_relay_stops_between_passes_never_in_the_middle_of_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passes: list[str] = []
+    started = asyncio.Event()
+
+    async def slow_pass(self: object) -> int:
+        passes.append("started")
+        started.set()
+        await asyncio.sleep(0.3)
+        passes.append("finished")
+        return 0
+
+    monkeypatch.setattr(outbox_module.Outbox, "relay_once", slow_pass)
+    stopping = asyncio.Event()
+    relay = asyncio.create_task(outbox_module.run_relay(stopping))
+    await asyncio.wait_for(started.wait(), 30)
+    stopping.set()
+    await asyncio.wait_for(relay, 30)
+    assert passes == ["started", "finished"]
