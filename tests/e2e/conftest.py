@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy import deployer
-from tests.e2e.stack import ARTIFACTS, DeployedStack
+from deploy.stack import ARTIFACTS, DeployedStack
 
 
 def _deployed(base: str) -> Iterator[DeployedStack]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.stack import DeployedStack, eventually
+from deploy.stack import DeployedStack, eventually
 from tests.faults.measure import report
 
 RUNNING = "status = 'started'"

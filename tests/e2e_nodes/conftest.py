@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from deploy import deployer
+from deploy.stack import ARTIFACTS
 from rehearsal.engine import STACK_LABEL
 from rehearsal.nodes import node_containers
-from tests.e2e.stack import ARTIFACTS
 from tests.e2e_nodes.stack import NodesStack
 
 

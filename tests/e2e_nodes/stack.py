@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 import docker
 import docker.models.services
 
+from deploy.stack import SwarmStack, eventually
 from rehearsal.nodes import LOCAL_ENGINE, node_exec
 from rehearsal.runner import REPO_ROOT
-from tests.e2e.stack import eventually
-from tests.e2e_swarm.stack import SwarmStack
 
 SWARM_NODES = REPO_ROOT.parent / "shared" / "offline-docker" / "swarm-nodes"
 NODES_NETWORK = "swarm-nodes"  # the bridge network the node containers share (swarm-nodes)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from deploy.probe import Probe as ReleaseProbe
+from deploy.probe import new_release
+from deploy.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
 from infra.spec import APP_ROLES, LABEL_STACK
-from tests.e2e.probe import Probe as ReleaseProbe
-from tests.e2e.probe import new_release
-from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
 from tests.e2e_nodes.stack import NodesStack, swarm_nodes, write_report
 
 MANAGER = "swarm-node1"  # also Redis's node (scripts/e2e-swarm-nodes.sh)

@@ -10,9 +10,8 @@ import docker
 import pytest
 
 from deploy import deployer
+from deploy.stack import ARTIFACTS, SwarmStack
 from rehearsal.engine import STACK_LABEL
-from tests.e2e.stack import ARTIFACTS
-from tests.e2e_swarm.stack import SwarmStack
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,10 @@ import docker.errors
 import httpx
 import pytest
 
+from deploy.probe import Probe, ProbeReport, late_jobs, new_release, write_report
+from deploy.stack import ARTIFACTS, SUCCEEDED_LINE, SwarmStack, eventually
 from infra.spec import APP_ROLES, LABEL_STACK
 from rehearsal.engine import STACK_LABEL
-from tests.e2e.probe import Probe, ProbeReport, new_release, write_report
-from tests.e2e.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
-from tests.e2e_swarm.stack import SwarmStack
 
 ROLES_REPLICAS = {
     "postgres": 1,
@@ -62,23 +61,6 @@ def _succeeded_by_container(stack: SwarmStack) -> dict[str, set[str]]:
         container.name: set(SUCCEEDED_LINE.findall(container.logs().decode(errors="replace")))
         for container in stack.task_containers("worker")
     }
-
-
-def _wait_rollouts_settled(stack: SwarmStack, roles: tuple[str, ...]) -> None:
-    """The provider's update convergence counts running tasks: it can return between two batches
-    of a rolling update, with every slot running (docs/swarm.md). Wait for Swarm's own verdict."""
-
-    def settled() -> bool:
-        """every rolling update finished and every replica runs"""
-        for role in roles:
-            attrs = stack.service(role).attrs
-            if (attrs.get("UpdateStatus") or {}).get("State") not in (None, "completed"):
-                return False
-            if len(stack.running_tasks(role)) != attrs["Spec"]["Mode"]["Replicated"]["Replicas"]:
-                return False
-        return True
-
-    eventually(settled, within=300, every=2)
 
 
 # -- convergence and the phase-1 assumptions
@@ -277,6 +259,7 @@ class Release:
     probe: ProbeReport
     up_seconds: float = 0.0
     settled_seconds: float = 0.0
+    settled_at: float = 0.0  # time.monotonic() when every rollout had ended
     old_worker_tasks: set[str] = field(default_factory=set)
     old_api_tasks: set[str] = field(default_factory=set)
     image_changed: bool = False
@@ -304,13 +287,14 @@ def release(swarm_stack: SwarmStack) -> Iterator[Release]:
                 ),
             )
             up_seconds = time.monotonic() - started
-            _wait_rollouts_settled(swarm_stack, (*APP_ROLES, "proxy"))
-            settled_seconds = time.monotonic() - started
+            swarm_stack.wait_rollouts_settled((*APP_ROLES, "proxy"))
+            settled_at = time.monotonic()
             time.sleep(3)  # and after it
         yield Release(
             probe=probe.report,
             up_seconds=up_seconds,
-            settled_seconds=settled_seconds,
+            settled_seconds=settled_at - started,
+            settled_at=settled_at,
             old_worker_tasks=old_worker_tasks,
             old_api_tasks=old_api_tasks,
             image_changed=swarm_stack.outputs["imageId"] != image_before,
@@ -335,8 +319,9 @@ def test_worker_rollout_while_jobs_run_loses_no_job(
         assert task["Status"]["ContainerStatus"]["ExitCode"] == 0, task["Status"]
     accepted = release.probe.accepted
     assert len(accepted) >= 100, len(accepted)
-    statuses = _wait_all_succeeded(swarm_stack, accepted, within=300)
-    assert statuses == {"succeeded": len(accepted)}
+    # Within the bound after the rollout ended; a late job's history is in the message.
+    assert late_jobs(swarm_stack, accepted, deploy_ended=release.settled_at) == {}
+    assert swarm_stack.job_statuses(accepted) == {"succeeded": len(accepted)}
 
 
 def test_api_rollout_loses_no_request(swarm_stack: SwarmStack, release: Release) -> None:
@@ -367,7 +352,7 @@ def test_api_rollout_loses_no_request(swarm_stack: SwarmStack, release: Release)
 def test_scaling_workers_from_2_to_4_by_config(swarm_stack: SwarmStack) -> None:
     before = {t["ID"] for t in swarm_stack.running_tasks("worker")}
     swarm_stack.configure(workerReplicas="4")
-    _wait_rollouts_settled(swarm_stack, ("worker",))
+    swarm_stack.wait_rollouts_settled(("worker",))
     # A scale: the two running workers stay, two are added (no rolling restart).
     assert before <= {t["ID"] for t in swarm_stack.running_tasks("worker")}
     assert swarm_stack.service("worker").attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 4

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.config import Settings
+from deploy.stack import ARTIFACTS, DeployedStack
 from rehearsal.runner import REPO_ROOT
-from tests.e2e.stack import ARTIFACTS, DeployedStack
 
 # Inside the build context (the .dockerignore allowlist takes app/), not a .py file: the dev API's
 # --reload watches *.py only, so writing it changes the image and nothing else.
@@ -173,33 +174,45 @@ def trickle_request(api_url: str, *, wait_bound: float) -> SlowClient:
     return SlowClient(sent, len(request), answer, round(time.monotonic() - started, 1))
 
 
-def wait_all_succeeded(job_statuses: Any, ids: list[str], *, within: float) -> dict[str, int]:
-    """Statuses of `ids` once every one of them has finished (succeeded or failed)."""
-    deadline = time.monotonic() + within
+# The promise a deploy keeps: once it has ended, every job accepted during it is finished within
+# this many seconds plus its own run time (RELIABILITY.md, "Deploying a new image").
+FINISHED_AFTER_DEPLOY_SECONDS = 15.0
+JOB_RUN_SECONDS = float(Settings.model_fields["job_work_seconds"].default)
+
+
+def late_jobs(stack: DeployedStack, ids: list[str], *, deploy_ended: float) -> dict[str, Any]:
+    """Waits until every job of `ids` has finished, or the promise's bound after `deploy_ended`
+    (a `time.monotonic()`) has passed; then the history of each job still unfinished (the first
+    ten), empty when none is."""
+    deadline = deploy_ended + FINISHED_AFTER_DEPLOY_SECONDS + JOB_RUN_SECONDS
     while True:
-        statuses: dict[str, int] = job_statuses(ids)
-        if statuses.get("succeeded", 0) + statuses.get("failed", 0) == len(ids):
-            return statuses
-        if time.monotonic() > deadline:
-            return statuses
-        time.sleep(2)
+        unfinished = stack.unfinished_jobs(ids)
+        if not unfinished or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return {job: stack.job_history(job) for job in unfinished[:10]} | (
+        {"more": len(unfinished) - 10} if len(unfinished) > 10 else {}
+    )
 
 
-def deploy_new_image_under_probe(stack: DeployedStack) -> dict[str, Any]:
-    """`up` with a new app image while the probe runs; what it saw, written to
-    artifacts/deploy-<stack>.json. The caller asserts on the counts."""
+def deploy_new_image_under_probe(
+    stack: DeployedStack, settle: Callable[[], object] | None = None
+) -> dict[str, Any]:
+    """`up` with a new app image while the probe runs (then `settle()`, until a rollout that goes
+    on after `up` returns has ended); what it saw, written to artifacts/deploy-<stack>.json: the
+    failed requests, and every accepted job not finished within the promise's bound."""
     before = {role: set(stack.names(role)) for role in ("api", "worker")}
     image_before = stack.outputs["imageId"]
     with new_release(), Probe(stack.api_url) as probe:
         time.sleep(2)  # requests and jobs in flight before the deployment starts
         started = time.monotonic()
         completed = stack.up()
-        up_seconds = time.monotonic() - started
+        if settle is not None:
+            settle()
+        deploy_ended = time.monotonic()
         time.sleep(2)  # and after it
-    steps = completed.changes
-    replaced = sorted(s.split()[1].rsplit("::", 1)[1] for s in steps if s.startswith("replace "))
     result = probe.report
-    statuses = wait_all_succeeded(stack.job_statuses, result.accepted, within=300)
+    late = late_jobs(stack, result.accepted, deploy_ended=deploy_ended)
     after = {role: set(stack.names(role)) for role in ("api", "worker")}
     report: dict[str, Any] = {
         "stack": stack.name,
@@ -207,18 +220,16 @@ def deploy_new_image_under_probe(stack: DeployedStack) -> dict[str, Any]:
         "probe": f"GET /health every {GET_EVERY * 1000:.0f} ms, POST /process every "
         f"{POST_EVERY * 1000:.0f} ms, keep-alive, through the proxy",
         "image_changed": stack.outputs["imageId"] != image_before,
-        "replaced": replaced,
+        "replaced": sorted(
+            s.split()[1].rsplit("::", 1)[1] for s in completed.changes if s.startswith("replace ")
+        ),
         "api_and_workers_all_new": all(not (after[r] & before[r]) for r in before),
-        "up_seconds": round(up_seconds, 1),
+        "up_seconds": round(deploy_ended - started, 1),
         **result.summary(),
         "failed_requests": result.failed,
         "jobs_accepted": len(result.accepted),
-        "jobs": statuses,
+        "jobs": stack.job_statuses(result.accepted),
+        "late_jobs": late,
     }
     write_report(ARTIFACTS / f"deploy-{stack.name}.json", report)
-    assert report["image_changed"], report
-    assert report["api_and_workers_all_new"], report
-    assert {"api-1", "api-2", "worker-1", "worker-2"} <= set(replaced), report
-    assert result.gets > 100, report
-    assert result.posts > 40, report
     return report
