@@ -30,11 +30,9 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
+from rehearsal.project import REPO_ROOT as REPO_ROOT
+from rehearsal.project import read_project
 from rehearsal.tokens import CONTAINER
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-INFRA_DIR = REPO_ROOT / "infra"
-PROJECT = "taskstack"
 
 SECRET_SIG = rpc._special_secret_sig
 SIG_KEY = rpc._special_sig_key
@@ -179,6 +177,7 @@ class ProgramRun:
 
     registrations: list[Registration]
     stack_outputs: dict[str, Any]  # secrets still wrapped
+    project: str = ""
 
     @property
     def exports(self) -> dict[str, Any]:
@@ -201,8 +200,10 @@ class ProgramRun:
     def containers(self) -> Iterator[Registration]:
         return iter(self.of_type(CONTAINER))
 
-    def role(self, role: str) -> list[Registration]:
-        return [c for c in self.containers() if container_label(c, "com.taskstack.role") == role]
+    def role(self, role: str, label: str | None = None) -> list[Registration]:
+        """The containers whose `label` is `role`; by default the label `com.<project>.role`."""
+        label = label or f"com.{self.project}.role"
+        return [c for c in self.containers() if container_label(c, label) == role]
 
 
 def _whole_numbers(value: Any) -> Any:
@@ -234,15 +235,19 @@ def run_program(
     stack: str,
     mocks: pulumi_mocks.Mocks,
     secret_keys: Collection[str] = (),
-    project: str = PROJECT,
-    program_dir: Path = INFRA_DIR,
+    project: str | None = None,
+    program_dir: Path | None = None,
 ) -> ProgramRun:
-    """Run `program_dir` for `stack` with `config` (full keys, `taskstack:apiPort`, string values;
-    `secret_keys` among them are secret) under `mocks`.
+    """Run `program_dir` for `stack` with `config` (full keys, `<project>:<key>`, string values;
+    `secret_keys` among them are secret) under `mocks`. The project and its program directory are
+    `Pulumi.yaml`'s unless given.
 
     Raises what the program raises (a configuration error, a failed migration gate) and what the
     mocks raise (a registration the rehearsal could not apply).
     """
+    if project is None or program_dir is None:
+        declared = read_project()
+        project, program_dir = project or declared.name, program_dir or declared.program_dir
     # Each run gets its own event loop, as each `pulumi up` is its own process; other test modules
     # (the app's async tests) may have closed or unset the thread's loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -267,7 +272,7 @@ def run_program(
         os.chdir(previous_cwd)
         sys.path[:] = previous_path
         _drain_event_loop()
-    return ProgramRun(monitor.registrations, monitor.stack_outputs)
+    return ProgramRun(monitor.registrations, monitor.stack_outputs, project)
 
 
 def _run_main(program_dir: Path) -> None:

@@ -1,18 +1,20 @@
 """A stack's configuration, read as the Pulumi CLI reads it and handed to the program as the engine
 does.
 
-Layers, later wins: the project's declared defaults (`Pulumi.yaml` `config:`),
-`Pulumi.<stack>.yaml`, `rehearsal/stacks/Pulumi.rehearsal-<stack>.yaml` (the rehearsal's own stack
-file: ports that do not collide, short schedules; a rehearsal-only stack such as `swarm` has this
-file alone), then `--config key=value` as `pulumi config set` would. Values reach the program as
-strings (objects and lists as JSON), keys namespaced by the project name.
+Layers, later wins: the keys `Pulumi.yaml` declares with a default, `Pulumi.<stack>.yaml`,
+`rehearsal/stacks/Pulumi.rehearsal-<stack>.yaml` (the rehearsal's own stack file: ports that do not
+collide, short schedules; a rehearsal-only stack such as `swarm` has this file alone), then
+`--config key=value` / `--secret key=value` as `pulumi config set [--secret]` would. A key without a
+namespace is the project's, as in `Pulumi.yaml`. Values reach the program as strings (objects and
+lists as JSON).
 
-Secrets: `pulumi config set --secret` values are encrypted with a passphrase the rehearsal does not
-have, so every secret key (declared `secret: true` in `Pulumi.yaml`, or `secure:` in a stack file)
-that the layers leave without a plain value is given a random value, generated once per machine and
-kept in a 0600 file under `.pulumi-state/rehearsal/` (git-ignored), so a second `up` and data kept
-across `down`/`up` see the same credentials. They are handed over as secret config, as the engine
-does.
+Secrets: a key declared `secret: true` in `Pulumi.yaml`, set with `secure:` in a stack file
+(encrypted with a passphrase the rehearsal does not have), or set to `{generated: <shape>}` in the
+rehearsal's stack file, and left without a plain value, is given a random value of its shape
+(`{token}` in it stands for 32 random URL-safe characters; a key with no shape is `{token}`).
+The value is generated once per machine and kept in a 0600 file under `.pulumi-state/rehearsal/`
+(git-ignored), so a second `up` and data kept across `down`/`up` see the same credentials. Every
+secret key is handed over as secret config, as the engine does.
 """
 
 from __future__ import annotations
@@ -22,41 +24,15 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from rehearsal.engine import STATE_DIR, RehearsalError
-from rehearsal.runner import REPO_ROOT
+from rehearsal.project import REPO_ROOT, Project, config_string, read_project, read_yaml
 
 # The rehearsal's own stack files (`Pulumi.rehearsal-<stack>.yaml`), layered over the project's.
 OVERLAYS_DIR = Path(__file__).resolve().parent / "stacks"
-
-# Per stack: the secret keys the rehearsal supplies when the layers leave them unset (what
-# `pulumi config set --secret` holds on a real machine), and the shape of each generated value.
-GENERATED_SECRETS: dict[str, dict[str, str]] = {
-    # Flower's API answers only behind basic auth (or with FLOWER_UNAUTHENTICATED_API, which the
-    # program does not set): the rehearsed dev stack gets credentials too.
-    "dev": {"flowerBasicAuth": "rehearsal:{token}"},
-    "prod": {
-        "postgresPassword": "{token}",
-        "redisPassword": "{token}",
-        "flowerBasicAuth": "rehearsal:{token}",
-    },
-    # The swarm rehearsal runs the prod environment (Pulumi.rehearsal-swarm.yaml): every credential
-    # becomes a Swarm secret.
-    "swarm": {
-        "postgresPassword": "{token}",
-        "redisPassword": "{token}",
-        "flowerBasicAuth": "rehearsal:{token}",
-    },
-    # The same on three nodes (Pulumi.rehearsal-swarm3.yaml, docs/swarm.md).
-    "swarm3": {
-        "postgresPassword": "{token}",
-        "redisPassword": "{token}",
-        "flowerBasicAuth": "rehearsal:{token}",
-    },
-}
+TOKEN = "{token}"  # noqa: S105 - where a generated secret's random part goes
+# A key's node labels: what a swarm stack pins services to (see `StackConfig.node_labels`).
+NODE_LABELS_SUFFIX = "NodeLabels"
 
 
 @dataclass
@@ -67,24 +43,55 @@ class StackConfig:
     secret_keys: list[str] = field(default_factory=list)
     generated_secrets: list[str] = field(default_factory=list)
 
+    def node_labels(self) -> dict[str, str]:
+        """The node labels the stack pins services to, which the rehearsal puts on the swarm's
+        nodes as an operator would: the `key=value` items of each project key whose name ends in
+        `NodeLabels` (a JSON array). A value the program would reject is skipped here: the program
+        reports it, naming the key."""
+        labels: dict[str, str] = {}
+        for key, raw in self.values.items():
+            if not (key.startswith(f"{self.project}:") and key.endswith(NODE_LABELS_SUFFIX)):
+                continue
+            try:
+                items = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            for item in items if isinstance(items, list) else []:
+                name, separator, value = str(item).partition("=")
+                if separator and name:
+                    labels[name] = value
+        return labels
 
-def _as_config_string(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
 
+@dataclass
+class _Layers:
+    """The configuration being read, layer by layer."""
 
-def _namespaced(project: str, key: str) -> str:
-    return key if ":" in key else f"{project}:{key}"
+    project: Project
+    values: dict[str, str]
+    secret_keys: set[str]
+    # Full key -> the shape of its generated value, when it has no plain one.
+    shapes: dict[str, str] = field(default_factory=dict)
 
+    def read_stack_file(self, path: Path) -> None:
+        for key, value in (read_yaml(path).get("config") or {}).items():
+            full_key = self.project.key(str(key))
+            if isinstance(value, dict) and set(value) in ({"secure"}, {"generated"}):
+                self.secret_keys.add(full_key)
+                self.values.pop(full_key, None)
+                self.shapes[full_key] = str(value.get("generated") or TOKEN)
+            else:
+                self.values[full_key] = config_string(value)
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise RehearsalError(f"{path}: not a mapping")
-    return loaded
+    def read_overrides(self, flag: str, overrides: list[str], *, secret: bool) -> None:
+        for override in overrides:
+            key, separator, value = override.partition("=")
+            if not separator:
+                raise RehearsalError(f"{flag} {key!r}...: expected key=value")
+            full_key = self.project.key(key)
+            self.values[full_key] = value
+            if secret:
+                self.secret_keys.add(full_key)
 
 
 def load_stack_config(
@@ -97,94 +104,48 @@ def load_stack_config(
     secret_overrides: list[str] | None = None,
     secrets_name: str | None = None,
 ) -> StackConfig:
-    project_file = repo / "Pulumi.yaml"
-    if not project_file.exists():
-        raise RehearsalError(f"{project_file} not found: the Pulumi project is not there yet")
-    project_doc = _read_yaml(project_file)
-    project = str(project_doc["name"])
-    program_dir = (repo / str(project_doc.get("main") or ".")).resolve()
-
-    values: dict[str, str] = {}
-    secret_keys: set[str] = set()
-    encrypted: set[str] = set()
-    for key, declaration in (project_doc.get("config") or {}).items():
-        full_key = _namespaced(project, str(key))
-        if isinstance(declaration, dict) and ("type" in declaration or "default" in declaration):
-            if declaration.get("secret"):
-                secret_keys.add(full_key)
-            if "default" in declaration:
-                values[full_key] = _as_config_string(declaration["default"])
-        else:
-            values[full_key] = _as_config_string(declaration)
-
+    project = read_project(repo)
+    layers = _Layers(project, dict(project.defaults), set(project.secret_keys))
     stack_files = [repo / f"Pulumi.{stack}.yaml", overlays / f"Pulumi.rehearsal-{stack}.yaml"]
     # A stack the rehearsal alone runs (swarm) has only its rehearsal stack file.
     if not any(stack_file.exists() for stack_file in stack_files):
         raise RehearsalError(f"{stack_files[0]} not found: no such stack")
     for stack_file in stack_files:
-        if not stack_file.exists():
-            continue
-        for key, value in (_read_yaml(stack_file).get("config") or {}).items():
-            full_key = _namespaced(project, str(key))
-            if isinstance(value, dict) and set(value) == {"secure"}:
-                secret_keys.add(full_key)
-                encrypted.add(full_key)
-                values.pop(full_key, None)
-            else:
-                values[full_key] = _as_config_string(value)
-                encrypted.discard(full_key)
-
-    for flag, given, secret in (
-        ("--config", overrides, False),
-        ("--secret", secret_overrides, True),
-    ):
-        for override in given or []:
-            key, separator, value = override.partition("=")
-            if not separator:
-                raise RehearsalError(f"{flag} {key!r}...: expected key=value")
-            full_key = _namespaced(project, key)
-            values[full_key] = value
-            encrypted.discard(full_key)
-            if secret:
-                secret_keys.add(full_key)
-
+        if stack_file.exists():
+            layers.read_stack_file(stack_file)
+    layers.read_overrides("--config", overrides or [], secret=False)
+    layers.read_overrides("--secret", secret_overrides or [], secret=True)
     # Secrets a stack needs and the repository cannot hold: generated, as a CI job would inject
     # them.
-    wanted = secret_keys | {_namespaced(project, key) for key in GENERATED_SECRETS.get(stack, {})}
-    missing = sorted(key for key in wanted if key not in values)
-    secret_keys |= set(missing)
-    generated = _rehearsal_secrets(
-        state_dir / f"{secrets_name or stack}.secrets.json",
-        missing,
-        GENERATED_SECRETS.get(stack, {}),
-    )
-    values.update(generated)
+    missing = {key: layers.shapes.get(key, TOKEN) for key in layers.secret_keys}
+    missing = {key: shape for key, shape in missing.items() if key not in layers.values}
+    generated = _rehearsal_secrets(state_dir / f"{secrets_name or stack}.secrets.json", missing)
     return StackConfig(
-        project=project,
-        program_dir=program_dir,
-        values=values,
-        secret_keys=sorted(secret_keys),
+        project=project.name,
+        program_dir=project.program_dir,
+        values={**layers.values, **generated},
+        secret_keys=sorted(layers.secret_keys),
         generated_secrets=sorted(generated),
     )
 
 
-def _rehearsal_secrets(path: Path, keys: list[str], formats: dict[str, str]) -> dict[str, str]:
+def _rehearsal_secrets(path: Path, shapes: dict[str, str]) -> dict[str, str]:
     """Throwaway credentials for the rehearsal, generated once, readable by the owner only."""
-    if not keys:
+    if not shapes:
         return {}
     stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    changed = False
-    for key in keys:
-        if key not in stored:
-            template = formats.get(key.partition(":")[2], "{token}")
-            stored[key] = template.format(token=secrets.token_urlsafe(24))
-            changed = True
-    if changed:
+    new = {
+        key: shape.replace(TOKEN, secrets.token_urlsafe(24))
+        for key, shape in shapes.items()
+        if key not in stored
+    }
+    if new:
+        stored |= new
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(stored, handle, indent=2, sort_keys=True)
-    return {key: stored[key] for key in keys}
+    return {key: stored[key] for key in shapes}
 
 
 def read_rehearsal_secrets(stack: str, *, state_dir: Path = STATE_DIR) -> dict[str, str]:

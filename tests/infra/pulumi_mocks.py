@@ -12,9 +12,9 @@ from typing import Any
 
 from pulumi.runtime import mocks as pulumi_mocks
 
+from infra.config import PROJECT
 from rehearsal import runner
 from rehearsal.runner import (
-    PROJECT,
     REPO_ROOT,
     ProgramRun,
     Registration,
@@ -31,7 +31,6 @@ from rehearsal.tokens import (
     REMOTE_IMAGE,
     SECRET,
     SERVICE,
-    SERVICE_CONFIG,
     STACK_REFERENCE,
     VOLUME,
 )
@@ -45,7 +44,6 @@ __all__ = [
     "REPO_ROOT",
     "SECRET",
     "SERVICE",
-    "SERVICE_CONFIG",
     "VOLUME",
     "ProgramMocks",
     "ProgramRun",
