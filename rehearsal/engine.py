@@ -5,23 +5,23 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
 import docker.errors
 
-from rehearsal.runner import REPO_ROOT
+from rehearsal.project import REPO_ROOT
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 # The engine's own client: the `docker` first on PATH may be a newer CLI that wants buildx.
 DOCKER_CLI = "/usr/bin/docker"
 
-# Labels the rehearsal adds to every container, network and volume it creates (on top of the
-# program's own).
-STACK_LABEL = "com.taskstack.rehearsal"
-URN_LABEL = "com.taskstack.rehearsal.urn"
-SEQUENCE_LABEL = "com.taskstack.rehearsal.sequence"
+# Labels the rehearsal adds to everything it creates, on top of the program's own. They name the
+# tool, not the project (as Compose's `com.docker.compose.project` does).
+STACK_LABEL = "rehearsal.stack"
+URN_LABEL = "rehearsal.urn"
+SEQUENCE_LABEL = "rehearsal.sequence"
 
 STATE_DIR = REPO_ROOT / ".pulumi-state" / "rehearsal"
 
@@ -101,14 +101,37 @@ def label_list_to_dict(labels: Any) -> dict[str, str]:
     return {str(item["label"]): str(item["value"]) for item in labels}
 
 
-def refuse_unknown(where: str, given: Mapping[str, Any], handled: Collection[str]) -> None:
-    """Every input the program sets is applied or refused with an error naming it."""
-    unknown = sorted(set(given) - set(handled))
-    if unknown:
-        raise RehearsalError(
-            f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
-            "(add them to rehearsal/appliers/, following the provider's semantics)"
-        )
+# What an applier handles of a resource's inputs: wire name -> None for a value (a string, a number,
+# a list of them, or a map whose keys are data: envs, log options), or the schema of a block (a list
+# of blocks is checked block by block).
+Schema = Mapping[str, "Schema | None"]
+
+
+def fields(values: str = "", **blocks: Schema) -> dict[str, Schema | None]:
+    """A schema: `values` (space-separated wire names) hold values, `blocks` nested schemas."""
+    return {**dict.fromkeys(values.split()), **blocks}
+
+
+LABELS = fields("label value")
+
+
+def refuse_unhandled(urn: str, given: Any, schema: Schema, path: str = "") -> None:
+    """Every input the program sets is applied or refused with an error naming it, so a
+    healthcheck or a read-only flag cannot vanish from the rehearsal unnoticed."""
+    for index, block in enumerate(given if isinstance(given, list) else [given]):
+        at = f"{path}[{index}]" if isinstance(given, list) else path
+        where = f"{urn} {at}" if at else urn
+        if not isinstance(block, Mapping):
+            raise RehearsalError(f"{where}: a block was expected, not {block!r}")
+        unknown = sorted(set(block) - set(schema))
+        if unknown:
+            raise RehearsalError(
+                f"{where}: input(s) {', '.join(unknown)} not applied by the rehearsal "
+                "(add them to rehearsal/appliers/, following the provider's semantics)"
+            )
+        for key, inner in schema.items():
+            if inner is not None and block.get(key) is not None:
+                refuse_unhandled(urn, block[key], inner, f"{at}.{key}" if at else key)
 
 
 def autoname(resource_name: str) -> str:

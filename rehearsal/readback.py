@@ -309,13 +309,7 @@ def property_digests(state: Mapping[str, Any]) -> dict[str, str]:
     for key, value in state.items():
         if key not in COMPUTED and value is not None:
             _flatten(value, key, flat)
-    return {MODEL_KEY: MODEL_VERSION} | {key: _digest(value) for key, value in flat.items()}
-
-
-# Marks the digests' format: a state recorded in another one is compared whole once, then
-# recorded again (`recorded_changes`).
-MODEL_KEY = "@model"
-MODEL_VERSION = "2"
+    return {key: _digest(value) for key, value in flat.items()}
 
 
 def changed_properties(
@@ -324,18 +318,3 @@ def changed_properties(
     """The engine's diff: the new inputs, as sent, against the digests of the last read-back."""
     new = property_digests(_sent(resource_type, inputs))
     return sorted(key for key in set(new) | set(recorded) if new.get(key) != recorded.get(key))
-
-
-def recorded_changes(
-    resource_type: str,
-    inputs: Mapping[str, Any],
-    recorded: Mapping[str, str],
-    legacy_digest: str,
-    digest: str,
-) -> list[str] | None:
-    """`changed_properties`, or for a state written before this read-back model (no digests, or
-    digests in another format) the whole-input comparison: None when unchanged, so the caller
-    records the read-back now, else a list naming the inputs as changed."""
-    if recorded.get(MODEL_KEY) == MODEL_VERSION:
-        return changed_properties(resource_type, inputs, recorded)
-    return None if legacy_digest == digest else ["(inputs)"]

@@ -17,27 +17,20 @@ import docker.errors
 from rehearsal.appliers import Change
 from rehearsal.appliers.dispatch import AppliedEvent, EngineMocks, delete_resource
 from rehearsal.appliers.docker import delete_container, remove_network
-from rehearsal.appliers.swarm import delete_blob, delete_service
+from rehearsal.appliers.swarm import delete_secret, delete_service
 from rehearsal.engine import SEQUENCE_LABEL, STACK_LABEL, api_client
 from rehearsal.runner import run_program
 from rehearsal.stack_config import StackConfig
 from rehearsal.state import AppliedResource, StackState
-from rehearsal.swarm_node import (
-    ensure_swarm,
-    node_labels_from_config,
-    release_swarm,
-    swarm_state,
-)
-from rehearsal.tokens import CONTAINER, NETWORK, SECRET, SERVICE, SERVICE_CONFIG, VOLUME
+from rehearsal.swarm_node import release_swarm, swarm_state
+from rehearsal.tokens import CONTAINER, NETWORK, SECRET, SERVICE, VOLUME
 
 
 @dataclass
 class UpResult:
     outputs: dict[str, Any]
     secret_outputs: set[str]
-    registered: list[str]
     events: list[AppliedEvent] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
     # What the engine did: creates, updates, replacements (from the diff against the read-back
     # state) and deletes. A second `up` with nothing changed has none.
     changes: list[Change] = field(default_factory=list)
@@ -46,8 +39,8 @@ class UpResult:
 def remove_leftovers(
     stack: str, state: StackState, log: Callable[[str], None] = print
 ) -> list[str]:
-    """Services, containers, secrets, configs and networks labelled for this stack that the state
-    does not know (an interrupted earlier run): removed before anything is applied, services and
+    """Services, containers, secrets and networks labelled for this stack that the state does not
+    know (an interrupted earlier run): removed before anything is applied, services and
     containers first, newest first."""
     client = api_client()
     known = {resource.id for resource in state.resources()}
@@ -67,19 +60,12 @@ def remove_leftovers(
         if c["Id"] not in known and SWARM_TASK_LABEL not in (c.get("Labels") or {})
     ]
     for container in sorted(containers, key=_sequence, reverse=True):
-        delete_container(
-            client, container["Id"], grace_seconds=0, attach=False, remove_volumes=True
-        )
+        delete_container(client, container["Id"], grace_seconds=0, attach=False)
         removed.append(container["Names"][0].lstrip("/"))
-    if manager:
-        for kind, listed in (
-            (SECRET, client.secrets(filters=selector)),
-            (SERVICE_CONFIG, client.configs(filters=selector)),
-        ):
-            for blob in listed:
-                if blob["ID"] not in known:
-                    delete_blob(client, _leftover(kind, blob))
-                    removed.append(blob["Spec"]["Name"])
+    for secret in client.secrets(filters=selector) if manager else []:
+        if secret["ID"] not in known:
+            delete_secret(client, _leftover(SECRET, secret))
+            removed.append(secret["Spec"]["Name"])
     networks = [n for n in client.networks(filters=selector) if n["Id"] not in known]
     for network in sorted(networks, key=_sequence, reverse=True):
         with contextlib.suppress(docker.errors.NotFound):
@@ -117,20 +103,16 @@ def _leftover(kind: str, listed: dict[str, Any]) -> AppliedResource:
     )
 
 
-# Deletion order: what uses others first (services and containers use secrets, configs, networks,
-# volumes), each kind newest first. Creation order alone is not enough: a secret replaced after a
-# service was updated in place to use it is newer than that service, and the engine refuses to
-# delete a secret in use (Pulumi deletes by dependency, dependants first).
-_DELETE_FIRST = {SERVICE: 0, CONTAINER: 0, SECRET: 1, SERVICE_CONFIG: 1}
+# Deletion order: what uses others first (services and containers use secrets, networks, volumes),
+# each kind newest first. Creation order alone is not enough: a secret replaced after a service was
+# updated in place to use it is newer than that service, and the engine refuses to delete a secret
+# in use (Pulumi deletes by dependency, dependants first).
+_DELETE_FIRST = {SERVICE: 0, CONTAINER: 0, SECRET: 1}
 
 
 def deletion_order(resources: list[AppliedResource]) -> list[AppliedResource]:
     """`resources` (in creation order) in the order they can be deleted."""
     return sorted(reversed(resources), key=lambda r: _DELETE_FIRST.get(r.type, 2))
-
-
-def is_swarm_stack(config: StackConfig) -> bool:
-    return config.values.get(f"{config.project}:target") == "swarm"
 
 
 def up(
@@ -139,19 +121,13 @@ def up(
     *,
     log: Callable[[str], None] = print,
     state: StackState | None = None,
+    node_labels: dict[str, str] | None = None,
 ) -> UpResult:
+    """`node_labels`: what the swarm's nodes must carry (default: `config.node_labels()`)."""
     state = state or StackState(stack)
-    if is_swarm_stack(config):
-        # The provider talks to a swarm manager; the nodes carry the labels PostgreSQL and Redis
-        # are pinned to, as an operator sets them on a cluster (docs/swarm.md).
-        ensure_swarm(
-            stack,
-            node_labels_from_config(config.values, config.project),
-            log=log,
-            state_dir=state.path.parent,
-        )
     remove_leftovers(stack, state, log)
-    mocks = EngineMocks(stack, state, log=log)
+    labels = config.node_labels() if node_labels is None else node_labels
+    mocks = EngineMocks(stack, state, log=log, node_labels=labels)
     try:
         run = run_program(
             config.values,
@@ -164,13 +140,22 @@ def up(
     finally:
         # Resources replaced create-before-delete go once the program has run (or failed), as
         # Pulumi deletes them at the end of the deployment.
-        client = api_client()
         for superseded in mocks.superseded:
             log(f"  deleting replaced {superseded.physical_name}")
-            delete_resource(client, superseded, keep_volumes=True)
-    # Like `pulumi up`: what the program no longer declares is deleted once the rest has been
-    # applied.
-    removed = []
+            delete_resource(api_client(), superseded, keep_volumes=True)
+    _delete_undeclared(state, mocks, log)
+    # The stack's outputs, as a StackReference to it reads them: recorded only when the program
+    # succeeded (a failed `pulumi up` registers no new stack outputs). Secret ones are left out.
+    state.record_stack_outputs(
+        {k: v for k, v in run.exports.items() if k not in run.secret_outputs}
+    )
+    return UpResult(run.exports, run.secret_outputs, mocks.events, mocks.changes)
+
+
+def _delete_undeclared(state: StackState, mocks: EngineMocks, log: Callable[[str], None]) -> None:
+    """Like `pulumi up`: what the program no longer declares is deleted once the rest has been
+    applied."""
+    client = api_client()
     for resource in deletion_order(state.resources()):
         if resource.urn not in mocks.registered:
             log(f"  deleting {resource.urn} (no longer declared)")
@@ -178,21 +163,7 @@ def up(
                 client, resource, keep_volumes=bool(resource.delete.get("retainOnDelete"))
             )
             state.forget(resource.urn)
-            removed.append(resource.urn)
             mocks.changes.append(Change("delete", resource.urn, []))
-    # The stack's outputs, as a StackReference to it reads them: recorded only when the program
-    # succeeded (a failed `pulumi up` registers no new stack outputs). Secret ones are left out.
-    state.record_stack_outputs(
-        {k: v for k, v in run.exports.items() if k not in run.secret_outputs}
-    )
-    return UpResult(
-        outputs=run.exports,
-        secret_outputs=run.secret_outputs,
-        registered=list(mocks.registered),
-        events=mocks.events,
-        removed=removed,
-        changes=mocks.changes,
-    )
 
 
 def down(
@@ -209,7 +180,7 @@ def down(
     deleted = []
     for resource in deletion_order(state.resources()):
         if delete_resource(client, resource, keep_volumes=not volumes):
-            if resource.type in (CONTAINER, NETWORK, VOLUME, SERVICE, SECRET, SERVICE_CONFIG):
+            if resource.type in (CONTAINER, NETWORK, VOLUME, SERVICE, SECRET):
                 log(f"  deleted {resource.physical_name}")
             state.forget(resource.urn)
             deleted.append(resource.urn)

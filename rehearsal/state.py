@@ -65,7 +65,7 @@ class StackState:
                 resource = AppliedResource(**raw)
                 self._resources[resource.urn] = resource
             self._next_sequence = int(document["next_sequence"])
-            self.stack_outputs = dict(document.get("stack_outputs") or {})
+            self.stack_outputs = dict(document["stack_outputs"])
 
     def take_sequence(self) -> int:
         with self._lock:

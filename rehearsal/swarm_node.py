@@ -1,11 +1,10 @@
-"""The swarm a swarm stack is rehearsed on: the engine the provider talks to (`docker:host`, else
-DOCKER_HOST, else this machine's, which is made a single-node swarm before `up` and left after
-`down` only when the rehearsal created it).
+"""The swarm a stack's services run on: the engine the provider talks to (`docker:host`, else
+DOCKER_HOST, else this machine's, which is made a single-node swarm before the program's first
+Swarm object is applied, and left after `down` only when the rehearsal created it).
 
 What the rehearsal did to the engine is kept in `.pulumi-state/rehearsal/<stack>.swarm.json`:
-whether it ran `docker swarm init`, and which node labels it added (the stack's
-`postgresNodeLabels` and `redisNodeLabels`, as an operator labels the nodes of a cluster). `down`
-undoes exactly that.
+whether it ran `docker swarm init`, and which node labels it added (the stack's node labels, as an
+operator labels the nodes of a cluster). `down` undoes exactly that.
 """
 
 from __future__ import annotations
@@ -53,23 +52,6 @@ def _save(stack: str, record: SwarmRecord, state_dir: Path) -> None:
 
 def swarm_state(client: docker.APIClient) -> dict[str, Any]:
     return dict(client.info().get("Swarm") or {})
-
-
-def node_labels_from_config(values: dict[str, str], project: str) -> dict[str, str]:
-    """The node labels the stack pins PostgreSQL and Redis to (JSON arrays of key=value). A value
-    the program would reject is skipped here: the program reports it, naming the key."""
-    labels: dict[str, str] = {}
-    for key in ("postgresNodeLabels", "redisNodeLabels"):
-        raw = values.get(f"{project}:{key}")
-        try:
-            items = json.loads(raw) if raw else []
-        except json.JSONDecodeError:
-            continue
-        for item in items if isinstance(items, list) else []:
-            name, separator, value = str(item).partition("=")
-            if separator and name:
-                labels[name] = value
-    return labels
 
 
 def ensure_swarm(

@@ -2,7 +2,7 @@
 
 `dispatch` is the engine the program talks to (`EngineMocks`: picks the applier by resource type,
 deletes a recorded resource by its type); `docker` applies the single-host resources (networks,
-volumes, images, containers), `swarm` the Swarm ones (services, secrets, configs).
+volumes, images, containers), `swarm` the Swarm ones (services, secrets).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ApplyContext(Protocol):
     stack: str
     state: StackState
     log: Callable[[str], None]
-    # Replaced create-before-delete (secrets, configs, services): deleted once the program has run.
+    # Replaced create-before-delete (secrets, services): deleted once the program has run.
     superseded: list[AppliedResource]
     # The steps of this `up` (a no-op `up` has none).
     changes: list[Change]

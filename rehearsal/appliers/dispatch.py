@@ -4,8 +4,8 @@ It receives each registration with its inputs already resolved (the Python SDK a
 Output input, and every `depends_on` URN, before it calls the monitor; the monitor returns the URN
 only once `new_resource` has returned). So a resource is applied only after everything it depends
 on has been applied: the order the program declares is the order things start, and its own gates
-(an `apply` on a one-shot's `exit_code`) run on real values. Any resource type without an applier
-is an error naming it.
+(an `apply` on a one-shot's `exit_code`) run on real values. A resource type without an applier,
+and an input not in its applier's table, are errors naming them.
 """
 
 from __future__ import annotations
@@ -20,10 +20,19 @@ import docker
 from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs, Mocks
 
 from rehearsal.appliers import Change, swarm
-from rehearsal.appliers.docker import DockerAppliers, delete_docker_resource
-from rehearsal.engine import RehearsalError
+from rehearsal.appliers.docker import (
+    CONTAINER_INPUTS,
+    IMAGE_INPUTS,
+    NETWORK_INPUTS,
+    REMOTE_IMAGE_INPUTS,
+    VOLUME_INPUTS,
+    DockerAppliers,
+    delete_docker_resource,
+)
+from rehearsal.engine import RehearsalError, Schema, refuse_unhandled
 from rehearsal.runner import RegistrationOptions, current_registration, reveal
 from rehearsal.state import AppliedResource, StackState
+from rehearsal.swarm_node import ensure_swarm
 from rehearsal.tokens import (
     CONTAINER,
     IMAGE,
@@ -31,12 +40,23 @@ from rehearsal.tokens import (
     REMOTE_IMAGE,
     SECRET,
     SERVICE,
-    SERVICE_CONFIG,
     STACK_REFERENCE,
     VOLUME,
 )
 
 Applier = Callable[[MockResourceArgs, RegistrationOptions], tuple[str, dict[str, Any]]]
+
+# Per resource type, the inputs its applier handles: exactly what the program registers
+# (tests/rehearsal/test_handled_inputs.py holds the two together).
+HANDLED_INPUTS: dict[str, Schema] = {
+    NETWORK: NETWORK_INPUTS,
+    VOLUME: VOLUME_INPUTS,
+    REMOTE_IMAGE: REMOTE_IMAGE_INPUTS,
+    IMAGE: IMAGE_INPUTS,
+    CONTAINER: CONTAINER_INPUTS,
+    SERVICE: swarm.SERVICE_INPUTS,
+    SECRET: swarm.SECRET_INPUTS,
+}
 
 
 @dataclass
@@ -47,21 +67,33 @@ class AppliedEvent:
 
 
 class EngineMocks(Mocks):
-    """`pulumi.runtime.Mocks` whose `new_resource` applies the registration to the Docker engine."""
+    """`pulumi.runtime.Mocks` whose `new_resource` applies the registration to the Docker engine.
+
+    `node_labels`: what the swarm's nodes must carry, put on the engine's node (unless some node
+    already has each) when the program registers its first Swarm object (`swarm_node.py`).
+    """
 
     def __init__(
-        self, stack: str, state: StackState, *, log: Callable[[str], None] = print
+        self,
+        stack: str,
+        state: StackState,
+        *,
+        log: Callable[[str], None] = print,
+        node_labels: dict[str, str] | None = None,
     ) -> None:
         self.stack = stack
         self.state = state
         self.log = log
+        self.node_labels = dict(node_labels or {})
         self.registered: list[str] = []
         self.events: list[AppliedEvent] = []
-        # Replaced create-before-delete (secrets, configs, services): deleted once the program has
-        # run, as Pulumi deletes replaced resources at the end of a deployment.
+        # Replaced create-before-delete (secrets, services, containers the program lets be):
+        # deleted once the program has run, as Pulumi deletes replaced resources at the end of a
+        # deployment.
         self.superseded: list[AppliedResource] = []
         self.changes: list[Change] = []
         self._lock = threading.Lock()
+        self._swarm_ready = False
         single_host = DockerAppliers(self)
         self.appliers: dict[str, Applier] = {
             NETWORK: single_host.network,
@@ -73,7 +105,6 @@ class EngineMocks(Mocks):
                 self, a.name, a.inputs, o.urn, delete_first=bool(o.delete_before_replace)
             ),
             SECRET: lambda a, o: swarm.apply_secret(self, a.name, a.inputs, o.urn),
-            SERVICE_CONFIG: lambda a, o: swarm.apply_service_config(self, a.name, a.inputs, o.urn),
         }
 
     def _stack_reference(
@@ -92,6 +123,18 @@ class EngineMocks(Mocks):
             "secretOutputNames": [],
         }
 
+    def _use_swarm(self, args: MockResourceArgs) -> None:
+        """Services, secrets and overlay networks need a swarm manager: the engine becomes one
+        before the first of them, its node labelled as an operator labels a cluster's."""
+        if args.typ not in (SERVICE, SECRET) and args.inputs.get("driver") != "overlay":
+            return
+        with self._lock:
+            if not self._swarm_ready:
+                ensure_swarm(
+                    self.stack, self.node_labels, log=self.log, state_dir=self.state.path.parent
+                )
+                self._swarm_ready = True
+
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         raise RehearsalError(f"function {args.token} is not rehearsed")
 
@@ -109,6 +152,8 @@ class EngineMocks(Mocks):
         applier = self.appliers.get(args.typ)
         if applier is None:
             raise RehearsalError(f"{options.urn}: resource type {args.typ} is not rehearsed")
+        refuse_unhandled(options.urn, args.inputs, HANDLED_INPUTS[args.typ])
+        self._use_swarm(args)
         started = time.monotonic()
         resource_id, outputs = applier(args, options)
         with self._lock:
@@ -123,7 +168,7 @@ def delete_resource(
     if resource.type == SERVICE:
         swarm.delete_service(client, resource)
         return True
-    if resource.type in (SECRET, SERVICE_CONFIG):
-        swarm.delete_blob(client, resource)
+    if resource.type == SECRET:
+        swarm.delete_secret(client, resource)
         return True
     return delete_docker_resource(client, resource, keep_volumes=keep_volumes)

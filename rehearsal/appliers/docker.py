@@ -1,5 +1,6 @@
 """The single-host resources (networks, volumes, images, containers), applied to the Docker engine
-as pulumi-docker 5.x would. `rehearsal.appliers.dispatch` hands each registration here by type.
+as pulumi-docker 5.x would. `rehearsal.appliers.dispatch` hands each registration here by type,
+once its inputs passed the tables below: exactly the inputs the program sets, no more.
 
 Provider sources cited below (pulumi-docker 5.1/5.2 bridges kreuzwerker/terraform-provider-docker
 v4.5.0, commit 5074970c; `docker.Image` is pulumi-docker's own `provider/image.go`):
@@ -11,14 +12,11 @@ v4.5.0, commit 5074970c; `docker.Image` is pulumi-docker's own `provider/image.g
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import os
 import subprocess
-import tarfile
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import docker
@@ -29,128 +27,55 @@ from pulumi.runtime.mocks import MockResourceArgs
 from rehearsal.appliers import ApplyContext, Change
 from rehearsal.engine import (
     DOCKER_CLI,
+    LABELS,
     RehearsalError,
     api_client,
     autoname,
     exists,
+    fields,
     go_duration_nanoseconds,
     label_list_to_dict,
-    refuse_unknown,
     rehearsal_labels,
 )
 from rehearsal.nodes import distribute_image
-from rehearsal.readback import Observed, property_digests, read_back, recorded_changes
+from rehearsal.readback import (
+    Observed,
+    changed_properties,
+    cpus_nanoseconds,
+    property_digests,
+    read_back,
+)
 from rehearsal.runner import RegistrationOptions
 from rehearsal.state import AppliedResource, inputs_digest
 from rehearsal.tokens import CONTAINER, NETWORK, VOLUME
 
-# Every Container input the rehearsal applies (wire names). Anything else the program sets is
-# refused with an error naming it, so a healthcheck or a read-only flag cannot vanish from the
-# rehearsal unnoticed.
-CONTAINER_INPUTS: dict[str, str] = {
-    "name": "container name; unset: `<resource>-<7 hex>` ([resources.go] SetAutonaming)",
-    "image": "image id or name, found locally ([funcs] L49-53 findImage; no pull here)",
-    "command": "Cmd ([funcs] L82-89; an empty element is an error)",
-    "entrypoints": "Entrypoint",
-    "envs": "Env",
-    "user": "User",
-    "workingDir": "WorkingDir",
-    "hostname": "Hostname",
-    "domainname": "Domainname",
-    "labels": "Labels (plus the rehearsal's own)",
-    "healthcheck": "Healthcheck ([funcs] L140-160)",
-    "stopSignal": "StopSignal (used by `docker stop`)",
-    "stopTimeout": "StopTimeout (used by `docker stop`)",
-    "ports": "ExposedPorts + PortBindings",
-    "publishAllPorts": "PublishAllPorts",
-    "networksAdvanced": "bridge disconnected, then NetworkConnect with aliases ([funcs] L461-503)",
-    "networkMode": "NetworkMode",
-    "mounts": "Mounts: bind, volume, tmpfs ([funcs] L165-246)",
-    "volumes": "Binds / named volumes / VolumesFrom",
-    "tmpfs": "Tmpfs",
-    "readOnly": "ReadonlyRootfs",
-    "capabilities": "CapAdd / CapDrop",
-    "securityOpts": "SecurityOpt",
-    "privileged": "Privileged",
-    "init": "Init (always sent, [funcs] L446-447)",
-    "restart": "RestartPolicy.Name (default 'no')",
-    "maxRetryCount": "RestartPolicy.MaximumRetryCount",
-    "logDriver": "LogConfig.Type",
-    "logOpts": "LogConfig.Config",
-    "memory": "Memory, MB",
-    "memorySwap": "MemorySwap, MB (-1 unlimited)",
-    "memoryReservation": "MemoryReservation, MB",
-    "cpus": "NanoCPUs ([funcs] L363-378)",
-    "cpuShares": "CPUShares",
-    "cpuSet": "CpusetCpus",
-    "shmSize": "ShmSize, MB",
-    "ulimits": "Ulimits",
-    "sysctls": "Sysctls",
-    "groupAdds": "GroupAdd",
-    "hosts": "ExtraHosts",
-    "dns": "DNS",
-    "dnsOpts": "DNSOptions",
-    "dnsSearches": "DNSSearch",
-    "pidMode": "PidMode",
-    "ipcMode": "IpcMode",
-    "usernsMode": "UsernsMode",
-    "tty": "Tty",
-    "stdinOpen": "OpenStdin",
-    "rm": "AutoRemove",
-    "uploads": "CopyToContainer before start ([funcs] L505-582)",
-    "start": "start after create (default true, [funcs] L584)",
-    "wait": "poll once a second until healthy, fail at waitTimeout ([funcs] L590-628)",
-    "waitTimeout": "seconds, default 60",
-    "attach": "wait until not running, exit code ignored ([funcs] L631-671)",
-    "logs": "with attach: containerLogs output ([funcs] L634-668)",
-    "mustRun": "default true; a stopped container is started on the next up ([funcs] L813-824)",
-    "destroyGraceSeconds": "stop timeout on delete; unset = kill at once ([funcs] L1085-1096)",
-    "removeVolumes": "remove anonymous volumes on delete (default true)",
-    "containerReadRefreshTimeoutMilliseconds": "provider read knob, no effect on what runs",
-    "platform": "create platform",
-}
-HEALTHCHECK_INPUTS = {"tests", "interval", "timeout", "startPeriod", "retries"}
-PORT_INPUTS = {"internal", "external", "ip", "protocol"}
-NETWORK_ATTACHMENT_INPUTS = {"name", "aliases", "ipv4Address", "ipv6Address"}
-MOUNT_INPUTS = {
-    "target",
-    "type",
-    "source",
-    "readOnly",
-    "bindOptions",
-    "volumeOptions",
-    "tmpfsOptions",
-}
-VOLUME_BINDING_INPUTS = {"containerPath", "hostPath", "volumeName", "readOnly", "fromContainer"}
-CAPABILITIES_INPUTS = {"adds", "drops"}
-UPLOAD_INPUTS = {"file", "content", "contentBase64", "source", "executable", "permissions"}
-ULIMIT_INPUTS = {"name", "soft", "hard"}
-HOST_INPUTS = {"host", "ip"}
-
-NETWORK_INPUTS = {
-    "name",
-    "driver",
-    "internal",
-    "attachable",
-    "ipv6",
-    "labels",
-    "options",
-    "ipamConfigs",
-}
-IPAM_CONFIG_INPUTS = {"subnet", "gateway", "ipRange", "auxAddress"}
-VOLUME_INPUTS = {"name", "driver", "driverOpts", "labels"}
-REMOTE_IMAGE_INPUTS = {"name", "keepLocally", "platform", "forceRemove"}
+# The inputs applied, per resource type (wire names; docs/rehearsal.md). Container: create ([funcs]
+# L43-456), networks ([funcs] L461-503), start, then `wait` ([funcs] L590-628) or `attach`/`logs`
+# ([funcs] L631-671); `mustRun` ([funcs] L813-824) and `destroyGraceSeconds` ([funcs] L1085-1096)
+# act on later `up`s and on delete.
+CONTAINER_INPUTS = fields(
+    "attach command cpuShares cpus destroyGraceSeconds envs image init logDriver logOpts logs "
+    "memory mustRun name readOnly restart securityOpts stopSignal stopTimeout tmpfs user wait "
+    "waitTimeout",
+    capabilities=fields("drops"),
+    healthcheck=fields("interval retries startPeriod tests timeout"),
+    labels=LABELS,
+    mounts=fields("readOnly source target type"),
+    networksAdvanced=fields("aliases name"),
+    ports=fields("external internal ip protocol"),
+    ulimits=fields("hard name soft"),
+)
+NETWORK_INPUTS = fields("attachable driver internal name options", labels=LABELS)
+VOLUME_INPUTS = fields("name", labels=LABELS)
+REMOTE_IMAGE_INPUTS = fields("keepLocally name")
 # buildOnPreview only matters to a preview, which the rehearsal never runs.
-IMAGE_INPUTS = {"imageName", "build", "skipPush", "buildOnPreview"}
-IMAGE_BUILD_INPUTS = {"context", "dockerfile", "args", "target", "platform", "builderVersion"}
+IMAGE_INPUTS = fields(
+    "buildOnPreview imageName skipPush", build=fields("context dockerfile platform")
+)
 
 
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
-
-
-def _megabytes(value: Any) -> int:
-    return int(value) * 1024 * 1024
 
 
 class DockerAppliers:
@@ -164,10 +89,8 @@ class DockerAppliers:
         self.changes = context.changes
         self.superseded = context.superseded
 
-    # -- shared
-    # ---------------------------------------------------------------------------------------
-
-    def _labels(self, own: Mapping[str, str], urn: str, sequence: int) -> dict[str, str]:
+    def _labels(self, inputs: Mapping[str, Any], urn: str, sequence: int) -> dict[str, str]:
+        own = label_list_to_dict(inputs.get("labels"))
         return rehearsal_labels(own, self.stack, urn, sequence)
 
     def _unchanged(self, urn: str, digest: str) -> AppliedResource | None:
@@ -207,9 +130,6 @@ class DockerAppliers:
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
-        refuse_unknown(options.urn, inputs, NETWORK_INPUTS)
-        for ipam in inputs.get("ipamConfigs") or []:
-            refuse_unknown(f"{options.urn} ipamConfigs", ipam, IPAM_CONFIG_INPUTS)
         digest = inputs_digest(inputs)
         client = api_client()
         unchanged = self._unchanged(options.urn, digest)
@@ -218,28 +138,13 @@ class DockerAppliers:
         self._note_change(options.urn)
         self._replace_recorded(options.urn)
         name = inputs.get("name") or autoname(args.name)
-        ipam = None
-        if inputs.get("ipamConfigs"):
-            ipam = docker.types.IPAMConfig(
-                pool_configs=[
-                    docker.types.IPAMPool(
-                        subnet=pool.get("subnet"),
-                        gateway=pool.get("gateway"),
-                        iprange=pool.get("ipRange"),
-                        aux_addresses=pool.get("auxAddress"),
-                    )
-                    for pool in inputs["ipamConfigs"]
-                ]
-            )
         sequence = self.state.take_sequence()
         created = client.create_network(
             name,
             driver=inputs.get("driver") or "bridge",
             options=inputs.get("options"),
-            ipam=ipam,
             internal=bool(inputs.get("internal", False)),
-            labels=self._labels(label_list_to_dict(inputs.get("labels")), options.urn, sequence),
-            enable_ipv6=bool(inputs.get("ipv6", False)),
+            labels=self._labels(inputs, options.urn, sequence),
             attachable=inputs.get("attachable"),
         )
         network_id = str(created["Id"])
@@ -255,7 +160,6 @@ class DockerAppliers:
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
-        refuse_unknown(options.urn, inputs, VOLUME_INPUTS)
         digest = inputs_digest(inputs)
         client = api_client()
         unchanged = self._unchanged(options.urn, digest)
@@ -273,10 +177,7 @@ class DockerAppliers:
         # VolumeCreate of an existing name returns that volume: a volume kept by an earlier `down`
         # (or `retain_on_delete`) is adopted with its data, as the engine does for the provider.
         created = client.create_volume(
-            name=name,
-            driver=inputs.get("driver") or "local",
-            driver_opts=inputs.get("driverOpts"),
-            labels=self._labels(label_list_to_dict(inputs.get("labels")), options.urn, sequence),
+            name=name, driver="local", labels=self._labels(inputs, options.urn, sequence)
         )
         outputs = {"name": name, "driver": created["Driver"], "mountpoint": created["Mountpoint"]}
         delete = {"protect": options.protect, "retainOnDelete": options.retain_on_delete}
@@ -293,7 +194,6 @@ class DockerAppliers:
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
-        refuse_unknown(options.urn, inputs, REMOTE_IMAGE_INPUTS)
         name = str(inputs["name"])
         if not inputs.get("keepLocally", False):
             # [image-funcs] removeImage L187-220: without keep_locally, destroy runs `docker rmi`.
@@ -303,11 +203,10 @@ class DockerAppliers:
                 f"{options.urn}: keepLocally is not set, so destroy would remove {name} "
                 "from the engine"
             )
-        client = api_client()
         # [image-funcs] findImage L343-377: a local image of that name is used as is; only a missing
         # one is pulled, which cannot work here.
         try:
-            found = client.inspect_image(name)
+            found = api_client().inspect_image(name)
         except docker.errors.ImageNotFound as missing:
             raise RehearsalError(
                 f"{options.urn}: image {name} is not on the engine and nothing can be pulled here "
@@ -319,16 +218,10 @@ class DockerAppliers:
         )
         outputs = {"name": name, "imageId": image_id, "repoDigest": repo_digest}
         resource_id = image_id + name  # [image-funcs] L54: d.SetId(apiImage.ID + name)
+        sequence = self.state.take_sequence()
+        digest = inputs_digest(inputs)
         self.state.record(
-            AppliedResource(
-                options.urn,
-                args.typ,
-                resource_id,
-                name,
-                inputs_digest(inputs),
-                self.state.take_sequence(),
-                outputs,
-            )
+            AppliedResource(options.urn, args.typ, resource_id, name, digest, sequence, outputs)
         )
         return resource_id, {**inputs, **outputs}
 
@@ -336,82 +229,73 @@ class DockerAppliers:
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
         inputs = args.inputs
-        refuse_unknown(options.urn, inputs, IMAGE_INPUTS)
         if not inputs.get("skipPush", False):
             raise RehearsalError(
                 f"{options.urn}: skipPush is not set and there is no registry to push to"
             )
-        build = dict(inputs.get("build") or {})
-        refuse_unknown(f"{options.urn} build", build, IMAGE_BUILD_INPUTS)
         image_name = str(inputs["imageName"])
-        # [image.go] marshalBuildAndApplyDefaults L535-562: context defaults to ".", the Dockerfile
-        # to <context>/Dockerfile, both relative to the working directory.
-        context = str(build.get("context") or ".")
-        dockerfile = str(build.get("dockerfile") or os.path.join(context, "Dockerfile"))
-        command = [
-            DOCKER_CLI,
-            "build",
-            "--progress=plain",
-            "--tag",
-            image_name,
-            "--file",
-            dockerfile,
-        ]
-        for key, value in sorted((build.get("args") or {}).items()):
-            command += ["--build-arg", f"{key}={value}"]
-        if build.get("target"):
-            command += ["--target", str(build["target"])]
-        if build.get("platform"):
-            command += ["--platform", str(build["platform"])]
-        command.append(context)
-        # [image.go] L218-236: BuildKit unless builderVersion is BuilderV1.
-        buildkit = "0" if build.get("builderVersion") == "BuilderV1" else "1"
-        self.log(f"  building {image_name} from {dockerfile}")
-        started = time.monotonic()
-        completed = subprocess.run(
-            command,
-            env={**os.environ, "DOCKER_BUILDKIT": buildkit},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-60:])
-            raise RehearsalError(f"{options.urn}: docker build failed:\n{tail}")
-        image_id = str(api_client().inspect_image(image_name)["Id"])
+        build = dict(inputs.get("build") or {})
+        image_id = self._build(options.urn, image_name, build)
         previous = self.state.get(options.urn)
         if previous is None or previous.outputs.get("repoDigest") != image_id:
             # The provider builds only when the context's hash changed; the rehearsal always
             # builds and counts a change when the image id is new.
-            self.changes.append(
-                Change("create" if previous is None else "update", options.urn, ["repoDigest"])
-            )
-        self.log(f"  built {image_name} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
+            op = "create" if previous is None else "update"
+            self.changes.append(Change(op, options.urn, ["repoDigest"]))
         # A multi-node rehearsal: the other nodes get the image as a registry would serve it.
         distribute_image(image_name, image_id, log=self.log)
         # [image.go] L287-299: with skipPush, repoDigest is the local image id; the resource id is
         # the name.
+        context = str(build.get("context") or ".")
         outputs = {
             "imageName": image_name,
             "baseImageName": image_name,
             "repoDigest": image_id,
-            "dockerfile": os.path.relpath(dockerfile, context),
+            "dockerfile": os.path.relpath(_dockerfile(build), context),
             "context": context,
             "platform": build.get("platform"),
             "registryServer": None,
         }
+        sequence = self.state.take_sequence()
+        digest = inputs_digest(inputs)
         self.state.record(
             AppliedResource(
                 options.urn,
                 args.typ,
                 image_name,
                 image_name,
-                inputs_digest(inputs),
-                self.state.take_sequence(),
+                digest,
+                sequence,
                 {"repoDigest": image_id},
             )
         )
         return image_name, {**inputs, **outputs}
+
+    def _build(self, urn: str, image_name: str, build: Mapping[str, Any]) -> str:
+        """`docker build` as the provider builds (BuildKit: the program sets no builderVersion,
+        [image.go] L218-236); the new image's id."""
+        # [image.go] marshalBuildAndApplyDefaults L535-562: context defaults to ".", the Dockerfile
+        # to <context>/Dockerfile, both relative to the working directory.
+        context = str(build.get("context") or ".")
+        command = [DOCKER_CLI, "build", "--progress=plain", "--tag", image_name]
+        command += ["--file", _dockerfile(build)]
+        if build.get("platform"):
+            command += ["--platform", str(build["platform"])]
+        self.log(f"  building {image_name} from {_dockerfile(build)}")
+        started = time.monotonic()
+        completed = subprocess.run(
+            [*command, context],
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-60:])
+            raise RehearsalError(f"{urn}: docker build failed:\n{tail}")
+        image_id = str(api_client().inspect_image(image_name)["Id"])
+        self.log(f"  built {image_name} ({image_id[:19]}) in {time.monotonic() - started:.0f}s")
+        return image_id
 
     # -- containers
     # -----------------------------------------------------------------------------------
@@ -419,99 +303,97 @@ class DockerAppliers:
     def container(
         self, args: MockResourceArgs, options: RegistrationOptions
     ) -> tuple[str, dict[str, Any]]:
-        inputs = args.inputs
-        validate_container_inputs(options.urn, inputs)
+        inputs, urn = args.inputs, options.urn
+        if any(part == "" for part in inputs.get("command") or []):
+            raise RehearsalError(f"{urn}: values for command may not be empty")  # [funcs] L82-89
         client = api_client()
-        recorded = self.state.get(options.urn)
-        if (
+        recorded = self.state.get(urn)
+        present = (
             recorded is not None
             and not recorded.tainted
             and exists(client.inspect_container, recorded.id)
-        ):
-            # The engine's diff: the new inputs against what Read wrote back (readback.py).
-            legacy = recorded_changes(
-                CONTAINER, inputs, recorded.readback, recorded.digest, inputs_digest(inputs)
-            )
-            if legacy is None:  # a state from before the read-back model: record it now
-                recorded.readback = property_digests(
-                    read_back(CONTAINER, inputs, _observe(client, recorded.id))
-                )
-                self.state.record(recorded)
-            changed = legacy or []
-            running = client.inspect_container(recorded.id)["State"]["Running"]
-            if changed == ["mustRun"] or (
-                not changed and inputs.get("mustRun", True) and not running
-            ):
-                # [funcs] L813-824 Read sets must_run=false for a stopped container, the diff
-                # triggers Update, which starts it again (L997-1010). Same container, same id. (A
-                # container stopped since the last Read is seen as `pulumi up --refresh` sees it.)
-                self.log(f"  starting stopped container {recorded.physical_name} (mustRun)")
-                self.changes.append(Change("update", options.urn, ["mustRun"]))
-                client.start(recorded.id)
-                recorded.readback = property_digests(
-                    read_back(CONTAINER, inputs, _observe(client, recorded.id))
-                )
-                self.state.record(recorded)
-                return recorded.id, {**inputs, **recorded.outputs}
-            if not changed:
-                return recorded.id, {**inputs, **recorded.outputs}
-            self.changes.append(Change("replace", options.urn, changed))
+        )
+        if recorded is not None and present:
+            kept = self._keep_container(client, recorded, inputs, urn)
+            if kept is not None:
+                return kept
         elif recorded is None:
-            self.changes.append(Change("create", options.urn, []))
+            self.changes.append(Change("create", urn, []))
         else:
-            self.changes.append(Change("replace", options.urn, ["(tainted or gone)"]))
-        digest = inputs_digest(inputs)
+            self.changes.append(Change("replace", urn, ["(tainted or gone)"]))
         # pulumi-docker marks containers delete-before-replace ([resources.go]); the program's own
         # delete_before_replace option, when set, overrides that in the engine's step generator.
-        delete_first = options.delete_before_replace
-        if delete_first is None or recorded is None:
-            delete_first = True
-        elif not exists(client.inspect_container, recorded.id):
-            delete_first = True  # gone already: nothing to keep running
-        self._replace_recorded(options.urn, delete_first=delete_first)
+        # A container already gone leaves nothing to keep running.
+        self._replace_recorded(
+            urn, delete_first=options.delete_before_replace is not False or not present
+        )
+        return self._create_container(client, args, urn)
+
+    def _keep_container(
+        self,
+        client: docker.APIClient,
+        recorded: AppliedResource,
+        inputs: Mapping[str, Any],
+        urn: str,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The recorded container, started again if it stopped, when the engine's diff (the new
+        inputs against what Read wrote back, readback.py) replaces nothing; else None, the
+        replacement noted."""
+        changed = changed_properties(CONTAINER, inputs, recorded.readback)
+        running = client.inspect_container(recorded.id)["State"]["Running"]
+        if changed == ["mustRun"] or (not changed and inputs.get("mustRun", True) and not running):
+            # [funcs] L813-824 Read sets must_run=false for a stopped container, the diff triggers
+            # Update, which starts it again (L997-1010). Same container, same id. (A container
+            # stopped since the last Read is seen as `pulumi up --refresh` sees it.)
+            self.log(f"  starting stopped container {recorded.physical_name} (mustRun)")
+            self.changes.append(Change("update", urn, ["mustRun"]))
+            client.start(recorded.id)
+            recorded.readback = _read_back(client, recorded.id, inputs)
+            self.state.record(recorded)
+        elif changed:
+            self.changes.append(Change("replace", urn, changed))
+            return None
+        return recorded.id, {**inputs, **recorded.outputs}
+
+    def _create_container(
+        self, client: docker.APIClient, args: MockResourceArgs, urn: str
+    ) -> tuple[str, dict[str, Any]]:
+        inputs = args.inputs
         name = inputs.get("name") or autoname(args.name)
-        sequence = self.state.take_sequence()
-        create, host_config, attachments = container_create_spec(inputs)
         image = str(inputs["image"])
         try:
             client.inspect_image(image)
         except docker.errors.ImageNotFound as missing:
             raise RehearsalError(
-                f"{options.urn}: Unable to create container with image {image}: not on the engine "
+                f"{urn}: Unable to create container with image {image}: not on the engine "
                 "and nothing can be pulled here"
             ) from missing
+        sequence = self.state.take_sequence()
         container_id = str(
             client.create_container(
                 image,
                 name=name,
-                labels=self._labels(
-                    label_list_to_dict(inputs.get("labels")), options.urn, sequence
-                ),
-                host_config=client.create_host_config(**host_config),
+                labels=self._labels(inputs, urn, sequence),
+                host_config=client.create_host_config(**host_config(inputs)),
                 use_config_proxy=False,
-                **create,
+                **container_config(inputs),
             )["Id"]
         )
         delete = {
             "destroyGraceSeconds": _optional_int(inputs.get("destroyGraceSeconds")),
             "attach": bool(inputs.get("attach", False)),
-            "removeVolumes": bool(inputs.get("removeVolumes", True)),
         }
-        record = AppliedResource(
-            options.urn, args.typ, container_id, name, digest, sequence, {}, delete
-        )
+        digest = inputs_digest(inputs)
         # Recorded as tainted until the create finishes, so a failure half way is replaced next
         # time.
+        record = AppliedResource(urn, args.typ, container_id, name, digest, sequence, {}, delete)
         record.tainted = True
         self.state.record(record)
-        outputs = self._run_container(client, options.urn, container_id, name, inputs, attachments)
-        record.outputs = outputs
-        record.readback = property_digests(
-            read_back(CONTAINER, inputs, _observe(client, container_id))
-        )
+        record.outputs = self._run_container(client, urn, container_id, name, inputs)
+        record.readback = _read_back(client, container_id, inputs)
         record.tainted = False
         self.state.record(record)
-        return container_id, {**inputs, **outputs}
+        return container_id, {**inputs, **record.outputs}
 
     def _run_container(
         self,
@@ -520,43 +402,48 @@ class DockerAppliers:
         container_id: str,
         name: str,
         inputs: Mapping[str, Any],
-        attachments: list[dict[str, Any]],
     ) -> dict[str, Any]:
-        if attachments:
+        if inputs.get("networksAdvanced"):
             # [funcs] L461-503: with networks_advanced the default bridge is disconnected, then each
             # network is connected with its aliases.
             client.disconnect_container_from_network(container_id, "bridge")
-            for attachment in attachments:
-                client.connect_container_to_network(container_id, **attachment)
-        for upload in inputs.get("uploads") or []:
-            client.put_archive(container_id, "/", _upload_archive(upload))
-        if inputs.get("start", True):
-            client.start(container_id)
-            self.log(f"  started {name}")
-            if inputs.get("wait", False):
-                _wait_until_healthy(client, urn, container_id, int(inputs.get("waitTimeout", 60)))
-                self.log(f"  {name} is healthy")
+            for network in inputs["networksAdvanced"]:
+                aliases = list(network.get("aliases") or []) or None
+                client.connect_container_to_network(container_id, network["name"], aliases=aliases)
+        client.start(container_id)
+        self.log(f"  started {name}")
+        if inputs.get("wait", False):
+            _wait_until_healthy(client, urn, container_id, int(inputs.get("waitTimeout", 60)))
+            self.log(f"  {name} is healthy")
         outputs: dict[str, Any] = {"name": name}
         if inputs.get("attach", False):
             # [funcs] L631-671: wait until the container is not running; the exit code is NOT
             # checked.
             client.wait(container_id, timeout=None, condition="not-running")
             if inputs.get("logs", False):
-                outputs["containerLogs"] = client.logs(
-                    container_id, stdout=True, stderr=True
-                ).decode(errors="replace")
+                logs = client.logs(container_id, stdout=True, stderr=True)
+                outputs["containerLogs"] = logs.decode(errors="replace")
         return {**outputs, **_read_container(client, container_id, inputs)}
 
 
-def _observe(client: docker.APIClient, container_id: str) -> Observed:
-    """What Read sees of the container ([funcs] resourceDockerContainerRead)."""
+def _dockerfile(build: Mapping[str, Any]) -> str:
+    context = str(build.get("context") or ".")
+    return str(build.get("dockerfile") or os.path.join(context, "Dockerfile"))
+
+
+def _read_back(
+    client: docker.APIClient, container_id: str, inputs: Mapping[str, Any]
+) -> dict[str, str]:
+    """The digests of what Read writes back for the container ([funcs] resourceDockerContainerRead),
+    from what the engine reports of it."""
     inspected = client.inspect_container(container_id)
     state = inspected["State"]
-    return Observed(
+    observed = Observed(
         running=bool(state["Running"]),
         exit_code=None if state["Running"] else int(state["ExitCode"]),
         image_id=str(inspected["Image"]),
     )
+    return property_digests(read_back(CONTAINER, inputs, observed))
 
 
 def _read_container(
@@ -620,221 +507,76 @@ def _wait_until_healthy(
         time.sleep(1)
 
 
-def validate_container_inputs(urn: str, inputs: Mapping[str, Any]) -> None:
-    refuse_unknown(urn, inputs, CONTAINER_INPUTS)
-    nested: list[tuple[str, Collection[str]]] = [
-        ("ports", PORT_INPUTS),
-        ("networksAdvanced", NETWORK_ATTACHMENT_INPUTS),
-        ("mounts", MOUNT_INPUTS),
-        ("volumes", VOLUME_BINDING_INPUTS),
-        ("uploads", UPLOAD_INPUTS),
-        ("ulimits", ULIMIT_INPUTS),
-        ("hosts", HOST_INPUTS),
+def container_config(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The container's config in the create call the provider makes ([funcs] L43-160)."""
+    check = inputs.get("healthcheck")
+    healthcheck = None
+    if check:
+        # [funcs] L140-160: durations through time.ParseDuration.
+        healthcheck = {
+            "test": list(check["tests"]),
+            "interval": go_duration_nanoseconds(check.get("interval", "0")),
+            "timeout": go_duration_nanoseconds(check.get("timeout", "0")),
+            "start_period": go_duration_nanoseconds(check.get("startPeriod", "0")),
+            "retries": int(check.get("retries", 0)),
+        }
+    ports = [
+        (int(port["internal"]), port.get("protocol", "tcp")) for port in inputs.get("ports") or []
     ]
-    for key, handled in nested:
-        for index, item in enumerate(inputs.get(key) or []):
-            refuse_unknown(f"{urn} {key}[{index}]", item, handled)
-    if inputs.get("healthcheck"):
-        refuse_unknown(f"{urn} healthcheck", inputs["healthcheck"], HEALTHCHECK_INPUTS)
-    if inputs.get("capabilities"):
-        refuse_unknown(f"{urn} capabilities", inputs["capabilities"], CAPABILITIES_INPUTS)
-    for index, item in enumerate(inputs.get("mounts") or []):
-        refuse_unknown(
-            f"{urn} mounts[{index}].bindOptions", item.get("bindOptions") or {}, {"propagation"}
-        )
-        refuse_unknown(
-            f"{urn} mounts[{index}].volumeOptions",
-            item.get("volumeOptions") or {},
-            {"noCopy", "labels", "driverName", "driverOptions"},
-        )
-        refuse_unknown(
-            f"{urn} mounts[{index}].tmpfsOptions",
-            item.get("tmpfsOptions") or {},
-            {"sizeBytes", "mode"},
-        )
-    if any(part == "" for part in inputs.get("command") or []):
-        raise RehearsalError(f"{urn}: values for command may not be empty")  # [funcs] L82-89
-
-
-def container_create_spec(
-    inputs: Mapping[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """The Engine API create call the provider makes ([funcs] L43-456): config, host, networks."""
-    create: dict[str, Any] = {
+    return {
         "command": inputs.get("command"),
-        "entrypoint": inputs.get("entrypoints"),
         "environment": list(inputs.get("envs") or []) or None,
         "user": inputs.get("user") or None,
-        "working_dir": inputs.get("workingDir") or None,
-        "hostname": inputs.get("hostname") or None,
-        "domainname": inputs.get("domainname") or None,
         "stop_signal": inputs.get("stopSignal") or None,
         # Numbers arrive as floats (protobuf Struct); the Engine API wants integers.
         "stop_timeout": _optional_int(inputs.get("stopTimeout")),
-        "tty": bool(inputs.get("tty", False)),
-        "stdin_open": bool(inputs.get("stdinOpen", False)),
-        "platform": inputs.get("platform") or None,
+        "healthcheck": healthcheck,
+        "ports": ports or None,
     }
-    healthcheck = inputs.get("healthcheck")
-    if healthcheck:
-        create["healthcheck"] = {
-            "test": list(healthcheck["tests"]),
-            "interval": go_duration_nanoseconds(healthcheck.get("interval", "0")),
-            "timeout": go_duration_nanoseconds(healthcheck.get("timeout", "0")),
-            "start_period": go_duration_nanoseconds(healthcheck.get("startPeriod", "0")),
-            "retries": int(healthcheck.get("retries", 0)),
-        }
-    host: dict[str, Any] = {
-        "privileged": bool(inputs.get("privileged", False)),
-        "publish_all_ports": bool(inputs.get("publishAllPorts", False)),
-        "restart_policy": {
-            "Name": inputs.get("restart", "no"),
-            "MaximumRetryCount": int(inputs.get("maxRetryCount", 0)),
-        },
-        "auto_remove": bool(inputs.get("rm", False)),
+
+
+def host_config(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The container's host config in the create call the provider makes ([funcs] L165-456);
+    `create_host_config` leaves out what is None."""
+    bindings = {
+        f"{int(port['internal'])}/{port.get('protocol', 'tcp')}": (
+            port.get("ip", "0.0.0.0"),
+            *([int(port["external"])] if port.get("external") is not None else []),
+        )
+        for port in inputs.get("ports") or []
+    }
+    mounts = [
+        docker.types.Mount(
+            target=item["target"],
+            source=item.get("source"),
+            type=item["type"],
+            read_only=bool(item.get("readOnly", False)),
+        )
+        for item in inputs.get("mounts") or []
+    ]
+    ulimits = [
+        docker.types.Ulimit(name=u["name"], soft=int(u["soft"]), hard=int(u["hard"]))
+        for u in inputs.get("ulimits") or []
+    ]
+    memory = inputs.get("memory")
+    cpus = inputs.get("cpus")
+    return {
+        "restart_policy": {"Name": inputs.get("restart", "no"), "MaximumRetryCount": 0},
         "read_only": bool(inputs.get("readOnly", False)),
-        "init": bool(inputs.get("init", False)),
+        "init": bool(inputs.get("init", False)),  # always sent ([funcs] L446-447)
         "log_config": docker.types.LogConfig(
             type=inputs.get("logDriver", "json-file"), config=dict(inputs.get("logOpts") or {})
         ),
+        "port_bindings": bindings or None,
+        "tmpfs": dict(inputs.get("tmpfs") or {}) or None,
+        "mounts": mounts or None,
+        "cap_drop": list((inputs.get("capabilities") or {}).get("drops") or []) or None,
+        "security_opt": list(inputs.get("securityOpts") or []) or None,
+        "cpu_shares": _optional_int(inputs.get("cpuShares")),
+        "mem_limit": int(memory) * 1024 * 1024 if memory else None,  # MB
+        "nano_cpus": cpus_nanoseconds(str(cpus)) if cpus else None,  # [funcs] L363-378
+        "ulimits": ulimits or None,
     }
-    exposed: list[tuple[int, str]] = []
-    bindings: dict[str, Any] = {}
-    for port in inputs.get("ports") or []:
-        protocol = port.get("protocol", "tcp")
-        key = f"{int(port['internal'])}/{protocol}"
-        exposed.append((int(port["internal"]), protocol))
-        if port.get("external") is not None:
-            bindings[key] = (port.get("ip", "0.0.0.0"), int(port["external"]))
-        else:
-            bindings[key] = (port.get("ip", "0.0.0.0"),)
-    if exposed:
-        create["ports"] = exposed
-        host["port_bindings"] = bindings
-    if inputs.get("networkMode"):
-        host["network_mode"] = inputs["networkMode"]
-    if inputs.get("tmpfs"):
-        host["tmpfs"] = dict(inputs["tmpfs"])
-    if inputs.get("mounts"):
-        host["mounts"] = [_mount(item) for item in inputs["mounts"]]
-    binds: dict[str, dict[str, str]] = {}
-    volumes_from: list[str] = []
-    for volume in inputs.get("volumes") or []:
-        mode = "ro" if volume.get("readOnly") else "rw"
-        if volume.get("fromContainer"):
-            volumes_from.append(str(volume["fromContainer"]))
-            continue
-        source = volume.get("hostPath") or volume.get("volumeName")
-        if not source:
-            raise RehearsalError(
-                "volumes: an anonymous volume (no hostPath or volumeName) is not rehearsed"
-            )
-        binds[str(source)] = {"bind": str(volume["containerPath"]), "mode": mode}
-    if binds:
-        host["binds"] = binds
-        create["volumes"] = [spec["bind"] for spec in binds.values()]
-    if volumes_from:
-        host["volumes_from"] = volumes_from
-    capabilities = inputs.get("capabilities") or {}
-    if capabilities.get("adds"):
-        host["cap_add"] = list(capabilities["adds"])
-    if capabilities.get("drops"):
-        host["cap_drop"] = list(capabilities["drops"])
-    simple_host_settings = {
-        "securityOpts": "security_opt",
-        "groupAdds": "group_add",
-        "dns": "dns",
-        "dnsOpts": "dns_opt",
-        "dnsSearches": "dns_search",
-        "pidMode": "pid_mode",
-        "ipcMode": "ipc_mode",
-        "usernsMode": "userns_mode",
-        "cpuSet": "cpuset_cpus",
-        "sysctls": "sysctls",
-    }
-    for key, setting in simple_host_settings.items():
-        if inputs.get(key):
-            value = inputs[key]
-            host[setting] = list(value) if isinstance(value, list | tuple) else value
-    if inputs.get("cpuShares"):
-        host["cpu_shares"] = int(inputs["cpuShares"])
-    if inputs.get("memory"):
-        host["mem_limit"] = _megabytes(inputs["memory"])
-    if inputs.get("memoryReservation"):
-        host["mem_reservation"] = _megabytes(inputs["memoryReservation"])
-    if inputs.get("memorySwap"):
-        swap = int(inputs["memorySwap"])
-        host["memswap_limit"] = _megabytes(swap) if swap > 0 else swap
-    if inputs.get("shmSize"):
-        host["shm_size"] = _megabytes(inputs["shmSize"])
-    if inputs.get("cpus"):
-        host["nano_cpus"] = int(float(inputs["cpus"]) * 1_000_000_000)
-    if inputs.get("ulimits"):
-        host["ulimits"] = [
-            docker.types.Ulimit(name=u["name"], soft=int(u["soft"]), hard=int(u["hard"]))
-            for u in inputs["ulimits"]
-        ]
-    if inputs.get("hosts"):
-        host["extra_hosts"] = {h["host"]: h["ip"] for h in inputs["hosts"]}
-    attachments = [
-        {
-            "net_id": network["name"],
-            "aliases": list(network.get("aliases") or []) or None,
-            "ipv4_address": network.get("ipv4Address") or None,
-            "ipv6_address": network.get("ipv6Address") or None,
-        }
-        for network in inputs.get("networksAdvanced") or []
-    ]
-    return create, host, attachments
-
-
-def _mount(item: Mapping[str, Any]) -> docker.types.Mount:
-    volume_options = item.get("volumeOptions") or {}
-    tmpfs_options = item.get("tmpfsOptions") or {}
-    driver = None
-    if volume_options.get("driverName") or volume_options.get("driverOptions"):
-        driver = docker.types.DriverConfig(
-            volume_options.get("driverName", ""), volume_options.get("driverOptions")
-        )
-    return docker.types.Mount(
-        target=item["target"],
-        source=item.get("source"),
-        type=item["type"],
-        read_only=bool(item.get("readOnly", False)),
-        propagation=(item.get("bindOptions") or {}).get("propagation"),
-        no_copy=bool(volume_options.get("noCopy", False)),
-        labels=label_list_to_dict(volume_options.get("labels")) or None,
-        driver_config=driver,
-        tmpfs_size=_optional_int(tmpfs_options.get("sizeBytes")),
-        tmpfs_mode=_optional_int(tmpfs_options.get("mode")),
-    )
-
-
-def _upload_archive(upload: Mapping[str, Any]) -> bytes:
-    # [funcs] L505-582: exactly one of content, contentBase64, source; mode from permissions
-    # (octal), else 0744 when executable, else 0644; extracted at "/".
-    given = [key for key in ("content", "contentBase64", "source") if upload.get(key)]
-    if len(given) != 1:
-        raise RehearsalError("uploads: exactly one of content, contentBase64, source must be set")
-    if upload.get("content"):
-        payload = str(upload["content"]).encode()
-    elif upload.get("contentBase64"):
-        payload = base64.b64decode(str(upload["contentBase64"]))
-    else:
-        with open(str(upload["source"]), "rb") as source:
-            payload = source.read()
-    if upload.get("permissions"):
-        mode = int(str(upload["permissions"]), 8)
-    else:
-        mode = 0o744 if upload.get("executable") else 0o644
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        info = tarfile.TarInfo(name=str(upload["file"]).lstrip("/"))
-        info.size = len(payload)
-        info.mode = mode
-        info.mtime = int(time.time())
-        archive.addfile(info, io.BytesIO(payload))
-    return buffer.getvalue()
 
 
 def delete_docker_resource(
@@ -848,7 +590,6 @@ def delete_docker_resource(
             resource.id,
             grace_seconds=resource.delete.get("destroyGraceSeconds"),
             attach=bool(resource.delete.get("attach", False)),
-            remove_volumes=bool(resource.delete.get("removeVolumes", True)),
         )
         return True
     if resource.type == NETWORK:
@@ -881,18 +622,14 @@ def remove_network(client: docker.APIClient, network_id: str, *, within: float =
 
 
 def delete_container(
-    client: docker.APIClient,
-    container_id: str,
-    *,
-    grace_seconds: int | None,
-    attach: bool,
-    remove_volumes: bool,
+    client: docker.APIClient, container_id: str, *, grace_seconds: int | None, attach: bool
 ) -> None:
     # [funcs] L1085-1096: unless attach, stop with destroy_grace_seconds as the timeout; unset means
-    # 0, so the container is killed at once. Then a forced remove ([funcs] L1100-1110).
+    # 0, so the container is killed at once. Then a forced remove with its anonymous volumes
+    # (remove_volumes, default true: the program leaves it unset; [funcs] L1100-1110).
     try:
         if not attach:
             client.stop(container_id, timeout=int(grace_seconds or 0))
-        client.remove_container(container_id, v=remove_volumes, force=True)
+        client.remove_container(container_id, v=True, force=True)
     except docker.errors.NotFound:
         pass

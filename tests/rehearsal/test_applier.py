@@ -61,7 +61,7 @@ def test_program_is_applied_with_the_provider_semantics(
     networks = server["NetworkSettings"]["Networks"]
     assert list(networks) == [f"{PREFIX}-net"]
     assert "web" in networks[f"{PREFIX}-net"]["Aliases"]
-    assert server["Config"]["Labels"]["com.taskstack.sample"] == "yes"
+    assert server["Config"]["Labels"]["rehearsal.sample"] == "yes"
     assert server["Config"]["Labels"][STACK_LABEL] == STACK
 
     # attach: the one-shot's non-zero exit does not fail the up; its code and output are outputs.
@@ -193,7 +193,7 @@ def test_destroy_grace_seconds_is_the_stop_timeout(
     client: docker.APIClient, tmp_path: Path, grace: int | None, finished: bool
 ) -> None:
     container = _trapping_container(client, tmp_path)
-    delete_container(client, container, grace_seconds=grace, attach=False, remove_volumes=True)
+    delete_container(client, container, grace_seconds=grace, attach=False)
     assert (tmp_path / "finished").exists() is finished
 
 
