@@ -1,4 +1,5 @@
-"""The applier against a real engine, on a small hand-written program (sample_program/)."""
+"""The applier against a real engine, on a small hand-written program (sample_program/ beside
+this file)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ import pytest
 
 from rehearsal.appliers.docker import delete_container
 from rehearsal.engine import STACK_LABEL, RehearsalError, api_client
-from rehearsal.runner import REPO_ROOT
 from rehearsal.stack import down, up
 from rehearsal.stack_config import StackConfig
 from rehearsal.state import StackState
 
-SAMPLE_PROGRAM = REPO_ROOT / "rehearsal" / "sample_program"
+SAMPLE_PROGRAM = Path(__file__).parent / "sample_program"
 STACK = "applier-test"
 PREFIX = f"rehearsal-sample-{STACK}"
 
