@@ -1,10 +1,8 @@
-"""The read-back model: what the provider's Read writes into the state, which the next `up` diffs.
-
-The engine compares a program's new inputs with what the provider's Read last wrote, so a value
-read back in another form is a change on every `pulumi up`. Each rule is one such behaviour of
-kreuzwerker/terraform-provider-docker v4.5.0 (which pulumi-docker 5.x bridges), citing its source.
-The state keeps one digest per property of the result (`property_digests`); `changed_properties`
-is the engine's diff against them. Types without a rule read back what they were sent.
+"""The read-back model: the engine diffs a program's new inputs against what the provider's Read
+last wrote, so a value read back in another form is a change on every `pulumi up`. Each rule is one
+such behaviour of kreuzwerker/terraform-provider-docker v4.5.0 (which pulumi-docker 5.x bridges),
+citing its source; types without a rule read back what they were sent. The state keeps a digest
+per property (`property_digests`); `changed_properties` is the engine's diff against them.
 """
 
 from __future__ import annotations
@@ -13,9 +11,8 @@ import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from rehearsal.engine import go_duration_nanoseconds
 from rehearsal.tokens import CONTAINER, SERVICE
@@ -23,8 +20,7 @@ from rehearsal.tokens import CONTAINER, SERVICE
 PROVIDER = "kreuzwerker/terraform-provider-docker v4.5.0 internal/provider/"
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(NamedTuple):
     """What the engine reports about the object when the provider reads it."""
 
     running: bool = True
@@ -35,8 +31,7 @@ class Observed:
 RuleFunction = Callable[[dict[str, Any], Observed], None]
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     name: str
     resource_type: str
     source: str  # file and function under PROVIDER
@@ -65,9 +60,6 @@ def rule(
     return register
 
 
-# -- Go formatting the provider uses ---------------------------------------------------------------
-
-
 def go_duration_string(nanoseconds: int) -> str:
     """Go's `time.Duration.String()` ("1m0s", "1h0m0s", "1.5s", "500ms")."""
     if nanoseconds == 0:
@@ -94,9 +86,8 @@ def short_duration(nanoseconds: int) -> str:
 
 
 def nano_decimal_string(nano_cpus: int) -> str:
-    """helpers.go `nanoInt64ToDecimalString`: NanoCPUs as the decimal string Read writes back
-    (2e9 -> "2.0", 5e8 -> "0.5", 2.5e8 -> "0.25"), through big.Rat.FloatString (rounded half away
-    from zero)."""
+    """helpers.go `nanoInt64ToDecimalString`, through big.Rat.FloatString (half away from zero):
+    NanoCPUs as the decimal string Read writes back (2e9 -> "2.0", 5e8 -> "0.5")."""
     if nano_cpus == 0:
         return "0"
     value = Decimal(nano_cpus).scaleb(-9)
@@ -110,9 +101,6 @@ def cpus_nanoseconds(cpus: str) -> int:
     """The provider's create: `cpus` parsed as a float times 1e9 (resource_docker_container_funcs.go
     resourceDockerContainerCreate, NanoCPUs)."""
     return int(Decimal(str(cpus)) * 1_000_000_000)
-
-
-# -- container rules -------------------------------------------------------------------------------
 
 
 @rule(CONTAINER, f"{FUNCS} resourceDockerContainerRead (Healthcheck.Interval.String())")
@@ -153,9 +141,6 @@ def container_envs_set(state: dict[str, Any], _: Observed) -> None:
     """envs is a set: order is not a change."""
     if state.get("envs"):
         state["envs"] = sorted(state["envs"])
-
-
-# -- service rules ---------------------------------------------------------------------------------
 
 
 def _container_spec(state: dict[str, Any]) -> dict[str, Any]:
@@ -219,29 +204,22 @@ def service_mounts_set(state: dict[str, Any], _: Observed) -> None:
 DEFAULTS: Mapping[str, Mapping[str, Any]] = {CONTAINER: {"mustRun": True}}
 
 
-def rules_for(resource_type: str) -> list[Rule]:
-    return [each for each in RULES if each.resource_type == resource_type]
-
-
-def _sent(resource_type: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The inputs as the engine holds them: unset values dropped, schema defaults filled, sets
-    and maps in a canonical order (order is not a change for them)."""
-    sent = {k: copy.deepcopy(v) for k, v in inputs.items() if v is not None}
-    for key, default in DEFAULTS.get(resource_type, {}).items():
-        sent.setdefault(key, default)
-    for canonical in rules_for(resource_type):
-        if canonical.canonical:
-            canonical.apply(sent, Observed())
-    return sent
-
-
 def read_back(
-    resource_type: str, inputs: Mapping[str, Any], observed: Observed | None = None
+    resource_type: str,
+    inputs: Mapping[str, Any],
+    observed: Observed | None = None,
+    *,
+    canonical_only: bool = False,
 ) -> dict[str, Any]:
-    """The state the provider's Read writes for these inputs, rule by rule."""
-    state = _sent(resource_type, inputs)
-    for each in rules_for(resource_type):
-        each.apply(state, observed or Observed())
+    """The state the provider's Read writes for these inputs, rule by rule; `canonical_only`: the
+    inputs as the engine holds them when sent (unset values dropped, schema defaults filled, sets
+    and maps in a canonical order)."""
+    state = {k: copy.deepcopy(v) for k, v in inputs.items() if v is not None}
+    for key, default in DEFAULTS.get(resource_type, {}).items():
+        state.setdefault(key, default)
+    for each in RULES:
+        if each.resource_type == resource_type and (each.canonical or not canonical_only):
+            each.apply(state, observed or Observed())
     return state
 
 
@@ -278,5 +256,5 @@ def changed_properties(
     resource_type: str, inputs: Mapping[str, Any], recorded: Mapping[str, str]
 ) -> list[str]:
     """The engine's diff: the new inputs, as sent, against the digests of the last read-back."""
-    new = property_digests(_sent(resource_type, inputs))
+    new = property_digests(read_back(resource_type, inputs, canonical_only=True))
     return sorted(key for key in set(new) | set(recorded) if new.get(key) != recorded.get(key))

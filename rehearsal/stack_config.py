@@ -1,24 +1,13 @@
 """A stack's configuration, read as the Pulumi CLI reads it and handed to the program as the engine
-does.
-
-Layers, later wins: the keys `Pulumi.yaml` declares with a default, `Pulumi.<stack>.yaml`,
-`rehearsal/stacks/Pulumi.rehearsal-<stack>.yaml` (the rehearsal's own stack file: ports that do not
-collide, short schedules; a rehearsal-only stack such as `swarm` has this file alone), then
-`--config key=value` / `--secret key=value` as `pulumi config set [--secret]` would. A key without a
-namespace is the project's, as in `Pulumi.yaml`. Values reach the program as strings (objects and
-lists as JSON).
-
-Secrets: a key declared `secret: true` in `Pulumi.yaml`, set with `secure:` in a stack file
-(encrypted with a passphrase the rehearsal does not have), or set to `{generated: <shape>}` in the
-rehearsal's stack file, and left without a plain value, is given a random value of its shape
-(`{token}` in it stands for 32 random URL-safe characters; a key with no shape is `{token}`).
-The value is generated once per machine and kept in a 0600 file under `.pulumi-state/rehearsal/`
-(git-ignored), so a second `up` and data kept across `down`/`up` see the same credentials. Every
-secret key is handed over as secret config, as the engine does.
+does (docs/rehearsal.md, "Stack configuration"): `Pulumi.yaml`'s defaults, `Pulumi.<stack>.yaml`,
+the rehearsal's `stacks/Pulumi.rehearsal-<stack>.yaml`, then `--config`/`--secret`, later wins. A
+secret key without a plain value gets a random value of its shape, generated once and kept in a
+0600 file under `.pulumi-state/rehearsal/`, so the credentials stay the same across `up`s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rehearsal.engine import STATE_DIR, RehearsalError
-from rehearsal.project import REPO_ROOT, Project, config_string, read_project, read_yaml
+from rehearsal.runner import REPO_ROOT, config_string, read_project, read_yaml
 
 # The rehearsal's own stack files (`Pulumi.rehearsal-<stack>.yaml`), layered over the project's.
 OVERLAYS_DIR = Path(__file__).resolve().parent / "stacks"
@@ -41,57 +30,22 @@ class StackConfig:
     program_dir: Path
     values: dict[str, str] = field(default_factory=dict)
     secret_keys: list[str] = field(default_factory=list)
-    generated_secrets: list[str] = field(default_factory=list)
 
     def node_labels(self) -> dict[str, str]:
-        """The node labels the stack pins services to, which the rehearsal puts on the swarm's
-        nodes as an operator would: the `key=value` items of each project key whose name ends in
-        `NodeLabels` (a JSON array). A value the program would reject is skipped here: the program
-        reports it, naming the key."""
+        """The node labels the stack pins services to: the `key=value` items of each project key
+        ending in `NodeLabels` (a JSON array; one the program rejects is skipped here)."""
         labels: dict[str, str] = {}
         for key, raw in self.values.items():
-            if not (key.startswith(f"{self.project}:") and key.endswith(NODE_LABELS_SUFFIX)):
-                continue
-            try:
-                items = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            for item in items if isinstance(items, list) else []:
-                name, separator, value = str(item).partition("=")
-                if separator and name:
-                    labels[name] = value
+            if key.startswith(f"{self.project}:") and key.endswith(NODE_LABELS_SUFFIX):
+                with contextlib.suppress(ValueError, TypeError):
+                    labels |= dict(str(item).split("=", 1) for item in json.loads(raw))
         return labels
 
 
-@dataclass
-class _Layers:
-    """The configuration being read, layer by layer."""
-
-    project: Project
-    values: dict[str, str]
-    secret_keys: set[str]
-    # Full key -> the shape of its generated value, when it has no plain one.
-    shapes: dict[str, str] = field(default_factory=dict)
-
-    def read_stack_file(self, path: Path) -> None:
-        for key, value in (read_yaml(path).get("config") or {}).items():
-            full_key = self.project.key(str(key))
-            if isinstance(value, dict) and set(value) in ({"secure"}, {"generated"}):
-                self.secret_keys.add(full_key)
-                self.values.pop(full_key, None)
-                self.shapes[full_key] = str(value.get("generated") or TOKEN)
-            else:
-                self.values[full_key] = config_string(value)
-
-    def read_overrides(self, flag: str, overrides: list[str], *, secret: bool) -> None:
-        for override in overrides:
-            key, separator, value = override.partition("=")
-            if not separator:
-                raise RehearsalError(f"{flag} {key!r}...: expected key=value")
-            full_key = self.project.key(key)
-            self.values[full_key] = value
-            if secret:
-                self.secret_keys.add(full_key)
+def _pairs(flag: str, given: list[str] | None) -> dict[str, str]:
+    if bad := [item for item in given or [] if "=" not in item]:
+        raise RehearsalError(f"{flag} {bad[0]!r}: expected key=value")
+    return dict(item.partition("=")[::2] for item in given or [])
 
 
 def load_stack_config(
@@ -105,27 +59,33 @@ def load_stack_config(
     secrets_name: str | None = None,
 ) -> StackConfig:
     project = read_project(repo)
-    layers = _Layers(project, dict(project.defaults), set(project.secret_keys))
+    values, secret_keys = dict(project.defaults), set(project.secret_keys)
+    shapes: dict[str, str] = {}  # secret key -> the shape of its generated value
     stack_files = [repo / f"Pulumi.{stack}.yaml", overlays / f"Pulumi.rehearsal-{stack}.yaml"]
     # A stack the rehearsal alone runs (swarm) has only its rehearsal stack file.
     if not any(stack_file.exists() for stack_file in stack_files):
         raise RehearsalError(f"{stack_files[0]} not found: no such stack")
-    for stack_file in stack_files:
-        if stack_file.exists():
-            layers.read_stack_file(stack_file)
-    layers.read_overrides("--config", overrides or [], secret=False)
-    layers.read_overrides("--secret", secret_overrides or [], secret=True)
+    layers = [read_yaml(path).get("config") or {} for path in stack_files if path.exists()]
+    secret_layer = _pairs("--secret", secret_overrides)
+    for layer in [*layers, _pairs("--config", overrides), secret_layer]:
+        for key, value in layer.items():
+            full_key = project.key(str(key))
+            if isinstance(value, dict) and set(value) in ({"secure"}, {"generated"}):
+                secret_keys.add(full_key)
+                values.pop(full_key, None)
+                shapes[full_key] = str(value.get("generated") or TOKEN)
+            else:
+                values[full_key] = config_string(value)
+    secret_keys |= {project.key(key) for key in secret_layer}
     # Secrets a stack needs and the repository cannot hold: generated, as a CI job would inject
     # them.
-    missing = {key: layers.shapes.get(key, TOKEN) for key in layers.secret_keys}
-    missing = {key: shape for key, shape in missing.items() if key not in layers.values}
+    missing = {key: shapes.get(key, TOKEN) for key in secret_keys if key not in values}
     generated = _rehearsal_secrets(state_dir / f"{secrets_name or stack}.secrets.json", missing)
     return StackConfig(
         project=project.name,
         program_dir=project.program_dir,
-        values={**layers.values, **generated},
-        secret_keys=sorted(layers.secret_keys),
-        generated_secrets=sorted(generated),
+        values={**values, **generated},
+        secret_keys=sorted(secret_keys),
     )
 
 

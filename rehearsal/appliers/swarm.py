@@ -1,9 +1,7 @@
-"""Apply the swarm registrations (Service, Secret) as pulumi-docker 5.x does.
-
-Same discipline as `docker.py` beside it: the tables below hold exactly the inputs the program
-sets. Provider sources cited (kreuzwerker/terraform-provider-docker v4.5.0, commit 5074970c, which
-pulumi-docker 5.1/5.2 bridges; pulumi-docker `provider/resources.go` v5.1.0; terraform-plugin-sdk v2
-`helper/retry/state.go` for the waiting loop):
+"""The Swarm resources (services, secrets), applied as pulumi-docker 5.x does, and the swarm they
+run on; the tables below hold exactly the inputs the program sets. Sources cited
+(kreuzwerker/terraform-provider-docker v4.5.0, commit 5074970c, which pulumi-docker 5.1/5.2
+bridges):
   [svc-funcs] internal/provider/resource_docker_service_funcs.go
   [svc-struct] internal/provider/resource_docker_service_structures.go
   [svc-schema] internal/provider/resource_docker_service.go
@@ -17,14 +15,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
 import docker.errors
 import docker.types
 
-from rehearsal.appliers import ApplyContext, Change
+from rehearsal.appliers import Deployment, Result
 from rehearsal.engine import (
     LABELS,
     STACK_LABEL,
@@ -34,12 +32,14 @@ from rehearsal.engine import (
     exists,
     fields,
     go_duration_nanoseconds,
+    healthcheck,
     label_list_to_dict,
-    rehearsal_labels,
+    retry_while_refused,
 )
 from rehearsal.readback import changed_properties, property_digests, read_back
-from rehearsal.state import AppliedResource, inputs_digest
-from rehearsal.tokens import SECRET, SERVICE
+from rehearsal.runner import Registration
+from rehearsal.state import AppliedResource, StackState, inputs_digest
+from rehearsal.tokens import SERVICE
 
 # The inputs applied (wire names): the ServiceSpec of [svc-struct] createServiceSpec, and
 # `convergeConfig`, the provider's wait for the tasks (create) or the rolling update (update).
@@ -94,14 +94,6 @@ def _nanoseconds(value: Any, default: str = "0s") -> int:
     return go_duration_nanoseconds(str(value) if value else default)
 
 
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if value else None
-
-
-# -- the ServiceSpec sent
-# -------------------------------------------------------------------------------------
-
-
 def service_spec(inputs: Mapping[str, Any], name: str, labels: Mapping[str, str]) -> dict[str, Any]:
     """The ServiceSpec the provider sends ([svc-struct] createServiceSpec), as docker-py keywords
     for `create_service` / `update_service`."""
@@ -136,23 +128,13 @@ def service_spec(inputs: Mapping[str, Any], name: str, labels: Mapping[str, str]
 def _container_spec(
     spec: Mapping[str, Any], labels: Mapping[str, str]
 ) -> docker.types.ContainerSpec:
-    check = spec.get("healthcheck")
-    healthcheck = None
-    if check:
-        # [svc-struct] L884-906: Go durations parsed.
-        healthcheck = docker.types.Healthcheck(
-            test=list(check["tests"]),
-            interval=_nanoseconds(check.get("interval")),
-            timeout=_nanoseconds(check.get("timeout")),
-            start_period=_nanoseconds(check.get("startPeriod")),
-            retries=int(check.get("retries", 0)),
-        )
+    grace = spec.get("stopGracePeriod")
     secrets = [
         # [svc-struct] L929-950: File{Name, UID, GID, Mode}; a relative name lands under
         # /run/secrets. Schema defaults: uid/gid "0", mode 0444.
         docker.types.SecretReference(
-            secret_id=str(ref["secretId"]),
-            secret_name=str(ref.get("secretName") or ""),
+            str(ref["secretId"]),
+            str(ref.get("secretName") or ""),
             filename=str(ref.get("fileName") or ref.get("secretName") or ""),
             uid=str(ref.get("fileUid", "0")),
             gid=str(ref.get("fileGid", "0")),
@@ -160,9 +142,8 @@ def _container_spec(
         )
         for ref in spec.get("secrets") or []
     ]
-    grace = spec.get("stopGracePeriod")
     return docker.types.ContainerSpec(
-        image=str(spec["image"]),
+        str(spec["image"]),
         args=list(spec.get("args") or []) or None,
         # The provider renders the env map in Go's map order, which varies from one run to the
         # next, so a real in-place update can reorder Env and roll every task even when only the
@@ -175,7 +156,7 @@ def _container_spec(
         stop_signal=spec.get("stopSignal") or None,
         secrets=secrets or None,
         read_only=bool(spec.get("readOnly", False)),
-        healthcheck=healthcheck,
+        healthcheck=healthcheck(spec.get("healthcheck")),
         # Sent when the client speaks API >= 1.37 ([svc-struct] L990-995).
         init=bool(spec["init"]) if "init" in spec else None,
         cap_drop=list(spec.get("capDrops") or []) or None,  # Engine API 1.41
@@ -186,10 +167,10 @@ def _mount(item: Mapping[str, Any], stack: str) -> docker.types.Mount:
     volume_labels = label_list_to_dict((item.get("volumeOptions") or {}).get("labels"))
     size = (item.get("tmpfsOptions") or {}).get("sizeBytes")
     return docker.types.Mount(
-        target=item["target"],
-        source=item.get("source") or "",
-        type=item["type"],
-        read_only=bool(item.get("readOnly", False)),
+        item["target"],
+        item.get("source") or "",
+        item["type"],
+        bool(item.get("readOnly", False)),
         # The engine creates a missing named volume with these labels (plus the rehearsal's stack
         # label, so `down --volumes` finds it).
         labels={**volume_labels, STACK_LABEL: stack} if item["type"] == "volume" else None,
@@ -201,43 +182,33 @@ def _task_template(
     task: Mapping[str, Any], container_spec: docker.types.ContainerSpec
 ) -> docker.types.TaskTemplate:
     limits = (task.get("resources") or {}).get("limits") or {}
-    reservation = (task.get("resources") or {}).get("reservation") or {}
-    policy = task.get("restartPolicy")
-    log_driver = task.get("logDriver")
+    reserved = (task.get("resources") or {}).get("reservation") or {}
+    policy, driver = task.get("restartPolicy") or {}, task.get("logDriver") or {}
+    networks = [
+        # [svc-struct] createServiceAdvancedNetworks: Target is the network's id.
+        docker.types.NetworkAttachmentConfig(str(n["id"]), list(n.get("aliases") or []) or None)
+        for n in task.get("networksAdvanceds") or []
+    ]
+    amounts = [
+        block.get(key) for block in (limits, reserved) for key in ("nanoCpus", "memoryBytes")
+    ]
+    resources = docker.types.Resources(*[int(amount) if amount else None for amount in amounts])
+    # [svc-schema]: a restart policy's condition defaults to "any".
+    restart = docker.types.RestartPolicy(
+        policy.get("condition", "any"), _nanoseconds(policy.get("delay"))
+    )
+    constraints = list((task.get("placement") or {}).get("constraints") or []) or None
     return docker.types.TaskTemplate(
-        container_spec=container_spec,
-        resources=docker.types.Resources(
-            cpu_limit=_int_or_none(limits.get("nanoCpus")),
-            mem_limit=_int_or_none(limits.get("memoryBytes")),
-            cpu_reservation=_int_or_none(reservation.get("nanoCpus")),
-            mem_reservation=_int_or_none(reservation.get("memoryBytes")),
-        )
-        if task.get("resources")
-        else None,
-        # [svc-schema]: condition defaults to "any".
-        restart_policy=docker.types.RestartPolicy(
-            condition=str(policy.get("condition", "any")), delay=_nanoseconds(policy.get("delay"))
-        )
-        if policy
-        else None,
-        placement=docker.types.Placement(
-            constraints=list((task.get("placement") or {}).get("constraints") or []) or None
-        )
+        container_spec,
+        resources=resources if task.get("resources") else None,
+        restart_policy=restart if policy else None,
+        placement=docker.types.Placement(constraints=constraints)
         if task.get("placement")
         else None,
-        log_driver=docker.types.DriverConfig(
-            log_driver["name"], dict(log_driver.get("options") or {})
-        )
-        if log_driver
+        log_driver=docker.types.DriverConfig(driver["name"], dict(driver.get("options") or {}))
+        if driver
         else None,
-        # [svc-struct] createServiceAdvancedNetworks: Target is the network's id.
-        networks=[
-            docker.types.NetworkAttachmentConfig(
-                target=str(item["id"]), aliases=list(item.get("aliases") or []) or None
-            )
-            for item in task.get("networksAdvanceds") or []
-        ]
-        or None,
+        networks=networks or None,
     )
 
 
@@ -248,19 +219,18 @@ def _update_config(block: Mapping[str, Any] | None) -> docker.types.UpdateConfig
     if not block:
         return None
     return docker.types.UpdateConfig(
-        parallelism=int(block.get("parallelism", 1)),
-        delay=_nanoseconds(block.get("delay")),
-        failure_action=str(block.get("failureAction", "pause")),
-        monitor=_nanoseconds(block.get("monitor"), "5s"),
-        max_failure_ratio=0.0,
-        order=str(block.get("order", "stop-first")),
+        int(block.get("parallelism", 1)),
+        _nanoseconds(block.get("delay")),
+        str(block.get("failureAction", "pause")),
+        _nanoseconds(block.get("monitor"), "5s"),
+        0.0,
+        str(block.get("order", "stop-first")),
     )
 
 
 def replacement_key(inputs: Mapping[str, Any]) -> str:
-    """A digest of the inputs whose change replaces the service instead of updating it in place
-    ([svc-schema] ForceNew): the name, the mode block itself (its replicas are updated in place)
-    and the networks_advanced ids and aliases."""
+    """A digest of the ForceNew inputs ([svc-schema]), whose change replaces the service: the name,
+    the mode block itself (not its replicas) and the networks_advanced ids and aliases."""
     networks = sorted(
         (str(n["id"]), sorted(n.get("aliases") or []))
         for n in (inputs.get("taskSpec") or {}).get("networksAdvanceds") or []
@@ -269,40 +239,17 @@ def replacement_key(inputs: Mapping[str, Any]) -> str:
     return inputs_digest({"name": inputs.get("name"), "mode": mode, "networks": networks})
 
 
-# -- convergence
-# --------------------------------------------------------------------------------------------
-
-
-def wait_for_state(
-    refresh: Callable[[], str],
-    *,
-    target: Collection[str],
-    pending: Collection[str],
-    timeout: float,
-    delay: float,
-) -> str:
-    """[retry] StateChangeConf.WaitForStateContext with MinTimeout 5 s: sleep `delay`, refresh at
-    once, then wait 5 s, then 10 s between refreshes (the wait doubles from 100 ms, bounded to
-    [MinTimeout, 10 s]). The timeout counts from the start, delay included. A state outside
-    `pending` and `target` is an error; `refresh` raising is an error too."""
+def wait_until(converged: Callable[[], bool], *, timeout: float, delay: float) -> None:
+    """[retry] StateChangeConf.WaitForStateContext, MinTimeout 5 s: sleep `delay`, refresh, then
+    wait 5 s, then 10 s (doubling from 100 ms within [5 s, 10 s]); the timeout includes all."""
     deadline = time.monotonic() + timeout
     time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
     wait = 0.1
-    while True:
-        state = refresh()
-        if state in target:
-            return state
-        if state not in pending:
-            raise RehearsalError(f"unexpected state {state!r}, wanted target {sorted(target)}")
+    while not converged():
         wait = min(max(wait * 2, POLL_MIN_SECONDS), POLL_MAX_SECONDS)
         if time.monotonic() + wait > deadline:
-            raise TimeoutError(f"timeout while waiting for state to become {sorted(target)}")
+            raise TimeoutError("timeout while waiting for the service to converge")
         time.sleep(wait)
-
-
-def _active_nodes(client: docker.APIClient) -> set[str]:
-    # [svc-funcs] getActiveNodes: every node not `down`.
-    return {node["ID"] for node in client.nodes() if node["Status"]["State"] != "down"}
 
 
 def _tasks_by_slot(
@@ -319,13 +266,11 @@ def _tasks_by_slot(
         slot = int(task.get("Slot", 0))
         existing = by_slot.get(slot)
         if existing is not None:
-            existing_desired = TASK_STATE_ORDER[existing["DesiredState"]]
-            if existing_desired < desired:
-                continue
-            if (
-                existing_desired == desired
-                and TASK_STATE_ORDER[existing["Status"]["State"]] <= observed
-            ):
+            existing_order = (
+                TASK_STATE_ORDER[existing["DesiredState"]],
+                TASK_STATE_ORDER[existing["Status"]["State"]],
+            )
+            if existing_order <= (desired, observed):
                 continue
         if task.get("NodeID") and task["NodeID"] not in active_nodes:
             continue
@@ -333,31 +278,22 @@ def _tasks_by_slot(
     return by_slot
 
 
-def running_replicas(client: docker.APIClient, service_id: str) -> tuple[int, int]:
-    """[svc-funcs] replicatedConsoleLogUpdater.update: (running, wanted). A task counts when its
-    desired state is not terminal and its observed state is `running`; Swarm reports a task with a
-    healthcheck as running only once the container is healthy."""
-    service = client.inspect_service(service_id)
-    replicated = (service["Spec"].get("Mode") or {}).get("Replicated")
+def _all_running(client: docker.APIClient, service_id: str) -> bool:
+    """[svc-funcs] resourceDockerServiceCreateRefreshFunc, replicatedConsoleLogUpdater.update: each
+    replica runs (a task with a healthcheck counts once healthy), desired state not terminal."""
+    replicated = (client.inspect_service(service_id)["Spec"].get("Mode") or {}).get("Replicated")
     if not replicated or replicated.get("Replicas") is None:
         raise RehearsalError(f"service {service_id}: no replica count")
     tasks = client.tasks(filters={"service": service_id, "desired-state": "running"})
-    running = sum(
-        1
-        for task in _tasks_by_slot(tasks, _active_nodes(client)).values()
+    # [svc-funcs] getActiveNodes: every node not `down`.
+    active = {node["ID"] for node in client.nodes() if node["Status"]["State"] != "down"}
+    running = [
+        task
+        for task in _tasks_by_slot(tasks, active).values()
         if TASK_STATE_ORDER[task["DesiredState"]] <= TASK_STATE_ORDER["running"]
         and task["Status"]["State"] == "running"
-    )
-    return running, int(replicated["Replicas"])
-
-
-def _create_refresh(client: docker.APIClient, service_id: str) -> Callable[[], str]:
-    # [svc-funcs] resourceDockerServiceCreateRefreshFunc: "running" once every replica runs.
-    def refresh() -> str:
-        running, wanted = running_replicas(client, service_id)
-        return "running" if running == wanted else "creating"
-
-    return refresh
+    ]
+    return len(running) == int(replicated["Replicas"])
 
 
 # [svc-funcs] resourceDockerServiceUpdateRefreshFunc: UpdateStatus states that fail the update.
@@ -368,247 +304,235 @@ _FAILED_UPDATE = {
 }
 
 
-def _update_refresh(client: docker.APIClient, service_id: str) -> Callable[[], str]:
+def _updated(client: docker.APIClient, service_id: str) -> bool:
     # [svc-funcs] resourceDockerServiceUpdateRefreshFunc L405-476: UpdateStatus first (completed
     # wins; a rollback or a pause fails), then the running count as for create (a scale-only
     # change has no UpdateStatus).
-    def refresh() -> str:
-        status = client.inspect_service(service_id).get("UpdateStatus") or {}
-        state, message = status.get("State"), status.get("Message", "")
-        if state == "completed":
-            return "completed"
-        if state in _FAILED_UPDATE:
-            raise RehearsalError(f"{_FAILED_UPDATE[state]}: {message}")
-        running, wanted = running_replicas(client, service_id)
-        if running != wanted:
-            return "updating"
-        if state == "rollback_started":
-            raise RehearsalError(f"service rollback completed: {message}")
-        return "completed"
-
-    return refresh
+    status = client.inspect_service(service_id).get("UpdateStatus") or {}
+    state, message = status.get("State"), status.get("Message", "")
+    if state in _FAILED_UPDATE:
+        raise RehearsalError(f"{_FAILED_UPDATE[state]}: {message}")
+    if state == "completed" or not _all_running(client, service_id):
+        return state == "completed"
+    if state == "rollback_started":
+        raise RehearsalError(f"service rollback completed: {message}")
+    return True
 
 
-def task_diagnostics(client: docker.APIClient, service_id: str, *, tail: int = 20) -> str:
+def task_diagnostics(client: docker.APIClient, service_id: str) -> str:
     """The service's latest tasks and the last log lines of their containers, for an error."""
     lines: list[str] = []
-    tasks = sorted(
-        client.tasks(filters={"service": service_id}),
-        key=lambda t: str(t.get("UpdatedAt", "")),
-        reverse=True,
-    )[:4]
-    for task in tasks:
+    tasks = client.tasks(filters={"service": service_id})
+    for task in sorted(tasks, key=lambda t: str(t.get("UpdatedAt", "")), reverse=True)[:4]:
         status = task["Status"]
-        lines.append(
-            f"  task {task['ID'][:12]} slot {task.get('Slot')}: {status.get('State')} "
-            f"(desired {task.get('DesiredState')}) {status.get('Err') or status.get('Message', '')}"
-        )
+        error = status.get("Err") or status.get("Message", "")
+        lines.append(f"  task {task['ID'][:12]}: {status.get('State')} ({error})")
         container_id = (status.get("ContainerStatus") or {}).get("ContainerID")
-        if container_id:
-            with contextlib.suppress(docker.errors.APIError):
-                logs = client.logs(container_id, stdout=True, stderr=True, tail=tail)
-                lines += [f"    | {line}" for line in logs.decode(errors="replace").splitlines()]
+        with contextlib.suppress(docker.errors.APIError):
+            logs = (
+                client.logs(container_id, stdout=True, stderr=True, tail=20)
+                if container_id
+                else b""
+            )
+            lines += [f"    | {line}" for line in logs.decode(errors="replace").splitlines()]
     return "\n".join(lines)
 
 
-# -- the appliers
-# -------------------------------------------------------------------------------------------
-
-
-def apply_service(
-    context: ApplyContext,
-    resource_name: str,
-    inputs: Mapping[str, Any],
-    urn: str,
-    *,
-    delete_first: bool = False,
-) -> tuple[str, dict[str, Any]]:
-    """`delete_first`: the program's delete_before_replace (the provider's default for a service is
-    create before delete)."""
-    client = api_client()
-    recorded = context.state.get(urn)
+def apply_service(deployment: Deployment, resource: Registration) -> Result:
+    inputs, urn, client = resource.plain, resource.urn, api_client()
+    recorded = deployment.state.get(urn)
     if recorded is None:
-        context.changes.append(Change("create", urn, []))
-        return _create_service(context, client, resource_name, inputs, urn)
+        deployment.note("create", urn)
+        return _create_service(deployment, client, resource)
     present = not recorded.tainted and exists(client.inspect_service, recorded.id)
     # The engine's diff: the new inputs against what Read wrote back (rehearsal/readback.py).
     changed = changed_properties(SERVICE, inputs, recorded.readback)
     if present and not changed:
-        return recorded.id, {**inputs, **recorded.outputs}
+        return recorded.id, recorded.outputs
     if present and recorded.replace_key == replacement_key(inputs):
-        context.changes.append(Change("update", urn, changed))
-        _update_service(context, client, recorded, inputs, urn)
-        recorded.digest = inputs_digest(dict(inputs))
+        # [svc-funcs] resourceDockerServiceUpdate L169-225: ServiceUpdate with the whole new spec
+        # at the current version; Swarm rolls the tasks per update_config.
+        deployment.note("update", urn, changed)
+        deployment.log(f"  updating service {recorded.physical_name} in place")
+        labels = deployment.labels(resource, recorded.sequence)
+        spec = service_spec(inputs, recorded.physical_name, labels)
+        version = int(client.inspect_service(recorded.id)["Version"]["Index"])
+        _send(urn, "update", lambda: client.update_service(recorded.id, version, **spec))
+        _converge(deployment, client, recorded, inputs, _updated)
+        recorded.digest = inputs_digest(inputs)
         recorded.readback = property_digests(read_back(SERVICE, inputs))
-        context.state.record(recorded)
-        return recorded.id, {**inputs, **recorded.outputs}
-    context.changes.append(Change("replace", urn, changed))
-    if present and not delete_first:
-        # pulumi-docker does not mark Service delete-before-replace ([resources.go]): the new
-        # service is created first, the old one deleted at the end of the deployment. With the
-        # same name the engine refuses the create, as it would for `pulumi up`.
-        context.log(f"  replacing {urn} (create before delete)")
-        context.superseded.append(recorded)
-    else:
-        delete_service(client, recorded)
-    context.state.forget(urn)
-    return _create_service(context, client, resource_name, inputs, urn)
+        deployment.state.record(recorded)
+        return recorded.id, recorded.outputs
+    deployment.note("replace", urn, changed)
+    # pulumi-docker does not mark Service delete-before-replace ([resources.go]): unless the program
+    # says so, the new service is created first, the old one deleted at the end of the deployment.
+    # With the same name the engine refuses the create, as it would for `pulumi up`.
+    delete_first = bool(resource.delete_first) or not present
+    deployment.make_way(urn, lambda old: delete_service(client, old), delete_first=delete_first)
+    return _create_service(deployment, client, resource)
 
 
 def _create_service(
-    context: ApplyContext,
-    client: docker.APIClient,
-    resource_name: str,
-    inputs: Mapping[str, Any],
-    urn: str,
-) -> tuple[str, dict[str, Any]]:
-    name = str(inputs.get("name") or autoname(resource_name))
-    sequence = context.state.take_sequence()
-    labels = rehearsal_labels({}, context.stack, urn, sequence)
-    try:
-        created = client.create_service(**service_spec(inputs, name, labels))
-    except docker.errors.APIError as error:
-        raise RehearsalError(
-            f"{urn}: service create failed: {error.explanation or error}"
-        ) from error
-    grace = inputs["taskSpec"]["containerSpec"].get("stopGracePeriod")
-    record = AppliedResource(
-        urn,
-        SERVICE,
+    deployment: Deployment, client: docker.APIClient, resource: Registration
+) -> Result:
+    inputs, urn = resource.plain, resource.urn
+    name = str(inputs.get("name") or autoname(resource.name))
+    sequence = deployment.state.take_sequence()
+    spec = service_spec(inputs, name, deployment.labels(resource, sequence))
+    created = _send(urn, "create", lambda: client.create_service(**spec))
+    record = deployment.record(
+        resource,
         str(created["ID"]),
         name,
-        inputs_digest(dict(inputs)),
         sequence,
-        {"name": name},
-        {"stopGracePeriod": grace},
-        tainted=True,
+        outputs={"name": name},
+        delete={"stopGracePeriod": inputs["taskSpec"]["containerSpec"].get("stopGracePeriod")},
         replace_key=replacement_key(inputs),
         readback=property_digests(read_back(SERVICE, inputs)),
+        tainted=True,
     )
-    context.state.record(record)
-    context.log(f"  created service {name}")
-    if inputs.get("convergeConfig"):
-        _converge_created(context, client, record, inputs["convergeConfig"])
-    time.sleep(READ_DELAY_SECONDS)
-    record.tainted = False
-    context.state.record(record)
-    return record.id, {**inputs, **record.outputs}
-
-
-def _converge_created(
-    context: ApplyContext,
-    client: docker.APIClient,
-    record: AppliedResource,
-    converge: Mapping[str, Any],
-) -> None:
-    timeout = _nanoseconds(converge.get("timeout"), "3m0s") / 1e9
+    deployment.log(f"  created service {name}")
     try:
-        wait_for_state(
-            _create_refresh(client, record.id),
-            target={"running", "complete"},
-            pending={"creating"},
-            timeout=timeout,
-            delay=_nanoseconds(converge.get("delay"), "7s") / 1e9,
-        )
-    except (TimeoutError, RehearsalError) as error:
+        _converge(deployment, client, record, inputs, _all_running)
+    except RehearsalError:
         # [svc-funcs] L65-76: a service that does not converge is deleted, then the error.
-        diagnostics = task_diagnostics(client, record.id)
         delete_service(client, record)
-        context.state.forget(record.urn)
-        reason = (
-            f"Service with ID ({record.id}) did not converge after {converge.get('timeout')}"
-            if isinstance(error, TimeoutError)
-            else str(error)
-        )
-        raise RehearsalError(
-            f"{record.urn}: {reason} (the service was deleted)\n{diagnostics}"
-        ) from error
-    context.log(f"  {record.physical_name} converged")
+        deployment.state.forget(urn)
+        raise
+    record.tainted = False
+    deployment.state.record(record)
+    return record.id, record.outputs
 
 
-def _update_service(
-    context: ApplyContext,
-    client: docker.APIClient,
-    recorded: AppliedResource,
-    inputs: Mapping[str, Any],
-    urn: str,
-) -> None:
-    # [svc-funcs] resourceDockerServiceUpdate L169-225: ServiceUpdate with the whole new spec at the
-    # current version; Swarm rolls the tasks per update_config.
-    name = recorded.physical_name
-    version = int(client.inspect_service(recorded.id)["Version"]["Index"])
-    labels = rehearsal_labels({}, context.stack, urn, recorded.sequence)
-    context.log(f"  updating service {name} in place")
+def _send(urn: str, what: str, call: Callable[[], Any]) -> Any:
     try:
-        client.update_service(recorded.id, version, **service_spec(inputs, name, labels))
+        return call()
     except docker.errors.APIError as error:
         raise RehearsalError(
-            f"{urn}: service update failed: {error.explanation or error}"
+            f"{urn}: service {what} failed: {error.explanation or error}"
         ) from error
-    converge = inputs.get("convergeConfig")
+
+
+def _converge(
+    deployment: Deployment,
+    client: docker.APIClient,
+    service: AppliedResource,
+    inputs: Mapping[str, Any],
+    converged: Callable[[docker.APIClient, str], bool],
+) -> None:
+    """With `convergeConfig`, wait as the provider does for a created or updated service (its error,
+    plus the tasks' errors and logs, when it does not converge); then the pause before its Read."""
+    converge, creating = inputs.get("convergeConfig"), converged is _all_running
     if converge:
+        timeout = _nanoseconds(converge.get("timeout"), "3m0s") / 1e9
+        delay = _nanoseconds(converge.get("delay"), "7s") / 1e9
+        delay = delay if creating else UPDATE_CONVERGE_DELAY_SECONDS
         try:
-            wait_for_state(
-                _update_refresh(client, recorded.id),
-                target={"completed"},
-                pending={"creating", "updating"},
-                timeout=_nanoseconds(converge.get("timeout"), "3m0s") / 1e9,
-                delay=UPDATE_CONVERGE_DELAY_SECONDS,
-            )
+            wait_until(lambda: converged(client, service.id), timeout=timeout, delay=delay)
         except (TimeoutError, RehearsalError) as error:
-            reason = (
-                f"Service with ID ({recorded.id}) did not converge after {converge.get('timeout')}"
-                if isinstance(error, TimeoutError)
-                else str(error)
-            )
-            raise RehearsalError(
-                f"{urn}: {reason}\n{task_diagnostics(client, recorded.id)}"
-            ) from error
-        context.log(f"  {name} updated")
+            late = f"Service with ID ({service.id}) did not converge after {converge['timeout']}"
+            reason = late if isinstance(error, TimeoutError) else str(error)
+            reason += " (the service was deleted)" if creating else ""
+            diagnostics = task_diagnostics(client, service.id)
+            raise RehearsalError(f"{service.urn}: {reason}\n{diagnostics}") from error
+        deployment.log(f"  {service.physical_name} {'converged' if creating else 'updated'}")
     time.sleep(READ_DELAY_SECONDS)
 
 
-def apply_secret(
-    context: ApplyContext, resource_name: str, inputs: Mapping[str, Any], urn: str
-) -> tuple[str, dict[str, Any]]:
+def apply_secret(deployment: Deployment, resource: Registration) -> Result:
     """Every input is ForceNew ([secret] schema): a change replaces the secret create-before-delete
-    (auto-named, so the new one gets a new name: [resources.go]); the old one is deleted once the
-    deployment is done (services have moved to the new one by then)."""
-    digest = inputs_digest(dict(inputs))
-    client = api_client()
-    recorded = context.state.get(urn)
-    if (
-        recorded is not None
-        and recorded.digest == digest
-        and exists(client.inspect_secret, recorded.id)
-    ):
-        return recorded.id, {**inputs, **recorded.outputs}
-    context.changes.append(Change("create" if recorded is None else "replace", urn, []))
-    if recorded is not None:
-        context.superseded.append(recorded)
-        context.state.forget(urn)
-    name = autoname(resource_name)
-    sequence = context.state.take_sequence()
-    labels = rehearsal_labels(
-        label_list_to_dict(inputs.get("labels")), context.stack, urn, sequence
-    )
+    (auto-named: [resources.go]), the old one deleted once the services have moved on."""
+    client, urn = api_client(), resource.urn
+    unchanged = deployment.unchanged(resource, client.inspect_secret)
+    if unchanged is not None:
+        return unchanged.id, unchanged.outputs
+    deployment.note("replace" if deployment.state.get(urn) else "create", urn)
+    deployment.make_way(urn, lambda old: delete_secret(client, old), delete_first=False)
+    name, sequence = autoname(resource.name), deployment.state.take_sequence()
     # [secret] resourceDockerSecretCreate: data is base64 (StdEncoding), decoded before create.
-    created = client.create_secret(name, base64.b64decode(str(inputs["data"])), labels=labels)
-    context.state.record(
-        AppliedResource(urn, SECRET, str(created["ID"]), name, digest, sequence, {"name": name})
-    )
-    context.log(f"  created secret {name}")
-    return str(created["ID"]), {**inputs, "name": name}
+    data = base64.b64decode(str(resource.plain["data"]))
+    created = client.create_secret(name, data, labels=deployment.labels(resource, sequence))
+    deployment.record(resource, str(created["ID"]), name, sequence, outputs={"name": name})
+    deployment.log(f"  created secret {name}")
+    return str(created["ID"]), {"name": name}
 
 
-# -- delete
-# -------------------------------------------------------------------------------------------------
+# The engine the provider talks to (`docker:host`, else DOCKER_HOST, else this machine's) is made a
+# single-node swarm before the program's first Swarm object, and left after `down` only when the
+# rehearsal created it. What it did (`docker swarm init`, node labels added) is kept in the stack's
+# state, so `down` undoes exactly that.
+
+# One node: the control plane listens on loopback only, and advertises that address.
+ADVERTISE_ADDRESS = "127.0.0.1"
+LISTEN_ADDRESS = "127.0.0.1:2377"
+
+
+def swarm_state(client: docker.APIClient) -> dict[str, Any]:
+    return dict(client.info().get("Swarm") or {})
+
+
+def ensure_swarm(
+    state: StackState, labels: dict[str, str], log: Callable[[str], None] = print
+) -> None:
+    """Make the engine a swarm manager (unless it is one) and put on its node each of `labels`
+    that no node of the swarm carries yet, as `docker node update --label-add` would."""
+    client, record = api_client(), {"initialised": False, "added_labels": {}, **state.swarm}
+    swarm = swarm_state(client)
+    if swarm.get("LocalNodeState") != "active":
+        client.init_swarm(advertise_addr=ADVERTISE_ADDRESS, listen_addr=LISTEN_ADDRESS)
+        record["initialised"] = True
+        log(f"  swarm initialised (advertise {ADVERTISE_ADDRESS})")
+        swarm = swarm_state(client)
+    elif not swarm.get("ControlAvailable"):
+        raise RehearsalError(
+            "this engine is a swarm worker: the provider must talk to a manager "
+            "(docker swarm leave, or run the rehearsal on a manager)"
+        )
+    record["node_id"] = str(swarm["NodeID"])
+    node = client.inspect_node(record["node_id"])
+    current = dict(node["Spec"].get("Labels") or {})
+    # A label some node already carries (an operator placed PostgreSQL or Redis on a node of a
+    # multi-node swarm) is left where it is; only a label no node has goes on this one.
+    carried = {
+        item for other in client.nodes() for item in (other["Spec"].get("Labels") or {}).items()
+    }
+    missing = {k: v for k, v in labels.items() if current.get(k) != v and (k, v) not in carried}
+    if missing:
+        record["added_labels"].update({k: v for k, v in missing.items() if k not in current})
+        node["Spec"]["Labels"] = {**current, **missing}
+        client.update_node(record["node_id"], node["Version"]["Index"], node["Spec"])
+        log(f"  node {node['Description']['Hostname']} labelled {sorted(missing)}")
+    state.save(swarm=record)
+
+
+def release_swarm(state: StackState, log: Callable[[str], None] = print) -> None:
+    """Undo `ensure_swarm`: leave the swarm if the rehearsal created it and nothing else runs on
+    it, else remove the node labels it added."""
+    record = state.swarm
+    if not record:
+        return
+    client = api_client()
+    swarm = swarm_state(client)
+    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+        others = [s["Spec"]["Name"] for s in client.services()]
+        if record["initialised"] and not others:
+            client.leave_swarm(force=True)
+            log("  left the swarm (the rehearsal had initialised it)")
+        else:
+            if record["initialised"]:
+                log(f"  swarm kept: other services run on it ({', '.join(sorted(others))})")
+            with contextlib.suppress(docker.errors.NotFound):
+                node = client.inspect_node(record["node_id"])
+                labels = dict(node["Spec"].get("Labels") or {})
+                added = record["added_labels"]
+                node["Spec"]["Labels"] = {k: v for k, v in labels.items() if added.get(k) != v}
+                client.update_node(record["node_id"], node["Version"]["Index"], node["Spec"])
+    state.save(swarm={})
 
 
 def delete_service(client: docker.APIClient, resource: AppliedResource) -> None:
-    """[svc-funcs] deleteService L261-337: with a stop grace period, note the tasks' containers,
-    remove the service, wait up to the grace period for each container to be removed, then force
-    remove it."""
+    """[svc-funcs] deleteService L261-337: with a stop grace period, remove the service, wait up to
+    that long for each of its tasks' containers to go, then force-remove it."""
     grace = resource.delete.get("stopGracePeriod")
     grace_seconds = go_duration_nanoseconds(str(grace)) / 1e9 if grace else 0.0
     containers: list[str] = []
@@ -634,16 +558,6 @@ def delete_service(client: docker.APIClient, resource: AppliedResource) -> None:
 
 
 def delete_secret(client: docker.APIClient, resource: AppliedResource) -> None:
-    """The engine refuses while a service still uses the secret, so retry while the services that
-    used it are going away."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.remove_secret(resource.id)
-            return
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as error:
-            if "in use" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+    # The engine refuses while a service still uses the secret: the services that used it are going
+    # away.
+    retry_while_refused(lambda: client.remove_secret(resource.id), "in use")

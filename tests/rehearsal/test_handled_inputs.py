@@ -97,6 +97,6 @@ def test_an_unhandled_input_is_refused_with_its_path() -> None:
         refuse_unhandled(
             "u", {"healthcheck": {"tests": ["CMD", "true"], "startInterval": "1s"}}, schema
         )
+    mounts = [{"target": "/a", "type": "tmpfs"}, {"target": "/b", "bindOptions": {}}]
     with pytest.raises(RehearsalError, match=r"u mounts\[1\]: input\(s\) bindOptions not applied"):
-        mounts = [{"target": "/a", "type": "tmpfs"}, {"target": "/b", "bindOptions": {}}]
         refuse_unhandled("u", {"mounts": mounts}, schema)
