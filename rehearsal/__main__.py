@@ -1,5 +1,5 @@
-"""python -m rehearsal up|down --stack dev|prod|swarm|swarm3 [--config k=v] [--secret k=v];
-python -m rehearsal check [--chromium]: what this machine lacks for a rehearsal."""
+"""python -m rehearsal up|down --stack STACK [--config k=v] [--secret k=v]; python -m rehearsal
+check [--chromium]: what this machine lacks for a rehearsal."""
 
 from __future__ import annotations
 
@@ -9,42 +9,38 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rehearsal.check import missing_prerequisites, report
 from rehearsal.engine import use_host
 from rehearsal.stack import UpResult, down, up
 from rehearsal.stack_config import load_stack_config
 
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--stack", {"default": "dev", "help": "stack whose Pulumi.<stack>.yaml is used"}),
+    ("--name", {"help": "stack name the program sees (default: rehearsal-STACK)"}),
+    ("--config", {"help": "as `pulumi config set KEY VALUE` (no namespace: the project's)"}),
+    ("--secret", {"help": "as `pulumi config set --secret KEY VALUE`"}),
+    (
+        "--node-label",
+        {
+            "help": "up: a label the swarm's nodes must carry, put on this engine's node "
+            "unless a node has it (default: the items of the stack's *NodeLabels keys)"
+        },
+    ),
+    ("--volumes", {"action": "store_true", "help": "down: delete named volumes too"}),
+    ("--outputs-json", {"type": Path, "help": "up: write the non-secret outputs to this file"}),
+    ("--chromium", {"action": "store_true", "help": "check: also Chromium (the e2e tests)"}),
+]
+REPEATED: dict[str, Any] = {"action": "append", "default": [], "metavar": "KEY=VALUE"}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "check"])
-    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used")
-    parser.add_argument(
-        "--name",
-        help="stack name the program sees and the engine objects carry (default: rehearsal-STACK)",
-    )
-    repeated: list[tuple[str, str]] = [
-        (
-            "--config",
-            "as `pulumi config set KEY VALUE` (a key without a namespace is the project's)",
-        ),
-        ("--secret", "as `pulumi config set --secret KEY VALUE`"),
-        (
-            "--node-label",
-            "up: a label the swarm's nodes must carry, put on this engine's node unless a node "
-            "has it (default: the items of the stack's *NodeLabels keys)",
-        ),
-    ]
-    for flag, text in repeated:
-        parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=text)
-    parser.add_argument("--volumes", action="store_true", help="down: delete named volumes too")
-    parser.add_argument(
-        "--outputs-json", type=Path, help="up: write the stack's non-secret outputs to this file"
-    )
-    parser.add_argument(
-        "--chromium", action="store_true", help="check: also Chromium (the end-to-end tests)"
-    )
+    for flag, options in OPTIONS:
+        repeated = REPEATED if flag in ("--config", "--secret", "--node-label") else {}
+        parser.add_argument(flag, **repeated, **options)
     return parser
 
 
