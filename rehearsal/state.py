@@ -58,7 +58,7 @@ class StackState:
             resources = [AppliedResource(**raw) for raw in document["resources"]]
             self._resources = {resource.urn: resource for resource in resources}
             self._next_sequence = int(document["next_sequence"])
-            self.stack_outputs, self.swarm = document["stack_outputs"], document["swarm"]
+            self.stack_outputs, self.swarm = document["stack_outputs"], document.get("swarm", {})
 
     def take_sequence(self) -> int:
         with self._lock:

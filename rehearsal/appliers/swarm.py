@@ -189,6 +189,7 @@ def _task_template(
         docker.types.NetworkAttachmentConfig(str(n["id"]), list(n.get("aliases") or []) or None)
         for n in task.get("networksAdvanceds") or []
     ]
+    # Resources(cpu_limit, mem_limit, cpu_reservation, mem_reservation); 0 or unset: none.
     amounts = [
         block.get(key) for block in (limits, reserved) for key in ("nanoCpus", "memoryBytes")
     ]
