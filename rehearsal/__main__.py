@@ -1,5 +1,5 @@
-"""python -m rehearsal up|down --stack dev|prod|swarm|swarm3 [--config k=v] [--secret k=v];
-python -m rehearsal check [--chromium]: what this machine lacks for a rehearsal."""
+"""python -m rehearsal up|down --stack STACK [--config k=v] [--secret k=v]; python -m rehearsal
+check [--chromium]: what this machine lacks for a rehearsal."""
 
 from __future__ import annotations
 
@@ -9,49 +9,48 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rehearsal.check import missing_prerequisites, report
 from rehearsal.engine import use_host
-from rehearsal.stack import down, up
+from rehearsal.stack import UpResult, down, up
 from rehearsal.stack_config import load_stack_config
+
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--stack", {"default": "dev", "help": "stack whose Pulumi.<stack>.yaml is used"}),
+    ("--name", {"help": "stack name the program sees (default: rehearsal-STACK)"}),
+    ("--config", {"help": "as `pulumi config set KEY VALUE` (no namespace: the project's)"}),
+    ("--secret", {"help": "as `pulumi config set --secret KEY VALUE`"}),
+    (
+        "--node-label",
+        {
+            "help": "up: a label the swarm's nodes must carry, put on this engine's node "
+            "unless a node has it (default: the items of the stack's *NodeLabels keys)"
+        },
+    ),
+    ("--volumes", {"action": "store_true", "help": "down: delete named volumes too"}),
+    ("--outputs-json", {"type": Path, "help": "up: write the non-secret outputs to this file"}),
+    ("--chromium", {"action": "store_true", "help": "check: also Chromium (the e2e tests)"}),
+]
+REPEATED: dict[str, Any] = {"action": "append", "default": [], "metavar": "KEY=VALUE"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "check"])
+    for flag, options in OPTIONS:
+        repeated = REPEATED if flag in ("--config", "--secret", "--node-label") else {}
+        parser.add_argument(flag, **repeated, **options)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rehearsal", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "check"])
-    parser.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml is used")
-    parser.add_argument(
-        "--name",
-        help="stack name the program sees and the engine objects carry (default: rehearsal-STACK)",
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="as `pulumi config set KEY VALUE` (key without the project prefix is namespaced)",
-    )
-    parser.add_argument(
-        "--secret",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="as `pulumi config set --secret KEY VALUE`",
-    )
-    parser.add_argument("--volumes", action="store_true", help="down: delete named volumes too")
-    parser.add_argument(
-        "--outputs-json", type=Path, help="up: write the stack's non-secret outputs to this file"
-    )
-    parser.add_argument(
-        "--chromium", action="store_true", help="check: also Chromium (the end-to-end tests)"
-    )
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "check":
         missing = missing_prerequisites(chromium=args.chromium)
         if missing:
             print(report(missing), file=sys.stderr)
-            return 1
-        return 0
+        return 1 if missing else 0
     # A failed registration also surfaces as "Future exception was never retrieved" on the asyncio
     # logger; the error itself is reported once, below.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
@@ -67,25 +66,30 @@ def main(argv: list[str] | None = None) -> int:
             down(name, volumes=args.volumes)
             print(f"rehearsal {name}: down in {time.monotonic() - started:.0f}s")
             return 0
-        result = up(name, config)
+        labels = dict(label.partition("=")[::2] for label in args.node_label)
+        result = up(name, config, node_labels=labels or None)
     except Exception as error:  # the program's own errors (a failed migration gate) included
         print(f"rehearsal {name}: {args.command} failed: {error}", file=sys.stderr)
         return 1
     print(f"rehearsal {name}: up in {time.monotonic() - started:.0f}s")
+    _report(result, args.outputs_json)
+    return 0
+
+
+def _report(result: UpResult, outputs_json: Path | None) -> None:
     # The engine's summary: what the diff against the read-back state made it do.
     print(f"  changes: {len(result.changes)}")
     for change in result.changes:
         detail = f" ({', '.join(change.properties)})" if change.properties else ""
         print(f"    {change.op} {change.urn}{detail}")
-    if args.outputs_json:
-        # Secret outputs (connection strings) are left out.
-        shown = {k: v for k, v in result.outputs.items() if k not in result.secret_outputs}
-        args.outputs_json.parent.mkdir(parents=True, exist_ok=True)
-        args.outputs_json.write_text(json.dumps(shown, indent=2, sort_keys=True))
-    for key in ("apiUrl", "docsUrl", "flowerUrl"):
-        if key in result.outputs:
-            print(f"  {key}: {result.outputs[key]}")
-    return 0
+    # Secret outputs (connection strings) are left out.
+    shown = {k: v for k, v in result.outputs.items() if k not in result.secret_outputs}
+    if outputs_json:
+        outputs_json.parent.mkdir(parents=True, exist_ok=True)
+        outputs_json.write_text(json.dumps(shown, indent=2, sort_keys=True))
+    for key, value in sorted(shown.items()):
+        if isinstance(value, str) and value.startswith(("http://", "https://")):
+            print(f"  {key}: {value}")
 
 
 if __name__ == "__main__":

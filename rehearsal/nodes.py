@@ -1,12 +1,8 @@
-"""The simulated nodes of a multi-node swarm rehearsal (`../shared/offline-docker/swarm-nodes`):
-Docker-in-Docker containers on this machine's engine. The provider reaches their manager over TCP
-(`DOCKER_HOST`); the rehearsal reaches every node through `docker exec` into its container.
-
-`REHEARSAL_IMAGE_NODES` names those containers (`scripts/e2e-swarm-nodes.sh` sets it). There is no
-registry: an image the program builds exists on the manager that built it only. After each build
-the rehearsal copies it into every listed node that lacks it (`docker save` on the manager,
-`docker load` in the node), standing in for the push and the pulls a registry serves on a real
-cluster (docs/swarm.md, "Image distribution").
+"""The Docker-in-Docker nodes of a multi-node swarm rehearsal (`../shared/offline-docker/
+swarm-nodes`), named in `REHEARSAL_IMAGE_NODES` and reached through `docker exec`. There is no
+registry: each image the program builds is copied into every node that lacks it (`docker save` on
+the manager, `docker load` in the node), standing in for a push and the pulls (docs/swarm.md,
+"Image distribution").
 """
 
 from __future__ import annotations
@@ -16,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from rehearsal.engine import DOCKER_CLI, DOCKER_SOCKET, RehearsalError
 
@@ -52,37 +49,22 @@ def image_id_on(node: str, image: str) -> str:
 
 
 def distribute_image(image: str, image_id: str, *, log: Callable[[str], None] = print) -> list[str]:
-    """Load `image` (just built on the manager, id `image_id`) into every node that lacks that id;
-    the nodes it was loaded into."""
+    """Load `image` (just built on the manager, id `image_id`) into every node that lacks that id,
+    in parallel; the nodes it was loaded into."""
     lacking = [node for node in node_containers() if image_id_on(node, image) != image_id]
     if not lacking:
         return []
     started = time.monotonic()
     with tempfile.NamedTemporaryFile(prefix="rehearsal-image-", suffix=".tar") as archive:
         # DOCKER_HOST is the manager: the image is saved from there.
-        saved = subprocess.run(
-            [DOCKER_CLI, "save", image], stdout=archive, stderr=subprocess.PIPE, check=False
-        )
+        saved = subprocess.run([DOCKER_CLI, "save", "--output", archive.name, image], check=False)
         if saved.returncode != 0:
-            raise RehearsalError(f"docker save {image} failed: {saved.stderr.decode().strip()}")
-        archive.flush()
-        loads = {
-            node: subprocess.Popen(
-                [DOCKER_CLI, "-H", LOCAL_ENGINE, "exec", "-i", node, "docker", "load", "-q"],
-                stdin=open(archive.name, "rb"),  # noqa: SIM115 - closed with the process below
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            for node in lacking
-        }
-        for node, process in loads.items():
-            _, error = process.communicate(timeout=600)
-            if process.stdin is not None:
-                process.stdin.close()
-            if process.returncode != 0:
-                raise RehearsalError(f"docker load into {node} failed: {error.decode().strip()}")
-    for node in lacking:
-        if image_id_on(node, image) != image_id:
-            raise RehearsalError(f"{node}: {image} is not {image_id[:19]} after the load")
+            raise RehearsalError(f"docker save {image} failed")
+        load = ["docker", "load", "-q"]
+        with ThreadPoolExecutor() as pool:
+            loads = pool.map(lambda node: node_exec(node, load, stdin_path=archive.name), lacking)
+        for node, loaded in zip(lacking, loads, strict=True):
+            if loaded.returncode != 0 or image_id_on(node, image) != image_id:
+                raise RehearsalError(f"docker load into {node} failed: {loaded.stderr.decode()}")
     log(f"  loaded {image} into {', '.join(lacking)} in {time.monotonic() - started:.0f}s")
     return lacking

@@ -1,30 +1,27 @@
 """Run a Pulumi program as the Pulumi CLI does, on a mock engine, recording what it registers.
 
-One runner for the rehearsal (`EngineMocks`, which applies each registration to Docker) and for the
-mocks unit tests (`tests/infra`, whose mocks answer like the provider without doing anything).
-
-`run_program` resets Pulumi's global runtime state, sets the stack configuration, installs a
-`RecordingMonitor` and runs the program directory (`infra/` by default) with `runpy.run_path`, from
-that directory, inside `run_in_stack`, as the Python language host does. The monitor keeps, per
-registration, the inputs as sent (secret values still wrapped), the dependency URNs the engine would
-see and the resource options; the stack outputs come from `RegisterResourceOutputs`. While a
-registration is being answered, `current_registration()` gives the mocks its URN and options, which
-`MockResourceArgs` does not carry.
+`read_project` reads `Pulumi.yaml`: the project's name (its keys' namespace), program directory
+and declared keys. `run_program` resets Pulumi's runtime state, sets the configuration and runs the
+program directory with `runpy` inside `run_in_stack`, as the Python language host does, under a
+`RecordingMonitor` that keeps each registration (inputs, dependencies, options) and hands it to the
+mocks: the rehearsal's `EngineMocks` apply it to Docker, `tests/infra`'s answer like the provider.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import runpy
 import sys
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
+import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_in_stack
@@ -32,9 +29,46 @@ from pulumi.runtime.sync_await import _sync_await
 
 from rehearsal.tokens import CONTAINER
 
+# The project the rehearsal runs: the Pulumi.yaml above this package (it knows no other).
 REPO_ROOT = Path(__file__).resolve().parents[1]
-INFRA_DIR = REPO_ROOT / "infra"
-PROJECT = "taskstack"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()) or {})
+
+
+def config_string(value: Any) -> str:
+    """A configuration value as the engine hands it to the program: JSON for objects, lists and
+    booleans, else as written."""
+    return json.dumps(value) if isinstance(value, bool | dict | list) else str(value)
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    program_dir: Path
+    defaults: dict[str, str]  # full key (`<name>:<key>`) -> its declared default
+    secret_keys: frozenset[str]
+
+    def key(self, key: str) -> str:
+        """`key` namespaced as the Pulumi CLI does: a key without a namespace is the project's."""
+        return key if ":" in key else f"{self.name}:{key}"
+
+
+def read_project(root: Path = REPO_ROOT) -> Project:
+    document = read_yaml(root / "Pulumi.yaml")
+    name = str(document["name"])
+    declared = {
+        key if ":" in key else f"{name}:{key}": entry
+        if isinstance(entry, dict)
+        else {"default": entry}
+        for key, entry in (document.get("config") or {}).items()
+    }
+    defaults = {key: config_string(d["default"]) for key, d in declared.items() if "default" in d}
+    secret_keys = frozenset(key for key, entry in declared.items() if entry.get("secret"))
+    program_dir = (root / str(document.get("main") or ".")).resolve()
+    return Project(name, program_dir, defaults, secret_keys)
+
 
 SECRET_SIG = rpc._special_secret_sig
 SIG_KEY = rpc._special_sig_key
@@ -44,26 +78,23 @@ def is_secret(value: Any) -> bool:
     return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
 
 
+def _transform(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """`value` with `leaf` applied to each secret and each scalar, through dicts and lists."""
+    if isinstance(value, dict) and not is_secret(value):
+        return {k: _transform(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_transform(v, leaf) for v in value]
+    return leaf(value)
+
+
 def reveal(value: Any) -> Any:
     """The value with every secret wrapper removed (what a provider would receive)."""
-    if is_secret(value):
-        return reveal(value["value"])
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [reveal(v) for v in value]
-    return value
+    return _transform(value, lambda v: reveal(v["value"]) if is_secret(v) else v)
 
 
 def without_secrets(value: Any) -> Any:
     """The value with every secret-marked part replaced by a placeholder."""
-    if is_secret(value):
-        return "[secret]"
-    if isinstance(value, dict):
-        return {k: without_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_secrets(v) for v in value]
-    return value
+    return _transform(value, lambda v: "[secret]" if is_secret(v) else v)
 
 
 @dataclass
@@ -73,15 +104,15 @@ class Registration:
     type: str
     name: str
     urn: str
-    parent: str
-    custom: bool
-    inputs: dict[str, Any]  # wire names, secrets still wrapped
-    dependencies: frozenset[str]
-    property_dependencies: Mapping[str, frozenset[str]]
-    protect: bool
-    retain_on_delete: bool
-    delete_before_replace: bool
-    replace_on_changes: tuple[str, ...]
+    parent: str = ""
+    custom: bool = True
+    inputs: dict[str, Any] = field(default_factory=dict)  # wire names, secrets still wrapped
+    dependencies: frozenset[str] = frozenset()
+    property_dependencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+    replace_on_changes: tuple[str, ...] = ()
     outputs: dict[str, Any] = field(default_factory=dict)
     ignore_changes: tuple[str, ...] = ()
     id: str = ""  # the provider's id (custom resources)
@@ -92,34 +123,28 @@ class Registration:
     def plain(self) -> dict[str, Any]:
         return reveal(self.inputs)  # type: ignore[no-any-return]
 
-
-@dataclass
-class RegistrationOptions:
-    """What the monitor receives with a registration but `MockResourceArgs` does not carry."""
-
-    urn: str
-    dependencies: list[str] = field(default_factory=list)
-    protect: bool = False
-    retain_on_delete: bool = False
-    # The program's delete_before_replace; None when unset (the provider's own choice then).
-    delete_before_replace: bool | None = None
+    @property
+    def delete_first(self) -> bool | None:
+        """The program's delete_before_replace; None when unset (the provider's choice then)."""
+        return self.delete_before_replace if self.delete_before_replace_defined else None
 
 
 _current = threading.local()
 
 
-def current_registration(args: pulumi_mocks.MockResourceArgs) -> RegistrationOptions:
-    """The URN and options of the registration `new_resource` is answering (the SDK calls the
-    monitor, and the monitor the mocks, synchronously on one thread)."""
-    options = getattr(_current, "options", None)
-    if isinstance(options, RegistrationOptions):
-        return options
-    return RegistrationOptions(urn=f"{args.typ}::{args.name}")
+def current_registration(args: pulumi_mocks.MockResourceArgs) -> Registration:
+    """The registration `new_resource` is answering (the monitor calls the mocks on its thread),
+    with the URN and options `MockResourceArgs` lacks; a read (StackReference) has none."""
+    registration = getattr(_current, "registration", None)
+    if not isinstance(registration, Registration):
+        registration = Registration(args.typ, args.name, urn=f"{args.typ}::{args.name}")
+    registration.inputs = args.inputs
+    return registration
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor, keeping every registration with its dependencies and options, and
-    handing the URN and options to the mocks while they answer."""
+    handing it to the mocks while they answer."""
 
     def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
         super().__init__(mocks)
@@ -128,43 +153,34 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self._lock = threading.Lock()
 
     def RegisterResource(self, request: Any) -> Any:
-        _current.options = RegistrationOptions(
-            urn=self.make_urn(request.parent, request.type, request.name),
-            dependencies=list(request.dependencies),
-            protect=bool(request.protect),
-            retain_on_delete=bool(request.retainOnDelete),
-            delete_before_replace=bool(request.deleteBeforeReplace)
-            if request.deleteBeforeReplaceDefined
-            else None,
-        )
-        try:
-            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        finally:
-            _current.options = None
-        if request.type == "pulumi:pulumi:Stack":
-            return response
+        dependencies = request.propertyDependencies.items()
         registration = Registration(
             type=request.type,
             name=request.name,
-            urn=response.urn,
+            urn=self.make_urn(request.parent, request.type, request.name),
             parent=request.parent,
             custom=bool(request.custom),
-            inputs=rpc.deserialize_properties(request.object),
             dependencies=frozenset(request.dependencies),
-            property_dependencies={
-                key: frozenset(deps.urns) for key, deps in request.propertyDependencies.items()
-            },
+            property_dependencies={key: frozenset(deps.urns) for key, deps in dependencies},
             protect=bool(request.protect),
             retain_on_delete=bool(request.retainOnDelete),
             delete_before_replace=bool(request.deleteBeforeReplace),
             replace_on_changes=tuple(request.replaceOnChanges),
-            outputs=rpc.deserialize_properties(response.object),
             ignore_changes=tuple(request.ignoreChanges),
-            id=response.id,
             delete_before_replace_defined=bool(request.deleteBeforeReplaceDefined),
         )
-        with self._lock:  # the SDK registers independent resources from several threads
-            self.registrations.append(registration)
+        _current.registration = registration
+        try:
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        finally:
+            _current.registration = None
+        if request.type != "pulumi:pulumi:Stack":
+            registration.urn, registration.id = response.urn, response.id
+            # Deserialized once the SDK's monitor has made sure this thread has an event loop.
+            registration.inputs = rpc.deserialize_properties(request.object)
+            registration.outputs = rpc.deserialize_properties(response.object)
+            with self._lock:  # the SDK registers independent resources from several threads
+                self.registrations.append(registration)
         return response
 
     def RegisterResourceOutputs(self, request: Any) -> Any:
@@ -179,12 +195,18 @@ class ProgramRun:
 
     registrations: list[Registration]
     stack_outputs: dict[str, Any]  # secrets still wrapped
+    project: str = ""
 
     @property
     def exports(self) -> dict[str, Any]:
         """The stack outputs as plain values, as `pulumi stack output --json --show-secrets`
         prints them (a whole number is an integer, as in the CLI's JSON)."""
-        return {key: _whole_numbers(reveal(value)) for key, value in self.stack_outputs.items()}
+
+        # Numbers cross the RPC boundary as doubles.
+        def whole(value: Any) -> Any:
+            return int(value) if isinstance(value, float) and value.is_integer() else value
+
+        return {key: _transform(reveal(value), whole) for key, value in self.stack_outputs.items()}
 
     @property
     def secret_outputs(self) -> set[str]:
@@ -201,19 +223,10 @@ class ProgramRun:
     def containers(self) -> Iterator[Registration]:
         return iter(self.of_type(CONTAINER))
 
-    def role(self, role: str) -> list[Registration]:
-        return [c for c in self.containers() if container_label(c, "com.taskstack.role") == role]
-
-
-def _whole_numbers(value: Any) -> Any:
-    # Numbers cross the RPC boundary as doubles.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    return value
+    def role(self, role: str, label: str | None = None) -> list[Registration]:
+        """The containers whose `label` is `role`; by default the label `com.<project>.role`."""
+        label = label or f"com.{self.project}.role"
+        return [c for c in self.containers() if container_label(c, label) == role]
 
 
 def container_label(registration: Registration, label: str) -> str | None:
@@ -234,15 +247,15 @@ def run_program(
     stack: str,
     mocks: pulumi_mocks.Mocks,
     secret_keys: Collection[str] = (),
-    project: str = PROJECT,
-    program_dir: Path = INFRA_DIR,
+    project: str | None = None,
+    program_dir: Path | None = None,
 ) -> ProgramRun:
-    """Run `program_dir` for `stack` with `config` (full keys, `taskstack:apiPort`, string values;
-    `secret_keys` among them are secret) under `mocks`.
-
-    Raises what the program raises (a configuration error, a failed migration gate) and what the
-    mocks raise (a registration the rehearsal could not apply).
-    """
+    """Run `program_dir` (default: `Pulumi.yaml`'s) for `stack` with `config` (full keys, string
+    values; `secret_keys` among them secret) under `mocks`. Raises what the program raises (a
+    configuration error, a failed migration gate) and what the mocks raise."""
+    if project is None or program_dir is None:
+        declared = read_project()
+        project, program_dir = project or declared.name, program_dir or declared.program_dir
     # Each run gets its own event loop, as each `pulumi up` is its own process; other test modules
     # (the app's async tests) may have closed or unset the thread's loop.
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -258,20 +271,19 @@ def run_program(
     pulumi_mocks.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
     settings.ROOT.set(None)  # set_mocks created a root stack; run_in_stack makes its own
     settings.SETTINGS.root_directory = str(REPO_ROOT)
-    previous_cwd = Path.cwd()
-    previous_path = list(sys.path)
+    previous_cwd, previous_path, main = Path.cwd(), list(sys.path), str(program_dir)
     os.chdir(program_dir)  # Pulumi runs the program from `main`
     try:
-        _sync_await(run_in_stack(lambda: _run_main(program_dir)))
+        _sync_await(run_in_stack(lambda: _run_main(main)))
     finally:
         os.chdir(previous_cwd)
         sys.path[:] = previous_path
         _drain_event_loop()
-    return ProgramRun(monitor.registrations, monitor.stack_outputs)
+    return ProgramRun(monitor.registrations, monitor.stack_outputs, project)
 
 
-def _run_main(program_dir: Path) -> None:
-    runpy.run_path(str(program_dir), run_name="__main__")
+def _run_main(program_dir: str) -> None:
+    runpy.run_path(program_dir, run_name="__main__")
 
 
 def _drain_event_loop() -> None:

@@ -1,10 +1,5 @@
-"""What a rehearsal applied, per stack: the rehearsal's stand-in for Pulumi's state file.
-
-One JSON file per stack under `.pulumi-state/rehearsal/` (git-ignored). It records, in creation
-order, each resource's URN, engine id, a digest of its inputs, its computed outputs, one digest per
-property of what the provider's Read wrote back (rehearsal/readback.py: the next `up` diffs against
-it) and the non-secret stack outputs of the last successful `up`. Inputs themselves are never
-written: they carry secrets.
+"""What a rehearsal applied, per stack: its stand-in for Pulumi's state file, one JSON file under
+`.pulumi-state/rehearsal/`. Never the inputs: they carry secrets.
 """
 
 from __future__ import annotations
@@ -36,12 +31,9 @@ class AppliedResource:
     sequence: int
     # Computed outputs only (exitCode, containerLogs, imageId...): never the inputs.
     outputs: dict[str, Any] = field(default_factory=dict)
-    # What delete needs, as the provider reads it from state: destroyGraceSeconds, attach,
-    # removeVolumes...
+    # What delete needs, as the provider reads it from state: destroyGraceSeconds, attach...
     delete: dict[str, Any] = field(default_factory=dict)
-    # A create that failed half way (the container exists but never became healthy): replaced next
-    # time, as Pulumi replaces a resource whose create reported an error after the object came into
-    # being.
+    # A create that failed half way (never healthy): replaced next time, as Pulumi does.
     tainted: bool = False
     # Services: a digest of the inputs whose change replaces rather than updates (ForceNew).
     replace_key: str = ""
@@ -59,20 +51,20 @@ class StackState:
         self._next_sequence = 1
         # The non-secret stack outputs of the last successful `up` (what a StackReference reads).
         self.stack_outputs: dict[str, Any] = {}
+        # What the rehearsal did to make the engine a swarm (appliers/swarm.py `ensure_swarm`).
+        self.swarm: dict[str, Any] = {}
         if self.path.exists():
             document = json.loads(self.path.read_text())
-            for raw in document["resources"]:
-                resource = AppliedResource(**raw)
-                self._resources[resource.urn] = resource
+            resources = [AppliedResource(**raw) for raw in document["resources"]]
+            self._resources = {resource.urn: resource for resource in resources}
             self._next_sequence = int(document["next_sequence"])
-            self.stack_outputs = dict(document.get("stack_outputs") or {})
+            self.stack_outputs, self.swarm = document["stack_outputs"], document.get("swarm", {})
 
     def take_sequence(self) -> int:
         with self._lock:
-            sequence = self._next_sequence
             self._next_sequence += 1
             self._save_locked()
-            return sequence
+            return self._next_sequence - 1
 
     def get(self, urn: str) -> AppliedResource | None:
         with self._lock:
@@ -88,9 +80,11 @@ class StackState:
             self._resources.pop(urn, None)
             self._save_locked()
 
-    def record_stack_outputs(self, outputs: dict[str, Any]) -> None:
+    def save(self, **fields: dict[str, Any]) -> None:
+        """Record `stack_outputs` or `swarm`."""
         with self._lock:
-            self.stack_outputs = dict(outputs)
+            for key, value in fields.items():
+                setattr(self, key, dict(value))
             self._save_locked()
 
     def resources(self) -> list[AppliedResource]:
@@ -104,6 +98,7 @@ class StackState:
             "stack": self.stack,
             "next_sequence": self._next_sequence,
             "stack_outputs": self.stack_outputs,
+            "swarm": self.swarm,
             "resources": [asdict(resource) for resource in self._resources.values()],
         }
         temporary = self.path.with_suffix(".tmp")

@@ -7,5 +7,4 @@ IMAGE = "docker:index/image:Image"
 CONTAINER = "docker:index/container:Container"
 SERVICE = "docker:index/service:Service"
 SECRET = "docker:index/secret:Secret"  # noqa: S105 - a type token
-SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"

@@ -13,9 +13,9 @@ from typing import Any
 
 from pulumi.runtime import mocks as pulumi_mocks
 
+from infra.config import PROJECT
 from rehearsal import runner
 from rehearsal.runner import (
-    PROJECT,
     REPO_ROOT,
     ProgramRun,
     Registration,
@@ -32,7 +32,6 @@ from rehearsal.tokens import (
     REMOTE_IMAGE,
     SECRET,
     SERVICE,
-    SERVICE_CONFIG,
     STACK_REFERENCE,
     VOLUME,
 )
@@ -46,7 +45,6 @@ __all__ = [
     "REPO_ROOT",
     "SECRET",
     "SERVICE",
-    "SERVICE_CONFIG",
     "VOLUME",
     "ProgramMocks",
     "ProgramRun",

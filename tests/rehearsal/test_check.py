@@ -37,7 +37,7 @@ def test_the_engine_is_the_provider_s_host_setting(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_base_images_are_the_dockerfile_s_and_the_project_s_defaults() -> None:
-    assert check.base_images() == ["python:3.13-slim", "postgres:17", "redis:8"]
+    assert check.base_images() == ["python:3.13-slim", "postgres:17", "redis:8", "haproxy:3.0"]
 
 
 def test_a_missing_base_image_is_named_with_the_command_that_builds_it(
@@ -47,7 +47,7 @@ def test_a_missing_base_image_is_named_with_the_command_that_builds_it(
 
     missing = check.missing_prerequisites()
 
-    assert [item.what for item in missing] == [
+    assert [what for what, _ in missing] == [
         "the base image taskstack-no-such-image:0 on the engine (nothing is pulled)"
     ]
-    assert missing[0].command.startswith(check.IMAGES_COMMAND)
+    assert missing[0][1].startswith(check.IMAGES_COMMAND)

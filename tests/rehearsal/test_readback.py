@@ -20,7 +20,6 @@ from rehearsal.readback import (
     nano_decimal_string,
     property_digests,
     read_back,
-    recorded_changes,
     short_duration,
 )
 from rehearsal.tokens import CONTAINER, SERVICE
@@ -180,11 +179,3 @@ def test_service_mounts_are_a_set() -> None:
     second = {"type": "volume", "target": "/b", "source": "b"}
     recorded = property_digests(read_back(SERVICE, _service(mounts=[second, first])))
     assert changed_properties(SERVICE, _service(mounts=[first, second]), recorded) == []
-
-
-def test_a_state_from_before_the_model_compares_whole_inputs_once() -> None:
-    assert recorded_changes(CONTAINER, {"cpus": "2"}, {}, "d1", "d1") is None
-    assert recorded_changes(CONTAINER, {"cpus": "2"}, {}, "d1", "d2") == ["(inputs)"]
-    assert recorded_changes(CONTAINER, {"cpus": "2"}, {"cpus": "x"}, "d1", "d1") is None
-    recorded = property_digests(read_back(CONTAINER, {"cpus": "2"}))
-    assert recorded_changes(CONTAINER, {"cpus": "2"}, recorded, "", "") == ["cpus"]

@@ -7,13 +7,8 @@ from typing import Any
 
 import pytest
 
-from rehearsal.appliers.swarm import (
-    _tasks_by_slot,
-    replacement_key,
-    service_spec,
-    validate_service_inputs,
-)
-from rehearsal.engine import STACK_LABEL, RehearsalError
+from rehearsal.appliers.swarm import SERVICE_INPUTS, _tasks_by_slot, replacement_key, service_spec
+from rehearsal.engine import STACK_LABEL, RehearsalError, refuse_unhandled
 
 URN = "urn:pulumi:s::p::docker:index/service:Service::api"
 
@@ -41,12 +36,12 @@ def test_an_unhandled_input_is_refused_by_name() -> None:
     inputs = _inputs()
     inputs["taskSpec"]["containerSpec"]["privileges"] = {"seLinuxContext": {"disable": True}}
     with pytest.raises(RehearsalError, match=r"taskSpec\.containerSpec: input\(s\) privileges"):
-        validate_service_inputs(URN, inputs)
+        refuse_unhandled(URN, inputs, SERVICE_INPUTS)
     inputs = _inputs()
     inputs["taskSpec"]["containerSpec"]["healthcheck"]["startInterval"] = "1s"
     with pytest.raises(RehearsalError, match="healthcheck: input"):
-        validate_service_inputs(URN, inputs)
-    validate_service_inputs(URN, _inputs())
+        refuse_unhandled(URN, inputs, SERVICE_INPUTS)
+    refuse_unhandled(URN, _inputs(), SERVICE_INPUTS)
 
 
 def test_replicas_and_env_update_in_place_networks_replace() -> None:

@@ -7,12 +7,12 @@ import pulumi_docker as docker
 config = pulumi.Config("sample")
 variant = config.get("variant") or "ok"
 prefix = f"rehearsal-sample-{pulumi.get_stack()}"
-label = docker.ContainerLabelArgs(label="com.taskstack.sample", value="yes")
+label = docker.ContainerLabelArgs(label="rehearsal.sample", value="yes")
 
 network = docker.Network(
     "net",
     name=f"{prefix}-net",
-    labels=[docker.NetworkLabelArgs(label="com.taskstack.sample", value="yes")],
+    labels=[docker.NetworkLabelArgs(label="rehearsal.sample", value="yes")],
 )
 volume = docker.Volume("data", name=f"{prefix}-data")
 base = docker.RemoteImage("python", name="python:3.13-slim", keep_locally=True)
