@@ -467,7 +467,7 @@ def test_a_new_image_across_three_nodes_under_a_steady_probe(nodes_stack: NodesS
         "scenario": "`up` with a new app image (new build context) on three nodes",
         "api": "3 tasks, start-first, behind the proxy on every node (host-published)",
         "probe": f"through {MANAGER}'s front door: GET /health every 20 ms, POST /process every "
-        "50 ms (tests/e2e/probe.py)",
+        "50 ms (deploy/probe.py)",
         "migrate_tasks_before_up": migrate_tasks_before,
         "up_seconds": round(up_seconds, 1),
         "settled_seconds": round(settled_seconds, 1),
