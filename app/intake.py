@@ -25,8 +25,8 @@ from app.tasks import process_data
 
 MAX_BATCH = 256
 # One: a second flush running beside the first split the waiting requests into smaller groups,
-# each costing a statement, a WAL flush and an LPUSH. On the rehearsed prod stack, POST /process
-# through the proxy went from 1,169-1,358 to 1,502-1,564 a second with one (docs/bench.md).
+# each costing a statement, a WAL flush and an LPUSH; with one, POST /process goes faster
+# (measured: docs/bench.md, "The front door's cost").
 MAX_CONCURRENT_FLUSHES = 1
 
 # Queued jobs' rows (the `Job` model) and their outbox row, in one statement; columns not named

@@ -61,7 +61,7 @@ app.add_middleware(
     max_job_lists=get_settings().max_concurrent_job_lists,
 )
 # ...except a finished job's cached GET /task answer, outermost: it awaits nothing and holds no
-# connection or page, so it needs no bound, and skips the limit's ~2 µs (RELIABILITY.md).
+# connection or page, so it needs no bound, and skips the limit's cost (measured: RELIABILITY.md).
 app.add_middleware(FinishedTaskFastPath)
 app.add_exception_handler(RequestValidationError, strict_json.validation_error)
 
