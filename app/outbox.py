@@ -228,7 +228,10 @@ async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
         return 0
     if not await publisher.set(lock_key, 1, nx=True, ex=RECONCILE_LOCK_SECONDS):
         return 0
+    missing: list[uuid.UUID] = []
     try:
+        if await publisher.exists(done_key):  # done by the lock's previous holder meanwhile
+            return 0
         missing = await _unfinished_jobs_not_held(connection)
         if missing:
             await push([OutboxBatch(0, process_data.name, missing)])
