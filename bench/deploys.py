@@ -3,7 +3,9 @@ measures them: for each, the requests that failed and the accepted jobs not fini
 bound after the deploy ended (deploy/probe.py). Never part of the tests.
 
     python -m bench.deploys --stack prod --runs 20     # the docker target
-    python -m bench.deploys --stack swarm --runs 20    # a single-node swarm
+    python -m bench.deploys --stack swarm --runs 20 \
+        --config workerReplicas=3 --config workerConcurrency=4 --config appEnv=[]
+                                                       # a single-node swarm, prod's workers
 
 The hog is one busy loop per core at the lowest priority (nice 19), as other work on a shared
 machine would be. Writes bench/results/deploys-<stack>-<date>.json and prints the table.
@@ -71,11 +73,19 @@ def main() -> None:
     parser.add_argument("--stack", choices=("dev", "prod", "swarm"), default="prod")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-hog", action="store_true", help="without the CPU hog")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a stack config key for every up (as `pulumi config set`)",
+    )
     arguments = parser.parse_args()
+    config = dict(item.split("=", 1) for item in arguments.config)
     stack: DeployedStack = (
-        SwarmStack(deployer("swarm"))
+        SwarmStack(deployer("swarm"), overrides=config)
         if arguments.stack == "swarm"
-        else DeployedStack(deployer(arguments.stack))
+        else DeployedStack(deployer(arguments.stack), overrides=config)
     )
     settle = (
         (lambda: stack.wait_rollouts_settled((*APP_ROLES, "proxy")))
@@ -101,7 +111,9 @@ def main() -> None:
         "time after the deploy ended",
         "when": started,
         "machine": f"{os.cpu_count()} vCPUs, {os.uname().machine}, Docker on the same host",
-        "command": f"python -m bench.deploys --stack {arguments.stack} --runs {arguments.runs}",
+        "command": f"python -m bench.deploys --stack {arguments.stack} --runs {arguments.runs}"
+        + "".join(f" --config {item}" for item in arguments.config),
+        "config": config,
         "totals": {
             "failed_requests": sum(r["failed_requests"] for r in rows),
             "late_jobs": sum(r["late_jobs"] for r in rows),

@@ -77,6 +77,8 @@ class DeployedStack:
 
     deployer: Deployer
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Config keys every later `up` keeps, as `pulumi config set` persists them.
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -89,10 +91,15 @@ class DeployedStack:
         *,
         check: bool = True,
     ) -> Deployed:
-        deployed = self.deployer.up(config, secrets, check=check)
+        deployed = self.deployer.up({**self.overrides, **(config or {})}, secrets, check=check)
         if deployed.ok:
             self.outputs = self.deployer.outputs()
         return deployed
+
+    def configure(self, **changes: str) -> Deployed:
+        """`pulumi config set` for each change, then `up`."""
+        self.overrides.update(changes)
+        return self.up()
 
     def down(self, *, volumes: bool = False) -> None:
         self.deployer.down(volumes=volumes)
@@ -224,23 +231,6 @@ class DeployedStack:
 
 @dataclass
 class SwarmStack(DeployedStack):
-    # Config keys every later `up` keeps, as `pulumi config set` persists them.
-    overrides: dict[str, str] = field(default_factory=dict)
-
-    def up(
-        self,
-        config: Mapping[str, str] | None = None,
-        secrets: Mapping[str, str] | None = None,
-        *,
-        check: bool = True,
-    ) -> Deployed:
-        return super().up({**self.overrides, **(config or {})}, secrets, check=check)
-
-    def configure(self, **changes: str) -> Deployed:
-        """`pulumi config set` for each change, then `up`."""
-        self.overrides.update(changes)
-        return self.up()
-
     def service(self, role: str) -> docker.models.services.Service:
         (name,) = self.names(role)
         return docker.from_env().services.get(name)
