@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/taskstack"
-    # The migration only: the administrator that makes the app's role (app/roles.py).
+    # The migration only: the administrator that makes the app's role (app/storage/roles.py).
     admin_database_url: SecretStr | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     @property
     def database_libpq_url(self) -> str:
         """DATABASE_URL as the drivers themselves read it (`postgresql://...`): the hot paths'
-        asyncpg (app/pg.py) and psycopg (app/db.py) connections, which bypass SQLAlchemy."""
+        asyncpg (app/storage/pg.py) and psycopg (app/storage/db.py) connections, which bypass
+        SQLAlchemy."""
         return "postgresql://" + self.database_url.split("://", 1)[1]
 
     @field_validator("database_url")

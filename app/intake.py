@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import idempotency, pg
-from app.jobs import PROCESS_DATA
+from app import idempotency
 from app.outbox import OutboxBatch, get_outbox
+from app.storage import pg
+from app.storage.jobs import PROCESS_DATA
 from app.tasks import process_data
 
 MAX_BATCH = 256

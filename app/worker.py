@@ -11,8 +11,8 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from kombu.entity import Queue
 
 from app.config import get_settings
-from app.db import dispose_sync_engines
 from app.liveness import Rescuer, RunningTasksReporter, running_task_ids
+from app.storage.db import dispose_sync_engines
 
 logger = logging.getLogger(__name__)
 settings = get_settings()

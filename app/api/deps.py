@@ -9,11 +9,11 @@ from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app import pg
 from app.config import Settings, get_settings
-from app.db import get_async_engine, get_session
 from app.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.intake import JobIntake, get_intake
+from app.storage import pg
+from app.storage.db import get_async_engine, get_session
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -33,7 +33,7 @@ async def finished_jobs() -> FinishedJobCache:
 
 
 async def hot_connection() -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the hot path's asyncpg pool (app/pg.py) for the request."""
+    """A connection of the hot path's asyncpg pool (app/storage/pg.py) for the request."""
     async with pg.connection() as connection:
         yield connection
 

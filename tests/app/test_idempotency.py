@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from app import intake
-from app.db import get_sync_engine
+from app.storage.db import get_sync_engine
 from tests.app.helpers import job_row
 
 pytestmark = pytest.mark.anyio
@@ -173,8 +173,8 @@ async def test_a_key_used_on_process_cannot_be_replayed_on_notifications(
 
 
 def test_expired_keys_are_purged() -> None:
-    from app import jobs
-    from app.db import get_sync_sessionmaker
+    from app.storage import jobs
+    from app.storage.db import get_sync_sessionmaker
 
     key = f"old-{uuid.uuid4()}"
     with get_sync_engine().begin() as connection:

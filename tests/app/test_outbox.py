@@ -29,7 +29,7 @@ DEAD_PORT = 1  # nothing listens there: connections are refused at once
 def outbox_rows(task_id: str) -> int:
     from sqlalchemy import text
 
-    from app.db import get_sync_engine
+    from app.storage.db import get_sync_engine
 
     with get_sync_engine().connect() as connection:
         return int(

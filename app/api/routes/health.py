@@ -6,10 +6,10 @@ from collections.abc import Awaitable
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
-from app import pg
 from app.api.deps import BrokerDep, EngineDep, SettingsDep
-from app.db import alembic_head
 from app.schemas import Readiness
+from app.storage import pg
+from app.storage.db import alembic_head
 
 router = APIRouter(tags=["health"])
 
@@ -56,8 +56,8 @@ async def readiness(
         await broker.ping()
 
     async def hot_path_pool() -> None:
-        # POST /process and GET /task use their own asyncpg pool (app/pg.py): a process whose
-        # pool cannot reach PostgreSQL cannot serve them, whatever the SQLAlchemy engine says.
+        # POST /process and GET /task use their own asyncpg pool (app/storage/pg.py): a process
+        # whose pool cannot reach PostgreSQL cannot serve them, whatever the SQLAlchemy engine says.
         async with pg.connection() as connection:
             await connection.fetchval("SELECT 1")
 

@@ -5,12 +5,13 @@ import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app import idempotency, pg
+from app import idempotency
 from app.api.routes.process_item import REPLAYED_HEADER
 from app.api.strict_json import StrictJsonRoute
 from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 from app.outbox import OutboxBatch, get_outbox
 from app.schemas import NotificationIn, TaskAccepted
+from app.storage import pg
 from app.tasks import send_notification
 
 # Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).

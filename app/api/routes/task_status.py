@@ -12,8 +12,8 @@ from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import FinishedJobsDep, HotConnectionDep
 from app.finished_jobs import NO_STORE, cache_control
-from app.models import FINISHED_STATUSES, JobStatus
 from app.schemas import CELERY_STATE, TaskStatus
+from app.storage.models import FINISHED_STATUSES, JobStatus
 
 router = APIRouter(tags=["jobs"])
 
