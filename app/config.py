@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     worker_heartbeat_path: Path = Path("/tmp/celery-worker-heartbeat")  # noqa: S108
     worker_heartbeat_seconds: float = Field(default=2, gt=0, le=60)
     # A worker silent this long is dead: its unacknowledged messages go back to the queue
-    # (app/liveness.py).
+    # (app/worker/liveness.py).
     worker_dead_after_seconds: float = Field(default=6, gt=0, le=3600)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
     # Admission control of each API process (app/admission.py): beyond these, 503 at once.

@@ -22,7 +22,7 @@ from app import idempotency
 from app.outbox import OutboxBatch, get_outbox
 from app.storage import pg
 from app.storage.jobs import PROCESS_DATA
-from app.tasks import process_data
+from app.worker.tasks import process_data
 
 MAX_BATCH = 256
 # One: a second flush running beside the first split the waiting requests into smaller groups,

@@ -112,7 +112,7 @@ def finish(
 
 def mark_started(session: Session, job_id: uuid.UUID) -> int | None:
     """Count this delivery's attempt and mark the job started; its attempt number, or None when
-    it is finished or unknown. Only for jobs with time to be seen running (`app.tasks`)."""
+    it is finished or unknown. Only for jobs with time to be seen running (`app.worker.tasks`)."""
     attempts = session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))

@@ -15,7 +15,7 @@ import redis
 
 from app.broker import task_envelope
 from app.config import get_settings
-from app.tasks import process_data
+from app.worker.tasks import process_data
 
 CHECK_QUEUE = "envelope-check"
 

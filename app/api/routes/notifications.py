@@ -12,7 +12,7 @@ from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 from app.outbox import OutboxBatch, get_outbox
 from app.schemas import NotificationIn, TaskAccepted
 from app.storage import pg
-from app.tasks import send_notification
+from app.worker.tasks import send_notification
 
 # Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).
 router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)

@@ -16,7 +16,7 @@ from app.storage.db import (
     on_job_connection,
     reconnecting,
 )
-from app.worker import celery_app
+from app.worker.celery import celery_app
 
 logger = get_task_logger(__name__)
 settings = get_settings()
