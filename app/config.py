@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     finished_job_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     purge_interval_seconds: float = Field(default=86400, gt=0)
     idempotency_key_retention_hours: float = Field(default=24, gt=0)
-    # The outbox relay of each API process (app/outbox.py).
+    # The outbox relay of each API process (app/intake/outbox.py).
     outbox_relay_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_relay_after_seconds: float = Field(default=5, gt=0, le=3600)
     beat_schedule_path: Path = Path("/tmp/celerybeat-schedule")  # noqa: S108 - the writable tmpfs

@@ -15,10 +15,10 @@ from app.admission import AdmissionLimit
 from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.api.routes import health, job_list, notifications, process_item, task_status
-from app.broker import close_publisher
 from app.config import get_settings
 from app.finished_jobs import FinishedTaskFastPath
-from app.outbox import get_outbox, run_relay
+from app.intake.broker import close_publisher
+from app.intake.outbox import get_outbox, run_relay
 from app.storage import pg
 from app.storage.db import alembic_head, get_async_engine
 

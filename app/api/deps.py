@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.config import Settings, get_settings
 from app.finished_jobs import FinishedJobCache, get_finished_job_cache
-from app.intake import JobIntake, get_intake
+from app.intake.group_commit import JobIntake, get_intake
 from app.storage import pg
 from app.storage.db import get_async_engine, get_session
 
@@ -23,7 +23,7 @@ EngineDep = Annotated[AsyncEngine, Depends(get_async_engine)]
 # Coroutines, not plain functions: FastAPI runs a sync dependency in a worker thread, a hop that
 # costs more than these hot routes' own work (and the intake belongs to the running loop).
 async def intake() -> JobIntake:
-    """POST /process's group commit of the running loop (app/intake.py)."""
+    """POST /process's group commit of the running loop (app/intake/group_commit.py)."""
     return get_intake()
 
 

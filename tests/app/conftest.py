@@ -88,7 +88,7 @@ def worker(database: str) -> Iterator[subprocess.Popen[bytes]]:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app in process; engines and clients are closed after each test (one loop each)."""
     from app.api.deps import get_broker_client
-    from app.broker import close_publisher
+    from app.intake.broker import close_publisher
     from app.main import app
     from app.storage import pg
     from app.storage.db import get_async_engine

@@ -13,7 +13,7 @@ import pytest
 
 from app.config import get_settings
 from app.finished_jobs import FinishedJobCache, get_finished_job_cache
-from app.intake import JobIntake
+from app.intake.group_commit import JobIntake
 from app.storage import jobs, pg
 from tests.app.helpers import create_queued_job, execute, job_row, wait_for_task
 

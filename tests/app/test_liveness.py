@@ -16,8 +16,8 @@ from celery.worker import state as worker_state
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
-from app.broker import task_envelope
 from app.config import get_settings
+from app.intake.broker import task_envelope
 from app.worker import liveness
 from app.worker.celery import JOBS_QUEUE, celery_app
 from app.worker.tasks import process_data

@@ -1,6 +1,6 @@
-"""The transactional outbox (app/outbox.py): the broker is off the accept path. Real PostgreSQL,
-Redis and worker; the broker faulted by pointing the running loop's publisher at a port where
-nothing listens, a dead API process played by outbox rows nobody is publishing."""
+"""The transactional outbox (app/intake/outbox.py): the broker is off the accept path. Real
+PostgreSQL, Redis and worker; the broker faulted by pointing the running loop's publisher at a port
+where nothing listens, a dead API process played by outbox rows nobody is publishing."""
 
 import asyncio
 import uuid
@@ -10,9 +10,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.broker import _publishers
 from app.config import get_settings
-from app.outbox import get_outbox
+from app.intake.broker import _publishers
+from app.intake.outbox import get_outbox
 from tests.app.environment import WORKER_LOG
 from tests.app.helpers import (
     create_queued_job,

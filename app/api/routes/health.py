@@ -66,8 +66,8 @@ async def readiness(
     probes = (database(), broker_ping(), schema(), hot_path_pool())
     results = await asyncio.gather(*(_check(probe, timeout) for probe in probes))
     checks = dict(zip(names, results, strict=True))
-    # The broker is reported, not required: jobs are accepted while it is away (app/outbox.py),
-    # so a broker outage must not take the API out of a load balancer.
+    # The broker is reported, not required: jobs are accepted while it is away
+    # (app/intake/outbox.py), so a broker outage must not take the API out of a load balancer.
     ready = all(checks[name] == "ok" for name in REQUIRED_CHECKS)
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

@@ -1,15 +1,15 @@
-"""POST /notifications: dispatch `send_notification`, through the outbox (app/outbox.py)."""
+"""POST /notifications: dispatch `send_notification`, through the outbox (app/intake/outbox.py)."""
 
 import json
 import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app import idempotency
 from app.api.routes.process_item import REPLAYED_HEADER
 from app.api.strict_json import StrictJsonRoute
-from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
-from app.outbox import OutboxBatch, get_outbox
+from app.intake import idempotency
+from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
+from app.intake.outbox import OutboxBatch, get_outbox
 from app.schemas import NotificationIn, TaskAccepted
 from app.storage import pg
 from app.worker.tasks import send_notification

@@ -34,8 +34,8 @@ from typing import Any
 import asyncpg
 from kombu.transport import redis as kombu_redis
 
-from app.broker import get_publisher, queue_of, task_envelope
 from app.config import get_settings
+from app.intake.broker import get_publisher, queue_of, task_envelope
 from app.storage import pg
 from app.storage.models import UNFINISHED_STATUSES
 from app.worker.liveness import CONSUMER_DEATHS
