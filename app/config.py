@@ -41,7 +41,8 @@ class Settings(BaseSettings):
     reaper_stale_after_seconds: float = Field(default=600, gt=0)
     reaper_batch_size: int = Field(default=1000, ge=1, le=100_000)
     job_retention_days: float = Field(default=7, ge=0)
-    # Finished jobs' GET /task answers kept per API process (app/finished_jobs.py); 0 turns it off.
+    # Finished jobs' GET /task answers kept per API process (app/api/finished_jobs.py); 0 turns it
+    # off.
     finished_job_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     purge_interval_seconds: float = Field(default=86400, gt=0)
     idempotency_key_retention_hours: float = Field(default=24, gt=0)
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
     # (app/worker/liveness.py).
     worker_dead_after_seconds: float = Field(default=6, gt=0, le=3600)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
-    # Admission control of each API process (app/admission.py): beyond these, 503 at once.
+    # Admission control of each API process (app/api/admission.py): beyond these, 503 at once.
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
     max_concurrent_job_lists: int = Field(default=4, ge=1, le=1_000)
     # Read by Flower itself from the environment; declared here so a malformed value fails early.

@@ -9,8 +9,8 @@ from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.api.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.config import Settings, get_settings
-from app.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.intake.group_commit import JobIntake, get_intake
 from app.storage import pg
 from app.storage.db import get_async_engine, get_session
@@ -28,7 +28,7 @@ async def intake() -> JobIntake:
 
 
 async def finished_jobs() -> FinishedJobCache:
-    """GET /task's final answers of this process (app/finished_jobs.py)."""
+    """GET /task's final answers of this process (app/api/finished_jobs.py)."""
     return get_finished_job_cache()
 
 

@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
+from app.api.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.config import get_settings
-from app.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.intake.group_commit import JobIntake
 from app.storage import jobs, pg
 from tests.app.helpers import create_queued_job, execute, job_row, wait_for_task

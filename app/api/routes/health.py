@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
 from app.api.deps import BrokerDep, EngineDep, SettingsDep
-from app.schemas import Readiness
+from app.api.schemas import Readiness
 from app.storage import pg
 from app.storage.db import alembic_head
 

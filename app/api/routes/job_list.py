@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep
-from app.schemas import JobOut, JobPage
+from app.api.schemas import JobOut, JobPage
 from app.storage import jobs
 from app.storage.models import JobStatus
 

@@ -6,11 +6,11 @@ import uuid
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from app.api.routes.process_item import REPLAYED_HEADER
+from app.api.schemas import NotificationIn, TaskAccepted
 from app.api.strict_json import StrictJsonRoute
 from app.intake import idempotency
 from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 from app.intake.outbox import OutboxBatch, get_outbox
-from app.schemas import NotificationIn, TaskAccepted
 from app.storage import pg
 from app.worker.tasks import send_notification
 

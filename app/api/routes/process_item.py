@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from app.api.deps import IntakeDep
+from app.api.schemas import TaskAccepted
 from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
-from app.schemas import TaskAccepted
 
 router = APIRouter(tags=["jobs"])
 
