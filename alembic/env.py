@@ -6,8 +6,8 @@ from sqlalchemy import create_engine, pool, text
 
 from alembic import context
 from app.config import get_settings
-from app.models import Base
-from app.roles import MIGRATION_LOCK_KEY, ensure_app_role
+from app.storage.models import Base
+from app.storage.roles import MIGRATION_LOCK_KEY, ensure_app_role
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

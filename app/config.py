@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/taskstack"
-    # The migration only: the administrator that makes the app's role (app/roles.py).
+    # The migration only: the administrator that makes the app's role (app/storage/roles.py).
     admin_database_url: SecretStr | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -45,11 +45,12 @@ class Settings(BaseSettings):
     reaper_stale_after_seconds: float = Field(default=600, gt=0)
     reaper_batch_size: int = Field(default=1000, ge=1, le=100_000)
     job_retention_days: float = Field(default=7, ge=0)
-    # Finished jobs' GET /task answers kept per API process (app/finished_jobs.py); 0 turns it off.
+    # Finished jobs' GET /task answers kept per API process (app/api/finished_jobs.py); 0 turns it
+    # off.
     finished_job_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
     purge_interval_seconds: float = Field(default=86400, gt=0)
     idempotency_key_retention_hours: float = Field(default=24, gt=0)
-    # The outbox relay of each API process (app/outbox.py).
+    # The outbox relay of each API process (app/intake/outbox.py).
     outbox_relay_interval_seconds: float = Field(default=0.5, gt=0, le=60)
     outbox_relay_after_seconds: float = Field(default=5, gt=0, le=3600)
     beat_schedule_path: Path = Path("/tmp/celerybeat-schedule")  # noqa: S108 - the writable tmpfs
@@ -57,10 +58,10 @@ class Settings(BaseSettings):
     worker_heartbeat_path: Path = Path("/tmp/celery-worker-heartbeat")  # noqa: S108
     worker_heartbeat_seconds: float = Field(default=2, gt=0, le=60)
     # A worker silent this long is dead: its unacknowledged messages go back to the queue
-    # (app/liveness.py).
+    # (app/worker/liveness.py).
     worker_dead_after_seconds: float = Field(default=6, gt=0, le=3600)
     readiness_timeout_seconds: float = Field(default=2, gt=0, le=60)
-    # Admission control of each API process (app/admission.py): beyond these, 503 at once.
+    # Admission control of each API process (app/api/admission.py): beyond these, 503 at once.
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
     max_concurrent_job_lists: int = Field(default=4, ge=1, le=1_000)
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
@@ -69,7 +70,8 @@ class Settings(BaseSettings):
     @property
     def database_libpq_url(self) -> str:
         """DATABASE_URL as the drivers themselves read it (`postgresql://...`): the hot paths'
-        asyncpg (app/pg.py) and psycopg (app/db.py) connections, which bypass SQLAlchemy."""
+        asyncpg (app/storage/pg.py) and psycopg (app/storage/db.py) connections, which bypass
+        SQLAlchemy."""
         return "postgresql://" + self.database_url.split("://", 1)[1]
 
     @field_validator("database_url")

@@ -11,16 +11,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app import pg
-from app.admission import AdmissionLimit
 from app.api import strict_json
+from app.api.admission import AdmissionLimit
 from app.api.deps import get_broker_client
+from app.api.finished_jobs import FinishedTaskFastPath
 from app.api.routes import health, job_list, notifications, process_item, task_status
-from app.broker import close_publisher
 from app.config import MAX_REQUEST_BODY_BYTES, get_settings
-from app.db import alembic_head, get_async_engine
-from app.finished_jobs import FinishedTaskFastPath
-from app.outbox import get_outbox, run_relay
+from app.intake.broker import close_publisher
+from app.intake.outbox import get_outbox, run_relay
+from app.storage import pg
+from app.storage.db import alembic_head, get_async_engine
 
 
 @asynccontextmanager
@@ -54,7 +54,7 @@ app = FastAPI(
 )
 for module in (process_item, task_status, job_list, notifications, health):
     app.include_router(module.router)
-# A request over the process's bound is refused before routing (app/admission.py)...
+# A request over the process's bound is refused before routing (app/api/admission.py)...
 app.add_middleware(
     AdmissionLimit,
     max_requests=get_settings().max_concurrent_requests,

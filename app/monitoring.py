@@ -24,7 +24,7 @@ import tornado.web
 from flower import events
 from flower.views import monitor
 
-from app.worker import celery_app
+from app.worker.celery import celery_app
 
 __all__ = ["celery_app"]
 

@@ -17,7 +17,7 @@ import docker.models.containers
 import docker.models.services
 import httpx
 
-from app import liveness
+from app.worker import liveness
 from deploy import Deployed, Deployer
 from deploy.base import ARTIFACTS as ARTIFACTS  # the suites write their reports there too
 from rehearsal.stack_config import read_rehearsal_secrets

@@ -9,11 +9,11 @@ from fastapi import Depends
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from app import pg
+from app.api.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.config import Settings, get_settings
-from app.db import get_async_engine, get_session
-from app.finished_jobs import FinishedJobCache, get_finished_job_cache
-from app.intake import JobIntake, get_intake
+from app.intake.group_commit import JobIntake, get_intake
+from app.storage import pg
+from app.storage.db import get_async_engine, get_session
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -23,17 +23,17 @@ EngineDep = Annotated[AsyncEngine, Depends(get_async_engine)]
 # Coroutines, not plain functions: FastAPI runs a sync dependency in a worker thread, a hop that
 # costs more than these hot routes' own work (and the intake belongs to the running loop).
 async def intake() -> JobIntake:
-    """POST /process's group commit of the running loop (app/intake.py)."""
+    """POST /process's group commit of the running loop (app/intake/group_commit.py)."""
     return get_intake()
 
 
 async def finished_jobs() -> FinishedJobCache:
-    """GET /task's final answers of this process (app/finished_jobs.py)."""
+    """GET /task's final answers of this process (app/api/finished_jobs.py)."""
     return get_finished_job_cache()
 
 
 async def hot_connection() -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the hot path's asyncpg pool (app/pg.py) for the request."""
+    """A connection of the hot path's asyncpg pool (app/storage/pg.py) for the request."""
     async with pg.connection() as connection:
         yield connection
 

@@ -46,7 +46,7 @@ def database() -> Iterator[str]:
         command.upgrade(config, "head")
         yield TEST_ENV["DATABASE_URL"]
     finally:
-        from app.db import get_sync_engine
+        from app.storage.db import get_sync_engine
 
         get_sync_engine().dispose()
         admin_execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)')
@@ -87,11 +87,11 @@ def worker(database: str) -> Iterator[subprocess.Popen[bytes]]:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     """The ASGI app in process; engines and clients are closed after each test (one loop each)."""
-    from app import pg
     from app.api.deps import get_broker_client
-    from app.broker import close_publisher
-    from app.db import get_async_engine
+    from app.intake.broker import close_publisher
     from app.main import app
+    from app.storage import pg
+    from app.storage.db import get_async_engine
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

@@ -9,8 +9,8 @@ import anyio
 import httpx
 from sqlalchemy import text
 
-from app import jobs
-from app.db import get_async_sessionmaker, get_sync_engine
+from app.storage import jobs
+from app.storage.db import get_async_sessionmaker, get_sync_engine
 
 # Generous: a prefork worker on a loaded CI machine, plus retry countdowns of a few seconds.
 SETTLE_SECONDS = 60

@@ -20,8 +20,8 @@ from schemathesis import Case
 from app.api import strict_json
 from app.api.deps import get_broker_client
 from app.config import MAX_REQUEST_BODY_BYTES
-from app.db import get_async_engine
 from app.main import app
+from app.storage.db import get_async_engine
 from tests.app.environment import WORKER_LOG
 from tests.app.helpers import wait_for_log_line
 

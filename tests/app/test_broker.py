@@ -1,4 +1,4 @@
-"""`app.broker` writes, byte for byte where it matters, what kombu's Redis transport writes.
+"""`app.intake.broker` writes, byte for byte where it matters, what kombu's Redis transport writes.
 
 Both publishers push one message for the same task id to a queue no worker consumes; the test
 compares the two envelopes as the worker reads them (only the per-message delivery tag differs).
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from app.broker import task_envelope
 from app.config import get_settings
-from app.tasks import process_data
+from app.intake.broker import task_envelope
+from app.worker.tasks import process_data
 
 CHECK_QUEUE = "envelope-check"
 

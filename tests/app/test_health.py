@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.api.deps import get_broker_client
 from app.config import get_settings
-from app.db import get_async_engine
 from app.main import app
+from app.storage.db import get_async_engine
 from tests.app.environment import admin_execute
 
 pytestmark = pytest.mark.anyio

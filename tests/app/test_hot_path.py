@@ -11,10 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from app import jobs, pg
+from app.api.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.config import get_settings
-from app.finished_jobs import FinishedJobCache, get_finished_job_cache
-from app.intake import JobIntake
+from app.intake.group_commit import JobIntake
+from app.storage import jobs, pg
 from tests.app.helpers import create_queued_job, execute, job_row, wait_for_task
 
 pytestmark = pytest.mark.anyio
@@ -233,7 +233,7 @@ async def test_one_write_finishes_a_job_counting_its_attempt_once() -> None:
 
 async def test_a_delivery_that_ran_started_is_not_counted_twice() -> None:
     job_id = await create_queued_job(9)
-    from app.db import get_sync_sessionmaker
+    from app.storage.db import get_sync_sessionmaker
 
     with get_sync_sessionmaker(durable=False)() as session:
         assert jobs.mark_started(session, job_id) == 1

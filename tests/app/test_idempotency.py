@@ -1,4 +1,4 @@
-"""Idempotency-Key on POST /process/{item_id} and POST /notifications (app/idempotency.py): a
+"""Idempotency-Key on POST /process/{item_id} and POST /notifications (app/intake/idempotency.py): a
 retry returns the first answer and creates nothing; a key reused for another request is a 422."""
 
 import asyncio
@@ -8,8 +8,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app import intake
-from app.db import get_sync_engine
+from app.intake import group_commit
+from app.storage.db import get_sync_engine
 from tests.app.helpers import job_row
 
 pytestmark = pytest.mark.anyio
@@ -85,18 +85,18 @@ async def test_the_same_key_after_the_first_answer_was_lost(
     connection dropped after the commit): the retry gets that job, nothing new is created."""
     item = 2_000_000_006
     key = str(uuid.uuid4())
-    settle = intake._settle
+    settle = group_commit._settle
 
-    def answer_lost(entry: intake._Waiting, outcome: object) -> None:
+    def answer_lost(entry: group_commit._Waiting, outcome: object) -> None:
         if entry.key == key and not entry.accepted.done():
             entry.accepted.set_exception(ConnectionResetError("client went away"))
             return
         settle(entry, outcome)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(intake, "_settle", answer_lost)
+    monkeypatch.setattr(group_commit, "_settle", answer_lost)
     with pytest.raises(ConnectionResetError):
         await client.post(f"/process/{item}", headers={"Idempotency-Key": key})
-    monkeypatch.setattr(intake, "_settle", settle)
+    monkeypatch.setattr(group_commit, "_settle", settle)
     with get_sync_engine().connect() as connection:
         (recorded,) = connection.scalars(
             text("SELECT id FROM jobs WHERE item_id = :item"), {"item": item}
@@ -173,8 +173,8 @@ async def test_a_key_used_on_process_cannot_be_replayed_on_notifications(
 
 
 def test_expired_keys_are_purged() -> None:
-    from app import jobs
-    from app.db import get_sync_sessionmaker
+    from app.storage import jobs
+    from app.storage.db import get_sync_sessionmaker
 
     key = f"old-{uuid.uuid4()}"
     with get_sync_engine().begin() as connection:

@@ -1,6 +1,7 @@
-"""Worker liveness (app/liveness.py): a consumer's held messages are recorded with kombu's own
-unacked entries, and the real worker restores those of a dead consumer, never a task a live worker
-still runs. A dead consumer is played by its records in Redis: held messages, no `alive` key."""
+"""Worker liveness (app/worker/liveness.py): a consumer's held messages are recorded with kombu's
+own unacked entries, and the real worker restores those of a dead consumer, never a task a live
+worker still runs. A dead consumer is played by its records in Redis: held messages, no `alive`
+key."""
 
 import json
 import time
@@ -15,11 +16,11 @@ from celery.worker import state as worker_state
 from kombu.entity import Exchange, Queue
 from kombu.messaging import Producer
 
-from app import liveness
-from app.broker import task_envelope
 from app.config import get_settings
-from app.tasks import process_data
-from app.worker import JOBS_QUEUE, celery_app
+from app.intake.broker import task_envelope
+from app.worker import liveness
+from app.worker.celery import JOBS_QUEUE, celery_app
+from app.worker.tasks import process_data
 from tests.app.helpers import create_queued_job, job_row, wait_for_task
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from app.db import alembic_head
+from app.storage.db import alembic_head
 from tests.app.environment import REPO_ROOT, admin_execute
 
 

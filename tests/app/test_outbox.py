@@ -1,6 +1,6 @@
-"""The transactional outbox (app/outbox.py): the broker is off the accept path. Real PostgreSQL,
-Redis and worker; the broker faulted by pointing the running loop's publisher at a port where
-nothing listens, a dead API process played by outbox rows nobody is publishing."""
+"""The transactional outbox (app/intake/outbox.py): the broker is off the accept path. Real
+PostgreSQL, Redis and worker; the broker faulted by pointing the running loop's publisher at a port
+where nothing listens, a dead API process played by outbox rows nobody is publishing."""
 
 import asyncio
 import contextlib
@@ -11,11 +11,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app import outbox as outbox_module
-from app.broker import _publishers
 from app.config import get_settings
-from app.liveness import CONSUMER_DEATHS
-from app.outbox import get_outbox
+from app.intake import outbox as outbox_module
+from app.intake.broker import _publishers
+from app.intake.outbox import get_outbox
+from app.worker.liveness import CONSUMER_DEATHS
 from tests.app.environment import WORKER_LOG
 from tests.app.helpers import (
     create_queued_job,
@@ -32,7 +32,7 @@ DEAD_PORT = 1  # nothing listens there: connections are refused at once
 def outbox_rows(task_id: str) -> int:
     from sqlalchemy import text
 
-    from app.db import get_sync_engine
+    from app.storage.db import get_sync_engine
 
     with get_sync_engine().connect() as connection:
         return int(

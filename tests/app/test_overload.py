@@ -11,10 +11,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admission import AdmissionLimit
+from app.api.admission import AdmissionLimit
 from app.config import get_settings
-from app.db import get_async_engine, get_session
 from app.main import app
+from app.storage.db import get_async_engine, get_session
 
 pytestmark = pytest.mark.anyio
 

@@ -1,5 +1,6 @@
-"""The app's PostgreSQL role, made by the migration (app/roles.py): not a superuser, no CREATEDB or
-CREATEROLE, owner of its schema and of the tables the migrations create, and nothing more."""
+"""The app's PostgreSQL role, made by the migration (app/storage/roles.py): not a superuser, no
+CREATEDB or CREATEROLE, owner of its schema and of the tables the migrations create, and nothing
+more."""
 
 import os
 import secrets
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from app.roles import AppRoleError, ensure_app_role, scram_verifier
+from app.storage.roles import AppRoleError, ensure_app_role, scram_verifier
 from tests.app.environment import PG_ADMIN_DSN, REPO_ROOT, admin_execute
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from app.config import get_settings
-from app.tasks import process_data, publish_job, purge_finished_jobs, requeue_stale_jobs
-from app.worker import MAINTENANCE_QUEUE, celery_app
+from app.worker.celery import MAINTENANCE_QUEUE, celery_app
+from app.worker.tasks import process_data, publish_job, purge_finished_jobs, requeue_stale_jobs
 from tests.app.environment import REPO_ROOT, RUN_DIR, TEST_ENV, WORKER_LOG, stop_process
 from tests.app.helpers import (
     create_queued_job,

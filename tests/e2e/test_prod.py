@@ -72,7 +72,7 @@ def test_the_proxy_answers_a_finished_poll_again_from_its_cache(
     prod_stack: DeployedStack,
 ) -> None:
     # submit_and_wait polls while the job is PENDING: had the proxy kept one of those answers,
-    # it would never have seen SUCCESS (unfinished answers are no-store, app/finished_jobs.py).
+    # it would never have seen SUCCESS (unfinished answers are no-store, app/api/finished_jobs.py).
     done = prod_stack.submit_and_wait(43)
     unknown = uuid.uuid4()
     with prod_stack.api() as client:

@@ -8,7 +8,8 @@ import psycopg
 
 from tests.faults.servers import AppProcesses
 
-# app/tasks.py logs these when a delivery finds its job already finished (the effect is skipped).
+# app/worker/tasks.py logs these when a delivery finds its job already finished (the effect is
+# skipped).
 IGNORED_DELIVERY = "is finished or unknown; ignoring this delivery"
 EFFECT_ALREADY_APPLIED = "was finished by another delivery"
 WORKER_LOST = "WorkerLostError"

@@ -160,7 +160,7 @@ def test_postgres_restarted_mid_batch(stack: Stack) -> None:
         refused=len(refused),
         refused_while_postgresql_down=sum(1 for r in refused if fault_at <= r.at <= back_at + 1),
         refused_status_codes=sorted({r.status_code for r in refused}, key=str),
-        # Jobs cut off by the restart are retried by the worker itself (app/tasks.py).
+        # Jobs cut off by the restart are retried by the worker itself (app/worker/tasks.py).
         jobs_created_before_fault_all_started_after_seconds=last_started_after(stack.dsn, fault_at),
         **worker_log_figures(processes, "worker-1"),
     )

@@ -1,7 +1,7 @@
 """A worker killed in the middle of a 1,000-job batch: its parent (a new worker started, as a
 restart policy does; or another worker already running, as with several containers), a pool
 child. With the shipped defaults (visibility timeout 1 h, reaper after 10 min): the jobs the dead
-worker held come back through worker liveness (app/liveness.py) within seconds."""
+worker held come back through worker liveness (app/worker/liveness.py) within seconds."""
 
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ def test_requests_go_to_the_least_busy_copy_and_finished_polls_are_answered_from
     text = rendered(run_stack(stack))
     assert "balance leastconn" in text
     backend = text[text.index("backend api") :]
-    # Only GET /task answers, and only as the API's Cache-Control allows (app/finished_jobs.py).
+    # Only GET /task answers, and only as the API's Cache-Control allows (app/api/finished_jobs.py).
     assert "http-request cache-use finished_jobs if { path_beg /task/ }" in backend
     assert "http-response cache-store finished_jobs" in backend
     cache = text[text.index("cache finished_jobs") : text.index("\ndefaults\n")]

@@ -6,10 +6,10 @@ from collections.abc import Awaitable
 from fastapi import APIRouter, Response, status
 from sqlalchemy import text
 
-from app import pg
 from app.api.deps import BrokerDep, EngineDep, SettingsDep
-from app.db import alembic_head
-from app.schemas import Readiness
+from app.api.schemas import Readiness
+from app.storage import pg
+from app.storage.db import alembic_head
 
 router = APIRouter(tags=["health"])
 
@@ -56,8 +56,8 @@ async def readiness(
         await broker.ping()
 
     async def hot_path_pool() -> None:
-        # POST /process and GET /task use their own asyncpg pool (app/pg.py): a process whose
-        # pool cannot reach PostgreSQL cannot serve them, whatever the SQLAlchemy engine says.
+        # POST /process and GET /task use their own asyncpg pool (app/storage/pg.py): a process
+        # whose pool cannot reach PostgreSQL cannot serve them, whatever the SQLAlchemy engine says.
         async with pg.connection() as connection:
             await connection.fetchval("SELECT 1")
 
@@ -66,8 +66,8 @@ async def readiness(
     probes = (database(), broker_ping(), schema(), hot_path_pool())
     results = await asyncio.gather(*(_check(probe, timeout) for probe in probes))
     checks = dict(zip(names, results, strict=True))
-    # The broker is reported, not required: jobs are accepted while it is away (app/outbox.py),
-    # so a broker outage must not take the API out of a load balancer.
+    # The broker is reported, not required: jobs are accepted while it is away
+    # (app/intake/outbox.py), so a broker outage must not take the API out of a load balancer.
     ready = all(checks[name] == "ok" for name in REQUIRED_CHECKS)
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

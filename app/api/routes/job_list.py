@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app import jobs
 from app.api.deps import SessionDep
-from app.models import JobStatus
-from app.schemas import JobOut, JobPage
+from app.api.schemas import JobOut, JobPage
+from app.storage import jobs
+from app.storage.models import JobStatus
 
 router = APIRouter(tags=["jobs"])
 

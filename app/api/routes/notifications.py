@@ -1,17 +1,18 @@
-"""POST /notifications: dispatch `send_notification`, through the outbox (app/outbox.py)."""
+"""POST /notifications: dispatch `send_notification`, through the outbox (app/intake/outbox.py)."""
 
 import json
 import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app import idempotency, pg
 from app.api.routes.process_item import REPLAYED_HEADER
+from app.api.schemas import NotificationIn, TaskAccepted
 from app.api.strict_json import StrictJsonRoute
-from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
-from app.outbox import OutboxBatch, get_outbox
-from app.schemas import NotificationIn, TaskAccepted
-from app.tasks import send_notification
+from app.intake import idempotency
+from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
+from app.intake.outbox import OutboxBatch, get_outbox
+from app.storage import pg
+from app.worker.tasks import send_notification
 
 # Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).
 router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)

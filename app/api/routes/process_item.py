@@ -5,8 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from app.api.deps import IntakeDep
-from app.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
-from app.schemas import TaskAccepted
+from app.api.schemas import TaskAccepted
+from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 
 router = APIRouter(tags=["jobs"])
 
@@ -40,7 +40,8 @@ async def process_item(
     """Record a job; poll GET /task/{task_id} for its state.
 
     The 202 comes once the row is committed; its message reaches the broker afterwards, through
-    the outbox (app/intake.py, app/outbox.py), whatever the broker is doing at the time.
+    the outbox (app/intake/group_commit.py, app/intake/outbox.py), whatever the broker is doing at
+    the time.
     """
     try:
         job_id, replayed = await intake.accept(item_id, idempotency_key)

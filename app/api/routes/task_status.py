@@ -1,6 +1,6 @@
 """GET /task/{task_id}: the tutorial's polling endpoint, answered from the job row.
 
-A finished job's answer, once read here, is kept and served by `app.finished_jobs`'s middleware
+A finished job's answer, once read here, is kept and served by `app.api.finished_jobs`'s middleware
 before routing: this route runs for unfinished, unknown and not yet cached jobs.
 """
 
@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import FinishedJobsDep, HotConnectionDep
-from app.finished_jobs import NO_STORE, cache_control
-from app.models import FINISHED_STATUSES, JobStatus
-from app.schemas import CELERY_STATE, TaskStatus
+from app.api.finished_jobs import NO_STORE, cache_control
+from app.api.schemas import CELERY_STATE, TaskStatus
+from app.storage.models import FINISHED_STATUSES, JobStatus
 
 router = APIRouter(tags=["jobs"])
 

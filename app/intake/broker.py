@@ -30,7 +30,7 @@ from kombu.serialization import dumps
 from redis.asyncio import Redis
 
 from app.config import get_settings
-from app.worker import celery_app
+from app.worker.celery import celery_app
 
 # kombu's default for messages of a durable queue (`delivery_mode` 2, persistent).
 PERSISTENT = 2

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.models import JobStatus
+from app.storage.models import JobStatus
 
 # Celery's state names, which the tutorial's client polls for.
 CeleryState = Literal["PENDING", "STARTED", "RETRY", "SUCCESS", "FAILURE"]

@@ -1,5 +1,6 @@
 """The API's hot path on asyncpg: one pool per event loop, for the two statements every request of
-the tutorial's workload runs (the batched INSERT of `app.intake`, the SELECT of GET /task).
+the tutorial's workload runs (the batched INSERT of `app.intake.group_commit`, the SELECT of
+GET /task).
 
 SQLAlchemy stays for the models, Alembic, the worker and the other routes; these two statements
 skip its statement machinery and psycopg's per-query overhead (docs/bench.md, "What was changed

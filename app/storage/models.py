@@ -98,7 +98,8 @@ class Job(Base):
 
 
 class OutboxBatch(Base):
-    """Task messages whose rows are committed and which the broker may not hold yet (app/outbox.py).
+    """Task messages whose rows are committed and which the broker may not hold yet
+    (app/intake/outbox.py).
 
     One row per group of messages committed together (a group commit's jobs, one notification),
     written in the same statement as the rows it names and deleted once the broker took them.

@@ -34,12 +34,12 @@ from typing import Any
 import asyncpg
 from kombu.transport import redis as kombu_redis
 
-from app import pg
-from app.broker import get_publisher, queue_of, task_envelope
 from app.config import get_settings
-from app.liveness import CONSUMER_DEATHS
-from app.models import UNFINISHED_STATUSES
-from app.tasks import process_data
+from app.intake.broker import get_publisher, queue_of, task_envelope
+from app.storage import pg
+from app.storage.models import UNFINISHED_STATUSES
+from app.worker.liveness import CONSUMER_DEATHS
+from app.worker.tasks import process_data
 
 logger = logging.getLogger(__name__)
 

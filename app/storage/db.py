@@ -77,9 +77,9 @@ def get_sync_engine(durable: bool = True) -> Engine:
 def get_sync_sessionmaker(durable: bool = True) -> sessionmaker[Session]:
     """Sessions for the worker's job updates, in autocommit (same pool as `get_sync_engine`).
 
-    Every job-lifecycle change (`app.jobs`) is one statement, atomic on its own; autocommit saves
-    the BEGIN and COMMIT round trips around each. A job's own claim and finish do not come here
-    (`on_job_connection`).
+    Every job-lifecycle change (`app.storage.jobs`) is one statement, atomic on its own; autocommit
+    saves the BEGIN and COMMIT round trips around each. A job's own claim and finish do not come
+    here (`on_job_connection`).
     """
     return sessionmaker(
         get_sync_engine(durable).execution_options(isolation_level="AUTOCOMMIT"),
@@ -92,7 +92,8 @@ def reconnecting(sessions: sessionmaker[Session], change: Callable[[Session], T]
 
     Instead of a ping round trip on every checkout: a connection that PostgreSQL closed (a restart)
     fails its statement, SQLAlchemy then invalidates the whole pool, and the second attempt runs on
-    a fresh connection. Every change in `app.jobs` is conditional, so running one twice is harmless.
+    a fresh connection. Every change in `app.storage.jobs` is conditional, so running one twice is
+    harmless.
     """
     try:
         with sessions() as session:
@@ -128,8 +129,9 @@ def _job_connection() -> psycopg.Connection[Any]:
 
 
 def on_job_connection(statement: Callable[[psycopg.Connection[Any]], T]) -> T:
-    """Run one of the worker's two per-job statements (`app.jobs.claim`, `app.jobs.finish`) on
-    this thread's own psycopg connection, in autocommit, prepared once per connection.
+    """Run one of the worker's two per-job statements (`app.storage.jobs.claim`,
+    `app.storage.jobs.finish`) on this thread's own psycopg connection, in autocommit, prepared once
+    per connection.
 
     Not through SQLAlchemy: its statement machinery cost ten times the driver's own work per job
     (docs/bench.md). Without a ping: a connection PostgreSQL closed (a restart) fails the
@@ -151,7 +153,7 @@ def dispose_sync_engines() -> None:
         get_sync_engine(durable).dispose(close=False)
 
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+ALEMBIC_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
 @lru_cache

@@ -8,9 +8,9 @@ most a process builds at once (docs/app.md, "Overload").
 
 A plain ASGI middleware: two counters on the process's event loop, no lock, nothing awaited on the
 admitted path (its cost is measured in RELIABILITY.md, "Overload and slow clients"). A finished
-job's cached `GET /task` answer is served before it (app/finished_jobs.py: no database, no page).
-The health endpoints are never refused: a process that sheds load still says whether it can serve
-(`/health/ready` checks its pools within `READINESS_TIMEOUT_SECONDS`).
+job's cached `GET /task` answer is served before it (app/api/finished_jobs.py: no database, no
+page). The health endpoints are never refused: a process that sheds load still says whether it
+can serve (`/health/ready` checks its pools within `READINESS_TIMEOUT_SECONDS`).
 """
 
 import json

@@ -11,8 +11,8 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from kombu.entity import Queue
 
 from app.config import get_settings
-from app.db import dispose_sync_engines
-from app.liveness import Rescuer, RunningTasksReporter, running_task_ids
+from app.storage.db import dispose_sync_engines
+from app.worker.liveness import Rescuer, RunningTasksReporter, running_task_ids
 
 logger = logging.getLogger(__name__)
 settings = get_settings()
@@ -22,7 +22,7 @@ settings = get_settings()
 JOBS_QUEUE = "celery"
 MAINTENANCE_QUEUE = "maintenance"
 
-celery_app = Celery("taskstack", include=["app.tasks"])
+celery_app = Celery("taskstack", include=["app.worker.tasks"])
 celery_app.conf.update(
     broker_url=settings.celery_broker_url,
     result_backend=settings.celery_result_backend,
@@ -43,7 +43,7 @@ celery_app.conf.update(
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
     broker_connection_retry_on_startup=True,
     # kombu's Redis transport, recording which messages each consumer holds (app/liveness.py).
-    broker_transport="app.liveness:Transport",
+    broker_transport="app.worker.liveness:Transport",
     task_queues=(Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)),  # type: ignore[no-untyped-call]
     task_default_queue=JOBS_QUEUE,
     task_routes={

@@ -2,8 +2,8 @@
 
 Each request hands its item id (and its Idempotency-Key, if any) to the running loop's `JobIntake`
 and waits. A flush takes every request waiting at that moment and records their rows with ONE
-statement: a multi-row INSERT of the jobs and of their outbox row (`app.outbox`), plus their keys
-when some were sent. When it returns, the rows are committed (autocommit) and each request is
+statement: a multi-row INSERT of the jobs and of their outbox row (`app.intake.outbox`), plus their
+keys when some were sent. When it returns, the rows are committed (autocommit) and each request is
 answered; the batch's messages then go to the broker through the outbox, after the answers and
 whatever Redis is doing. So 32 concurrent requests cost one round trip to PostgreSQL before their
 202, and the only reason for a 503 is that PostgreSQL did not take them (nothing recorded).
@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from app import idempotency, pg
-from app.jobs import PROCESS_DATA
-from app.outbox import OutboxBatch, get_outbox
-from app.tasks import process_data
+from app.intake import idempotency
+from app.intake.outbox import OutboxBatch, get_outbox
+from app.storage import pg
+from app.storage.jobs import PROCESS_DATA
+from app.worker.tasks import process_data
 
 MAX_BATCH = 256
 # One: a second flush running beside the first split the waiting requests into smaller groups,
@@ -90,7 +91,7 @@ class JobIntake:
 
     async def accept(self, item_id: int, key: str | None = None) -> tuple[uuid.UUID, bool]:
         """Record a job; returns its id once committed, and whether it is a replay (the key's
-        first request recorded it). Its message is published afterwards (`app.outbox`).
+        first request recorded it). Its message is published afterwards (`app.intake.outbox`).
 
         Raises `pg.DatabaseUnavailable` (nothing recorded) or
         `idempotency.IdempotencyKeyReused`."""

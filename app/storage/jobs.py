@@ -15,7 +15,13 @@ from sqlalchemy import CursorResult, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app.models import FINISHED_STATUSES, UNFINISHED_STATUSES, IdempotencyKey, Job, JobStatus
+from app.storage.models import (
+    FINISHED_STATUSES,
+    UNFINISHED_STATUSES,
+    IdempotencyKey,
+    Job,
+    JobStatus,
+)
 
 PROCESS_DATA = "process_data"
 
@@ -62,7 +68,7 @@ _UNFINISHED = ", ".join(f"'{status.value}'" for status in UNFINISHED_STATUSES)
 _FINISHED = ", ".join(f"'{status.value}'" for status in FINISHED_STATUSES)
 
 # The worker's two statements per job, in plain SQL on its own psycopg connection
-# (`app.db.on_job_connection`), not through SQLAlchemy (docs/bench.md).
+# (`app.storage.db.on_job_connection`), not through SQLAlchemy (docs/bench.md).
 CLAIM = f"""
 SELECT status, attempts, item_id, payload FROM jobs
 WHERE id = %(id)s AND status IN ({_UNFINISHED})
@@ -106,7 +112,7 @@ def finish(
 
 def mark_started(session: Session, job_id: uuid.UUID) -> int | None:
     """Count this delivery's attempt and mark the job started; its attempt number, or None when
-    it is finished or unknown. Only for jobs with time to be seen running (`app.tasks`)."""
+    it is finished or unknown. Only for jobs with time to be seen running (`app.worker.tasks`)."""
     attempts = session.scalar(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))

@@ -8,10 +8,15 @@ from typing import Any
 from celery import Task
 from celery.utils.log import get_task_logger
 
-from app import jobs
 from app.config import get_settings
-from app.db import DATABASE_DOWN_ERRORS, get_sync_sessionmaker, on_job_connection, reconnecting
-from app.worker import celery_app
+from app.storage import jobs
+from app.storage.db import (
+    DATABASE_DOWN_ERRORS,
+    get_sync_sessionmaker,
+    on_job_connection,
+    reconnecting,
+)
+from app.worker.celery import celery_app
 
 logger = get_task_logger(__name__)
 settings = get_settings()
@@ -119,9 +124,9 @@ def _process(self: Task, job_id: str) -> dict[str, Any] | None:
     # `started` is written only when the job has time to be seen running. A job done at once goes
     # from queued to succeeded in one UPDATE that counts the attempt and stamps started_at: one
     # write per job instead of two. `started` commits without waiting for the WAL flush
-    # (app.db.get_sync_engine): a crash may lose it, never the job, whose message is acknowledged
-    # only after the durable `finish` below. The delivery's attempt is counted exactly once:
-    # by `mark_started`, else by the change that ends the attempt (`JobTask._uncounted`).
+    # (app.storage.db.get_sync_engine): a crash may lose it, never the job, whose message is
+    # acknowledged only after the durable `finish` below. The delivery's attempt is counted exactly
+    # once: by `mark_started`, else by the change that ends the attempt (`JobTask._uncounted`).
     self.request.attempt_counted = False
     attempt = job.attempts + 1
     if work_seconds > 0:

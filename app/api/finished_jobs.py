@@ -1,8 +1,8 @@
 """GET /task answers for finished jobs, kept in memory: a finished job never changes again.
 
-Every state change in `app.jobs` excludes finished rows (`succeeded`, `failed`), so once GET /task
-has read a finished job its answer is final, and polling it again needs no round trip. The one
-thing that removes a finished job is the purge (`purge_finished_jobs`: finished more than
+Every state change in `app.storage.jobs` excludes finished rows (`succeeded`, `failed`), so once
+GET /task has read a finished job its answer is final, and polling it again needs no round trip. The
+one thing that removes a finished job is the purge (`purge_finished_jobs`: finished more than
 JOB_RETENTION_DAYS ago); an entry is served only until that moment, then the row is read again (and
 is a 404 once purged). Bounded: at most FINISHED_JOB_CACHE_SIZE entries per API process, the least
 recently read dropped first; 0 turns the cache off.
