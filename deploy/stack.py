@@ -27,7 +27,8 @@ SUCCEEDED_LINE = re.compile(r"Task app\.tasks\.process_data\[([0-9a-f-]{36})\] s
 T = TypeVar("T")
 
 JOB_HISTORY_COLUMNS = "status, attempts, created_at, queued_at, started_at, finished_at, error"
-# Where a job's message is in the broker (app/liveness.py's keys): on a queue (with its index),
+# Where a job's message is in the broker (app/worker/liveness.py's keys): on a queue (with its
+# index),
 # or in kombu's unacknowledged hash, held by which consumer channels, alive or dead.
 BROKER_LOCATION = """
 local id, prefix, found = ARGV[1], ARGV[2], {}

@@ -39,7 +39,8 @@ TLS_PEM_ENV = "TLS_PEM"
 # and slow clients").
 REQUESTS_PER_API_PROCESS = 64
 # The longest a request waits in that queue before HAProxy's 503 (with Retry-After): the same
-# bound as the API's wait for a pooled connection (app/db.py), well under a client's patience.
+# bound as the API's wait for a pooled connection (app/storage/db.py), well under a client's
+# patience.
 QUEUE_TIMEOUT_SECONDS = 2
 # Request headers beyond the body: what one buffer holds on top of the largest body.
 _HEADER_ROOM = 16 * 1024

@@ -210,7 +210,8 @@ RECONCILED_KEEP_SECONDS = 86400
 
 async def reconcile(connection: asyncpg.Connection, run_id: str) -> int:
     """After a broker restart, or a consumer's death (`run_id` then names the death: the
-    liveness counter, app/liveness.py): publish again every unfinished job the broker no longer
+    liveness counter, app/worker/liveness.py): publish again every unfinished job the broker no
+    longer
     holds.
 
     A Redis that stopped or died may have lost messages the outbox no longer has: one a worker

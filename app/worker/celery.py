@@ -42,7 +42,8 @@ celery_app.conf.update(
     # (work time plus the longest retry countdown, which a worker holds unacknowledged).
     broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
     broker_connection_retry_on_startup=True,
-    # kombu's Redis transport, recording which messages each consumer holds (app/liveness.py).
+    # kombu's Redis transport, recording which messages each consumer holds
+    # (app/worker/liveness.py).
     broker_transport="app.worker.liveness:Transport",
     task_queues=(Queue(JOBS_QUEUE), Queue(MAINTENANCE_QUEUE)),  # type: ignore[no-untyped-call]
     task_default_queue=JOBS_QUEUE,
@@ -76,7 +77,7 @@ def _dispose_inherited_pool(**_: Any) -> None:
 class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     """Every WORKER_HEARTBEAT_SECONDS while the consumer is connected: touches
     WORKER_HEARTBEAT_PATH (the container healthcheck), shows the worker alive in Redis and puts
-    dead workers' messages back on their queues (app/liveness.py)."""
+    dead workers' messages back on their queues (app/worker/liveness.py)."""
 
     requires: ClassVar[set[str]] = {"celery.worker.consumer.tasks:Tasks"}
 
@@ -118,7 +119,8 @@ class WorkerHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
-    """The worker's `RunningTasksReporter` (app/liveness.py), for the process's whole life."""
+    """The worker's `RunningTasksReporter` (app/worker/liveness.py), for the process's whole
+    life."""
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)

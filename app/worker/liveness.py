@@ -5,11 +5,12 @@ Celery with Redis keeps each message a worker took, and has not acknowledged yet
 timeout (an hour by default) hands it out again. Shortening that timeout would run long tasks
 twice. Instead, each consumer channel records which messages it holds and shows that it is alive:
 
-- `TrackedQoS` (the broker transport's QoS, `broker_transport` in app/worker.py) adds the
+- `TrackedQoS` (the broker transport's QoS, `broker_transport` in app/worker/celery.py) adds the
   delivery tag to the channel's `held` set in the same pipeline that writes kombu's `unacked`
   entry, and removes it in the pipeline that removes the entry: no extra round trip per message.
   That pipeline also refreshes the channel's `alive` key.
-- Every `WORKER_HEARTBEAT_SECONDS` each worker (`WorkerHeartbeat` in app/worker.py) refreshes its
+- Every `WORKER_HEARTBEAT_SECONDS` each worker (`WorkerHeartbeat` in app/worker/celery.py)
+refreshes its
   consuming channel's `alive` key (expiring after `WORKER_DEAD_AFTER_SECONDS`), and a thread of
   its own (`RunningTasksReporter`) records the ids of the tasks its pool is running (`active`,
   same expiry), also while the consumer is reconnecting.
@@ -24,7 +25,7 @@ twice. Instead, each consumer channel records which messages it holds and shows 
   restore, except the tasks its worker still runs (`TrackedQoS.restore_unacked`).
 
 A pool child killed alone is Celery's own business: its parent rejects the message back to the
-queue (`task_reject_on_worker_lost`). The reaper (app/tasks.py) stays the last resort.
+queue (`task_reject_on_worker_lost`). The reaper (app/worker/tasks.py) stays the last resort.
 """
 
 from __future__ import annotations
@@ -144,7 +145,8 @@ def _task_id(raw_entry: bytes | None) -> str | None:
 
 
 class Rescuer:
-    """One worker's heartbeat and rescue passes (run by `WorkerLiveness` in app/worker.py)."""
+    """One worker's heartbeat and rescue passes (run by `WorkerLiveness` in
+    app/worker/celery.py)."""
 
     def __init__(self, worker: str) -> None:
         settings = get_settings()
@@ -230,7 +232,7 @@ class Rescuer:
             client.srem(CHANNELS, channel)
             client.delete(held_key(channel))
             # A message the dead consumer had popped (BRPOP) but not yet recorded as held is in
-            # no key at all: the API's relay reconciles once per death (app/outbox.py).
+            # no key at all: the API's relay reconciles once per death (app/intake/outbox.py).
             client.incr(CONSUMER_DEATHS)
         return restored
 

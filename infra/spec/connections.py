@@ -21,7 +21,8 @@ from infra.spec.model import SecretKey
 
 # PostgreSQL's administrator (the superuser initdb makes, the image's default name): the migration
 # connects as it to make the app's own role, `postgresUser`, which owns its schema and nothing more
-# (app/roles.py, docs/infra.md "Database roles"). Only the postgres and migrate containers get it.
+# (app/storage/roles.py, docs/infra.md "Database roles"). Only the postgres and migrate containers
+# get it.
 POSTGRES_ADMIN_USER = "postgres"
 
 POSTGRES_ALIAS = "postgres"
@@ -43,7 +44,7 @@ BROKER_FILES: Mapping[str, SecretKey] = {
 def app_role_password(admin_password: str, role: str) -> str:
     """The app role's password, derived from the administrator's (HMAC-SHA256): one credential to
     set and rotate, and knowing the app's password reveals nothing of the administrator's. The
-    migration sets it on the role on every run (app/roles.py)."""
+    migration sets it on the role on every run (app/storage/roles.py)."""
     digest = hmac.new(
         admin_password.encode(), f"taskstack app role {role}".encode(), hashlib.sha256
     )

@@ -1,5 +1,6 @@
 """What a message names outlives the module that defines its task. Messages published by an image
-with other module paths (before `app/` was grouped into packages, `app/tasks.py`) are still on the
+with other module paths (before `app/` was grouped into packages, `app/worker/tasks.py`) are still
+on the
 queues when a new image's workers start: each task keeps the name it had, its queue, and its
 schedule; and the processes' entry points find the same Celery app."""
 
