@@ -61,8 +61,18 @@ PORTS = {
         "postgresHostPort": 25732,
         "redisHostPort": 26679,
     },
-    "prod": {"apiPort": 18400, "flowerPort": 15955},
+    "prod": {
+        "apiPort": 18400,
+        "flowerPort": 15955,
+        "prometheusPort": 18490,
+        "alertmanagerPort": 18493,
+    },
+    "prod-unmonitored": {"apiPort": 18500, "flowerPort": 16055},
 }
+# The stack file each kind starts from, and what it sets on top: the prod stack without its
+# monitoring roles, to measure what monitoring costs (docs/observability.md).
+BASE = {"dev": "dev", "prod": "prod", "prod-unmonitored": "prod"}
+EXTRA_CONFIG = {"prod-unmonitored": {"monitoring": "false"}}
 
 
 def log(message: str) -> None:
@@ -83,7 +93,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         # What the deployer prints is shown as it comes, on stderr.
-        self.deployer = deployer(self.kind, f"bench-{self.kind}", echo=True)
+        self.deployer = deployer(BASE[self.kind], f"bench-{self.kind}", echo=True)
 
     @property
     def name(self) -> str:
@@ -96,6 +106,7 @@ class Stack:
     def up(self) -> None:
         log(f"up {self.name}")
         config = {key: str(value) for key, value in PORTS[self.kind].items()}
+        config |= EXTRA_CONFIG.get(self.kind, {})
         config["appEnv"] = json.dumps(APP_ENV)
         self.deployer.up(config)
         self.wait_ready()
@@ -415,6 +426,17 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def monitoring_cost(results: dict[str, Any]) -> str:
+    """The prod stack with its monitoring roles against the same stack without, same sitting."""
+    if "prod" not in results or "prod-unmonitored" not in results:
+        return ""
+    rows = ["| | prod, monitoring off | prod, monitoring on | on / off |", "|---|---:|---:|---:|"]
+    for key, label in (("post", "POST /process"), ("get", "GET /task/{id}"), ("drain", "drain")):
+        off, on = _rate(results["prod-unmonitored"], key), _rate(results["prod"], key)
+        rows.append(f"| {label} | {off:,.0f} | {on:,.0f} | {on / off:.3f} |")
+    return "\n".join(rows)
+
+
 def preflight(kinds: list[str]) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
@@ -432,7 +454,9 @@ def preflight(kinds: list[str]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stacks", default="dev,prod", help="which of ours to measure")
+    parser.add_argument(
+        "--stacks", default="dev,prod,prod-unmonitored", help="which of ours to measure"
+    )
     args = parser.parse_args()
     kinds = [kind for kind in args.stacks.split(",") if kind]
     preflight(kinds)
@@ -453,6 +477,7 @@ def main() -> int:
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
+    print(monitoring_cost(results))
     log(f"wrote {RESULTS / 'bench.json'}")
     return 0
 

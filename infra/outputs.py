@@ -13,6 +13,9 @@ def export_outputs(description: StackDescription, rendered: Rendered) -> None:
     pulumi.export("apiUrl", endpoints.api_url)
     pulumi.export("docsUrl", endpoints.docs_url)
     pulumi.export("flowerUrl", endpoints.flower_url)
+    if endpoints.prometheus_url is not None:
+        pulumi.export("prometheusUrl", endpoints.prometheus_url)
+        pulumi.export("alertmanagerUrl", endpoints.alertmanager_url)
     pulumi.export("imageName", rendered.image_name)
     pulumi.export("imageId", rendered.image_id)
     pulumi.export("containerNames", {role: list(names) for role, names in rendered.names.items()})

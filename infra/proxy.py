@@ -25,6 +25,10 @@ TEMPLATE = Path(__file__).with_name("haproxy.cfg.tmpl")
 HTTP_PORT = 8080
 HTTPS_PORT = 8443
 HEALTH_PORT = 8404
+# HAProxy's own Prometheus exporter, for Prometheus on the app network (never published).
+METRICS_PORT = 8405
+# The name Prometheus finds every proxy by.
+ALIAS = "proxy"
 CONFIG_PATH = "/tmp/haproxy.cfg"  # noqa: S108 - the container's private tmpfs
 TLS_PEM_PATH = "/tmp/tls.pem"  # noqa: S108 - written mode 0600 at start, from a secret
 # The environment variable that names the API copies for HAProxy's DNS lookups; the description
@@ -97,6 +101,7 @@ def render(config: ProxyConfig) -> str:
         queue_timeout=QUEUE_TIMEOUT_SECONDS,
         api_port=config.api_port,
         health_port=HEALTH_PORT,
+        metrics_port=METRICS_PORT,
         cache_mb=CACHE_MB,
         cache_object_bytes=CACHE_OBJECT_BYTES,
         cache_max_age=CACHE_MAX_AGE_SECONDS,

@@ -17,7 +17,14 @@ from pydantic.alias_generators import to_camel
 from infra.config.model import PROJECT, StackConfig
 
 # Keys whose value is a credential: read as secrets, never rendered in plain text.
-SECRET_KEYS = ("postgresPassword", "redisPassword", "flowerBasicAuth", "tlsCertificate", "tlsKey")
+SECRET_KEYS = (
+    "postgresPassword",
+    "redisPassword",
+    "flowerBasicAuth",
+    "tlsCertificate",
+    "tlsKey",
+    "alertWebhookUrl",
+)
 # Required in prod; in dev the program falls back to the documented dev-only values below. TLS is
 # optional: with both keys set the proxy serves HTTPS (docs/infra.md, "The front door").
 PROD_REQUIRED_SECRETS = ("postgresPassword", "redisPassword", "flowerBasicAuth")
@@ -38,6 +45,7 @@ class CredentialRules(BaseModel):
     flower_basic_auth: SecretStr | None = None
     tls_certificate: SecretStr | None = None
     tls_key: SecretStr | None = None
+    alert_webhook_url: SecretStr | None = None
 
     @field_validator("postgres_password", "redis_password")
     @classmethod
@@ -72,6 +80,13 @@ class CredentialRules(BaseModel):
             raise ValueError("must be a PEM private key (-----BEGIN PRIVATE KEY-----)")
         return value
 
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^https?://\S+$", value.get_secret_value()):
+            raise ValueError("must be the http(s) URL Alertmanager posts alerts to")
+        return value
+
     @model_validator(mode="after")
     def _tls_pair(self) -> CredentialRules:
         if (self.tls_certificate is None) != (self.tls_key is None):
@@ -91,25 +106,28 @@ class Credentials:
     # The proxy's certificate chain and key (both or neither): HTTPS on the API port when set.
     tls_certificate: pulumi.Output[str] | None = None
     tls_key: pulumi.Output[str] | None = None
+    # Where Alertmanager posts alerts (its webhook receiver); without it alerts stay in its UI.
+    alert_webhook_url: pulumi.Output[str] | None = None
 
 
 def load_credentials(config: StackConfig) -> Credentials:
     """The credentials as secret `Output`s; call after `parse_stack_config` accepted them."""
     bag = pulumi.Config(PROJECT)
-    tls = {
+    optional = {
         "tls_certificate": bag.get_secret("tlsCertificate"),
         "tls_key": bag.get_secret("tlsKey"),
+        "alert_webhook_url": bag.get_secret("alertWebhookUrl"),
     }
     if config.is_prod:
         return Credentials(
             postgres_password=bag.require_secret("postgresPassword"),
             redis_password=bag.require_secret("redisPassword"),
             flower_basic_auth=bag.require_secret("flowerBasicAuth"),
-            **tls,
+            **optional,
         )
     return Credentials(
         postgres_password=bag.get_secret("postgresPassword", DEV_ONLY_POSTGRES_PASSWORD),
         redis_password=bag.get_secret("redisPassword"),
         flower_basic_auth=bag.get_secret("flowerBasicAuth"),
-        **tls,
+        **optional,
     )

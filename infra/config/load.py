@@ -38,6 +38,8 @@ _EXAMPLES: Mapping[str, str] = {
     "tlsCertificate": '-- "$(cat fullchain.pem)"',
     "tlsKey": '-- "$(cat privkey.pem)"',
     "apiReplicas": "2",
+    "alertWebhookUrl": "'https://hooks.example.com/alerts'",
+    "otlpEndpoint": "http://collector:4318",
 }
 
 

@@ -30,6 +30,7 @@ UpdateOrder = Literal["start-first", "stop-first"]
 # What the proxy logs: every request, or only the abnormal ones (HAProxy's `dontlog-normal`).
 ProxyAccessLog = Literal["all", "errors", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # App settings (`app.config.Settings` fields, as environment variables) a stack may pass through
@@ -147,6 +148,24 @@ class StackConfig(BaseModel):
     redis_cpus: str = "0.5"
 
     app_env: tuple[str, ...] = ()
+    # The app's log lines: JSON (one schema for every role, docs/observability.md) or text.
+    log_format: LogFormat = "json"
+    # Where the app's roles send OpenTelemetry traces (OTLP over HTTP); empty: none are exported.
+    otlp_endpoint: str = ""
+
+    # Monitoring (docs/observability.md): Prometheus, Alertmanager and the two exporters.
+    monitoring: bool = True
+    prometheus_image: str = "prom/prometheus:v2.53.3"
+    alertmanager_image: str = "prom/alertmanager:v0.28.1"
+    postgres_exporter_image: str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
+    redis_exporter_image: str = "oliver006/redis_exporter:v1.69.0"
+    prometheus_port: Port = 9090
+    alertmanager_port: Port = 9093
+    scrape_interval_seconds: Annotated[int, Field(ge=1, le=300)] = 15
+    # What Prometheus keeps on its volume: the older of the two bounds wins.
+    prometheus_retention_days: Annotated[int, Field(ge=1, le=3650)] = 15
+    prometheus_retention_mb: Annotated[int, Field(ge=64, le=10_000_000)] = 4096
+    prometheus_memory_mb: Annotated[int, Field(ge=128)] = 512
 
     # target swarm only (docs/swarm.md); a docker stack accepts and ignores them.
     postgres_node_labels: tuple[str, ...] = ("taskstack.postgres=true",)
@@ -165,7 +184,15 @@ class StackConfig(BaseModel):
     # any node's address (the three-node rehearsal runs three).
     proxy_replicas: PositiveInt = 1
 
-    @field_validator("postgres_image", "redis_image", "proxy_image")
+    @field_validator(
+        "postgres_image",
+        "redis_image",
+        "proxy_image",
+        "prometheus_image",
+        "alertmanager_image",
+        "postgres_exporter_image",
+        "redis_exporter_image",
+    )
     @classmethod
     def _pinned_image(cls, value: str) -> str:
         if not _PINNED_IMAGE.match(value) or value.endswith(":latest"):
@@ -193,6 +220,13 @@ class StackConfig(BaseModel):
             ipaddress.IPv4Address(value)
         except ValueError:
             raise ValueError("must be an IPv4 address such as 127.0.0.1 or 0.0.0.0") from None
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+(?:/\S*)?$", value):
+            raise ValueError("must be empty or an http(s) URL such as http://collector:4318")
         return value
 
     @field_validator("postgres_user", "postgres_db")
@@ -255,6 +289,11 @@ class StackConfig(BaseModel):
     @model_validator(mode="after")
     def _cross_key_rules(self) -> StackConfig:
         published = {"apiPort": self.api_port, "flowerPort": self.flower_port}
+        if self.monitoring:
+            published |= {
+                "prometheusPort": self.prometheus_port,
+                "alertmanagerPort": self.alertmanager_port,
+            }
         if self.environment == "dev":
             published |= {
                 "postgresHostPort": self.postgres_host_port,

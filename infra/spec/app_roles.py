@@ -58,6 +58,11 @@ WORKER_HEARTBEAT_PATH = str(Settings.model_fields["worker_heartbeat_path"].defau
 # The Dockerfile creates this directory owned by app, so a fresh named volume mounted on it inherits
 # that owner (Docker copies the image directory's ownership into an empty volume).
 STATE_DIR = "/var/lib/taskstack"
+# Where the API's and the workers' processes keep their metrics (prometheus_client's multiprocess
+# mode, docs/observability.md): on the private tmpfs, so empty at every start.
+METRICS_DIR = "/tmp/metrics"  # noqa: S108 - the container's private tmpfs
+WORKER_METRICS_PORT = 9808
+WORKER_ALIAS = "worker"
 BEAT_SCHEDULE_PATH = f"{STATE_DIR}/celerybeat-schedule"
 
 
@@ -72,7 +77,11 @@ class AppRoles:
 
     @classmethod
     def of(cls, config: StackConfig, shared: Shared, connections: Connections) -> AppRoles:
-        return cls(shared, dict(entry.partition("=")[::2] for entry in config.app_env), connections)
+        env = dict(entry.partition("=")[::2] for entry in config.app_env)
+        env["LOG_FORMAT"] = config.log_format
+        if config.otlp_endpoint:
+            env["OTLP_ENDPOINT"] = config.otlp_endpoint
+        return cls(shared, env, connections)
 
     def service(self, role: Role, command: tuple[str, ...], limits: Limits) -> Service:
         """A role of the app image, after the migration, with the database and the broker."""
@@ -168,7 +177,9 @@ def api(app: AppRoles, settings: ApiSettings) -> Service:
             start_period="30s",
         ),
         wait_healthy=True,
-        # No published port: the proxy owns it and finds the copies by this alias.
+        env={**app.env, "PROMETHEUS_MULTIPROC_DIR": METRICS_DIR},
+        # No published port: the proxy owns it and finds the copies by this alias (Prometheus
+        # too, each copy's /metrics).
         networks=(NetworkAttachment("app", (API_ALIAS,)), NetworkAttachment("data")),
         binds=() if prod else (bind,),
         replicas=settings.replicas,
@@ -208,7 +219,13 @@ def worker(app: AppRoles, settings: WorkerSettings) -> Service:
     )
     return replace(
         app.service("worker", command, settings.limits),
-        env={**app.env, "WORKER_HEARTBEAT_PATH": WORKER_HEARTBEAT_PATH},
+        env={
+            **app.env,
+            "WORKER_HEARTBEAT_PATH": WORKER_HEARTBEAT_PATH,
+            "PROMETHEUS_MULTIPROC_DIR": METRICS_DIR,
+        },
+        # Prometheus finds every worker by this name and scrapes each one's METRICS_PORT.
+        networks=(NetworkAttachment("app", (WORKER_ALIAS,)), NetworkAttachment("data")),
         # Celery's node name (`--hostname`, read from CELERY_WORKER_HOSTNAME): Flower and
         # `celery inspect` show worker-1@<host>, worker-2@<host> rather than celery@<container id>.
         replica_env={"CELERY_WORKER_HOSTNAME": f"worker-{REPLICA}@%h"},

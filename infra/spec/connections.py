@@ -71,6 +71,8 @@ class Connections:
     database_env: Mapping[str, pulumi.Output[str]]  # as the app's own role
     admin_database_env: Mapping[str, pulumi.Output[str]]  # as the administrator
     broker_env: Mapping[str, pulumi.Output[str]]
+    # The app role's own password (the PostgreSQL exporter connects as that role).
+    database_password: pulumi.Output[str]
 
     @classmethod
     def of(cls, config: StackConfig, credentials: Credentials) -> Connections:
@@ -89,6 +91,7 @@ class Connections:
                 "CELERY_BROKER_URL": redis_url,
                 "CELERY_RESULT_BACKEND": redis_url,
             },
+            database_password=app_password,
         )
 
     @property
@@ -109,6 +112,7 @@ def stack_secrets(
         "database_url": connections.database_url,
         "admin_database_url": connections.admin_database_env["ADMIN_DATABASE_URL"],
         "redis_url": connections.redis_url,
+        "database_password": connections.database_password,
     }
     if credentials.redis_password is not None:
         secrets["redis_password"] = credentials.redis_password

@@ -101,7 +101,7 @@ def front_door(
         },
         secret_env={proxy.TLS_PEM_ENV: pem} if pem else {},
         user=PROXY_USER,
-        networks=(NetworkAttachment("app"),),
+        networks=(NetworkAttachment("app", (proxy.ALIAS,)),),
         hardening=shared.hardening,
         restart=shared.restart,
         labels=shared.labels("proxy"),

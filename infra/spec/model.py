@@ -15,12 +15,38 @@ import pulumi
 
 from infra.config import Target
 
-Role = Literal["postgres", "redis", "migrate", "api", "worker", "beat", "flower", "proxy"]
-ImageKind = Literal["app", "postgres", "redis", "proxy"]
+Role = Literal[
+    "postgres",
+    "redis",
+    "migrate",
+    "api",
+    "worker",
+    "beat",
+    "flower",
+    "proxy",
+    "prometheus",
+    "alertmanager",
+    "postgres-exporter",
+    "redis-exporter",
+]
+ImageKind = Literal[
+    "app",
+    "postgres",
+    "redis",
+    "proxy",
+    "prometheus",
+    "alertmanager",
+    "postgres-exporter",
+    "redis-exporter",
+]
 NetworkKey = Literal["app", "data"]
-VolumeKey = Literal["postgres", "redis", "beat"]
+VolumeKey = Literal["postgres", "redis", "beat", "prometheus", "alertmanager"]
 SecretKey = Literal[
     "postgres_password",
+    "database_password",
+    "console_password",
+    "monitoring_web_config",
+    "alert_webhook_url",
     "redis_password",
     "flower_basic_auth",
     "database_url",
@@ -40,6 +66,13 @@ ROLES: tuple[Role, ...] = (
     "proxy",
 )
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
+# The roles of `monitoring` (docs/observability.md): absent when it is off.
+MONITORING_ROLES: tuple[Role, ...] = (
+    "postgres-exporter",
+    "redis-exporter",
+    "prometheus",
+    "alertmanager",
+)
 
 # In `Service.replica_env` values: the copy's number (1, 2, ...), filled in by the target.
 REPLICA = "{replica}"
@@ -159,6 +192,9 @@ class Service:
     # pids limit renders it as RLIMIT_NPROC: see APP_MAX_PROCESSES).
     max_processes: int | None = None
     file_secrets: FileSecrets = field(default_factory=lambda: FileSecrets(files={}))
+    # Replaces the image's entrypoint when set (an image whose entrypoint is its server, such as
+    # Prometheus's, started through a shell that writes its configuration first).
+    entrypoint: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +226,8 @@ class Endpoints:
     api_url: str
     docs_url: str
     flower_url: str
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ FIXED_LIMITS: Mapping[Role, Limits] = {
     "beat": Limits(256, "0.25"),
     "flower": Limits(256, "0.5"),
     "proxy": Limits(256, "1.0"),
+    "alertmanager": Limits(128, "0.25"),
+    "postgres-exporter": Limits(128, "0.25"),
+    "redis-exporter": Limits(64, "0.25"),
 }
 PRIVATE_TMP = {"/tmp": "rw,noexec,nosuid,nodev,size=64m,mode=1777"}  # noqa: S108 - a private tmpfs
 
@@ -47,6 +50,9 @@ APP_MAX_PROCESSES = 1024
 DATA_MAX_PROCESSES = 512
 # HAProxy (its own uid 99): one process, a thread per CPU.
 PROXY_MAX_PROCESSES = 256
+# The monitoring roles: one Go process each, with its threads (Prometheus, Alertmanager and the
+# PostgreSQL exporter share nobody's uid).
+MONITORING_MAX_PROCESSES = 256
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,23 @@ from infra.spec.model import (
     AppImage,
     ClusterSettings,
     Endpoints,
+    ImageKind,
     LogSettings,
     Network,
+    SecretKey,
     Service,
     StackDescription,
     Volume,
     VolumeKey,
     in_dependency_order,
+)
+from infra.spec.monitoring import (
+    MonitoringSettings,
+    alertmanager,
+    monitoring_secrets,
+    postgres_exporter,
+    prometheus,
+    redis_exporter,
 )
 from infra.spec.shared import Shared
 
@@ -55,7 +65,7 @@ def _services(
         ),
         redis(DataSettings.redis(config), shared, credentials.redis_password),
     )
-    return (
+    core = (
         *data,
         migrate(app),
         api(app, ApiSettings.of(config, repo_root)),
@@ -64,15 +74,30 @@ def _services(
         flower(app, FlowerSettings.of(config), credentials.flower_basic_auth),
         front_door(FrontDoorSettings.of(config, tls=pem is not None), shared, pem),
     )
+    if not config.monitoring:
+        return core
+    auth = credentials.flower_basic_auth
+    settings = MonitoringSettings.of(config, auth=auth is not None)
+    database_password = app.connections.database_password
+    return (
+        *core,
+        postgres_exporter(shared, config.postgres_db, config.postgres_user, database_password),
+        redis_exporter(shared, credentials.redis_password),
+        prometheus(settings, shared, auth),
+        alertmanager(settings, shared, auth, credentials.alert_webhook_url),
+    )
 
 
 def _endpoints(config: StackConfig, tls: bool) -> Endpoints:
     shown_host = "127.0.0.1" if config.publish_address == "0.0.0.0" else config.publish_address
     api_url = f"{'https' if tls else 'http'}://{shown_host}:{config.api_port}"
+    monitoring = config.monitoring
     return Endpoints(
         api_url=api_url,
         docs_url=f"{api_url}/docs",
         flower_url=f"http://{shown_host}:{config.flower_port}",
+        prometheus_url=f"http://{shown_host}:{config.prometheus_port}" if monitoring else None,
+        alertmanager_url=f"http://{shown_host}:{config.alertmanager_port}" if monitoring else None,
     )
 
 
@@ -87,8 +112,11 @@ def _networks(shared: Shared) -> tuple[Network, ...]:
     )
 
 
-def _volumes(shared: Shared) -> tuple[Volume, ...]:
-    keys: tuple[VolumeKey, ...] = ("postgres", "redis", "beat")
+def _volumes(shared: Shared, services: tuple[Service, ...]) -> tuple[Volume, ...]:
+    """The named volumes the roles mount, in the order they are first mounted."""
+    keys: tuple[VolumeKey, ...] = tuple(
+        dict.fromkeys(mount.volume for service in services for mount in service.volumes)
+    )
     prefix = f"{PROJECT}-{shared.stack}"
     return tuple(
         Volume(key, f"{prefix}-{key}-data", retain_on_delete=shared.prod, labels=shared.labels(key))
@@ -116,13 +144,26 @@ def describe_stack(
     connections = Connections.of(config, credentials)
     app = AppRoles.of(config, shared, connections)
     pem = tls_pem(credentials)
+    services = in_dependency_order(_services(config, credentials, app, pem, repo_root))
+    images: dict[ImageKind, str] = {
+        "postgres": config.postgres_image,
+        "redis": config.redis_image,
+        "proxy": config.proxy_image,
+        "prometheus": config.prometheus_image,
+        "alertmanager": config.alertmanager_image,
+        "postgres-exporter": config.postgres_exporter_image,
+        "redis-exporter": config.redis_exporter_image,
+    }
+    # Only what some role uses: a secret store holds nothing else.
+    secrets = {**stack_secrets(credentials, connections, pem), **monitoring_secrets(credentials)}
+    used: set[SecretKey] = {key for s in services for key in s.file_secrets.files.values()}
     return StackDescription(
         project=PROJECT,
         stack=stack,
         environment=config.environment,
         target=config.target,
         networks=_networks(shared),
-        volumes=_volumes(shared),
+        volumes=_volumes(shared, services),
         app_image=AppImage(
             name=f"{config.app_image_name}:{config.app_image_tag or stack}",
             context=repo_root,
@@ -130,11 +171,9 @@ def describe_stack(
             platform=config.platform,
         ),
         images={
-            "postgres": config.postgres_image,
-            "redis": config.redis_image,
-            "proxy": config.proxy_image,
+            kind: images[kind] for kind in dict.fromkeys(s.image for s in services) if kind != "app"
         },
-        services=in_dependency_order(_services(config, credentials, app, pem, repo_root)),
+        services=services,
         logging=LogSettings(
             driver="json-file",
             options={
@@ -146,6 +185,6 @@ def describe_stack(
         endpoints=_endpoints(config, tls=pem is not None),
         database_url=connections.database_url,
         redis_url=connections.redis_url,
-        secrets=stack_secrets(credentials, connections, pem),
+        secrets={key: value for key, value in secrets.items() if key in used},
         cluster=_cluster(config),
     )

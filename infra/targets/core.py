@@ -46,6 +46,10 @@ ROLE_TYPES: Mapping[Role, str] = {
     "beat": "Beat",
     "flower": "Flower",
     "proxy": "Proxy",
+    "prometheus": "Prometheus",
+    "alertmanager": "Alertmanager",
+    "postgres-exporter": "DatabaseExporter",
+    "redis-exporter": "CacheExporter",
 }
 
 LabelArgs = TypeVar("LabelArgs")

@@ -262,6 +262,7 @@ def _container_args(
     return docker.ContainerArgs(
         name=container_name,
         image=image,
+        entrypoints=list(service.entrypoint) or None,
         command=list(service.command) or None,
         envs=_env(service, replica),
         user=service.user,

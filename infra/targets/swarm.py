@@ -203,6 +203,8 @@ def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArg
         # `args` is the container's CMD, as `command` is for a container: the image's
         # entrypoint (postgres, redis) still runs.
         args=command or None,
+        # `commands` is the image's entrypoint, replaced only when the role says so.
+        commands=list(service.entrypoint) or None,
         # Plain settings only: every credential arrives as a file (`secrets`).
         env={**service.env, **service.file_secrets.env, **per_copy} or None,
         user=service.user,

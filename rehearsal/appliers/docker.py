@@ -47,7 +47,8 @@ from rehearsal.tokens import CONTAINER, NETWORK, VOLUME
 # L461-503), start, then `wait` ([funcs] L590-628) or `attach`/`logs` ([funcs] L631-671); `mustRun`
 # ([funcs] L813-824) and `destroyGraceSeconds` ([funcs] L1085-1096) act on later `up`s and delete.
 CONTAINER_INPUTS = fields(
-    "attach command cpuShares cpus destroyGraceSeconds envs image init logDriver logOpts logs "
+    "attach command cpuShares cpus destroyGraceSeconds entrypoints envs image init logDriver "
+    "logOpts logs "
     "memory mustRun name readOnly restart securityOpts stopSignal stopTimeout tmpfs user wait "
     "waitTimeout",
     capabilities=fields("drops"),
@@ -338,6 +339,7 @@ def container_config(inputs: Mapping[str, Any]) -> dict[str, Any]:
     ]
     return {
         "command": inputs.get("command"),
+        "entrypoint": inputs.get("entrypoints"),
         "environment": list(inputs.get("envs") or []) or None,
         "user": inputs.get("user") or None,
         "stop_signal": inputs.get("stopSignal") or None,

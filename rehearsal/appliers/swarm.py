@@ -46,7 +46,7 @@ from rehearsal.tokens import SERVICE
 UPDATE_CONFIG_INPUTS = fields("delay failureAction monitor order parallelism")
 LIMIT_INPUTS = fields("memoryBytes nanoCpus")
 CONTAINER_SPEC_INPUTS = fields(
-    "args capDrops env image init readOnly stopGracePeriod stopSignal user",
+    "args capDrops commands env image init readOnly stopGracePeriod stopSignal user",
     healthcheck=fields("interval retries startPeriod tests timeout"),
     labels=LABELS,
     mounts=fields(
@@ -145,6 +145,7 @@ def _container_spec(
     return docker.types.ContainerSpec(
         str(spec["image"]),
         args=list(spec.get("args") or []) or None,
+        command=list(spec.get("commands") or []) or None,
         # The provider renders the env map in Go's map order, which varies from one run to the
         # next, so a real in-place update can reorder Env and roll every task even when only the
         # replicas changed (docs/swarm.md). Sorted here: the rehearsal rolls only on a real change.

@@ -1,5 +1,7 @@
-"""What every new-image deploy under the probe must show (deploy/probe.py)."""
+"""What the end-to-end suites check the same way: a deploy under the probe (deploy/probe.py), the
+Chromium that takes their screenshots."""
 
+import shutil
 from typing import Any
 
 
@@ -13,3 +15,11 @@ def assert_deploy_kept_its_promises(report: dict[str, Any]) -> None:
     assert report["failed_requests"] == 0, report
     assert report["late_jobs"] == {}, report["late_jobs"]
     assert report["jobs"] == {"succeeded": report["jobs_accepted"]}, report
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    assert found, (
+        "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+    )
+    return found

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from deploy.probe import deploy_new_image_under_probe
 from deploy.stack import ARTIFACTS, SUCCEEDED_LINE, DeployedStack, eventually
 from infra.spec import APP_ROLES, ROLES
 from rehearsal.runner import REPO_ROOT
-from tests.e2e.checks import assert_deploy_kept_its_promises
+from tests.e2e.checks import assert_deploy_kept_its_promises, chromium
 
 GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the migration gate
 
@@ -151,14 +150,6 @@ def test_flower_api_lists_both_workers(dev_stack: DeployedStack) -> None:
     assert eventually(listed, within=60, every=3) == expected
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium")
-    assert found, (
-        "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
-    )
-    return found
-
-
 def test_flower_dashboard_in_headless_chromium(dev_stack: DeployedStack) -> None:
     user, password = dev_stack.flower_auth()
     host = dev_stack.flower_url.removeprefix("http://")
@@ -169,7 +160,7 @@ def test_flower_dashboard_in_headless_chromium(dev_stack: DeployedStack) -> None
     expected = _worker_hostnames(dev_stack)
     with tempfile.TemporaryDirectory() as profile:
         flags = [
-            _chromium(),
+            chromium(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
