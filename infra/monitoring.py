@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -393,9 +394,11 @@ def alert_rules(settings: MonitoringSettings) -> str:
 # --- alertmanager.yml -----------------------------------------------------------------------------
 
 
-def alertmanager_config(settings: MonitoringSettings, *, webhook_url_file: str) -> str:
+def alertmanager_config(settings: MonitoringSettings, *, webhook_url_file: str | None) -> str:
     """alertmanager.yml: every alert to one webhook, grouped by alert name, resolved ones too.
-    The webhook's URL (often a secret) is read from `webhook_url_file` by Alertmanager."""
+    The webhook's URL (often a secret) is read from `webhook_url_file` by Alertmanager; without
+    one, alerts are only shown in Alertmanager's own pages."""
+    webhooks = [{"url_file": webhook_url_file, "send_resolved": True}] if webhook_url_file else []
     document = {
         "route": {
             "receiver": "webhook",
@@ -407,7 +410,7 @@ def alertmanager_config(settings: MonitoringSettings, *, webhook_url_file: str) 
         "receivers": [
             {
                 "name": "webhook",
-                "webhook_configs": [{"url_file": webhook_url_file, "send_resolved": True}],
+                **({"webhook_configs": webhooks} if webhooks else {}),
             }
         ],
     }
@@ -444,10 +447,14 @@ def bcrypt_hash(password: str, *, rounds: int = 10) -> str:
     return bcrypt.hashpw(password.encode(), deterministic_salt(password, rounds=rounds)).decode()
 
 
-def web_config(user: str, bcrypt_hash: str) -> str:
-    """The `--web.config.file` of Prometheus or Alertmanager: one basic-auth user."""
-    if not bcrypt_hash.startswith(("$2a$", "$2b$", "$2y$")):
-        raise ValueError("web_config takes a bcrypt hash (bcrypt_hash(password)), not a password")
-    if not user or ":" in user:
-        raise ValueError(f"a basic-auth user name must be non-empty and without ':': {user!r}")
-    return _dump({"basic_auth_users": {user: bcrypt_hash}}, "Rendered by infra/monitoring.py.")
+def web_config(users: Mapping[str, str]) -> str:
+    """The `--web.config.file` of Prometheus or Alertmanager: basic-auth users, each with the
+    bcrypt hash of its password (`bcrypt_hash`)."""
+    for user, hashed in users.items():
+        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ValueError(
+                "web_config takes bcrypt hashes (bcrypt_hash(password)), not passwords"
+            )
+        if not user or ":" in user:
+            raise ValueError(f"a basic-auth user name must be non-empty and without ':': {user!r}")
+    return _dump({"basic_auth_users": dict(users)}, "Rendered by infra/monitoring.py.")

@@ -166,6 +166,15 @@ class StackConfig(BaseModel):
     prometheus_retention_days: Annotated[int, Field(ge=1, le=3650)] = 15
     prometheus_retention_mb: Annotated[int, Field(ge=64, le=10_000_000)] = 4096
     prometheus_memory_mb: Annotated[int, Field(ge=128)] = 512
+    # Alert thresholds (docs/observability.md, "Alerts").
+    alert_queue_depth_floor: Annotated[int, Field(ge=0)] = 100
+    alert_oldest_pending_job_seconds: PositiveInt = 300
+    alert_job_failure_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    alert_job_failure_min_finished: Annotated[int, Field(ge=0)] = 20
+    alert_api_5xx_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.01
+    alert_api_5xx_min_requests: Annotated[int, Field(ge=0)] = 100
+    alert_api_latency_p99_seconds: Annotated[float, Field(gt=0)] = 1.0
+    alert_outbox_oldest_seconds: PositiveInt = 30
 
     # target swarm only (docs/swarm.md); a docker stack accepts and ignores them.
     postgres_node_labels: tuple[str, ...] = ("taskstack.postgres=true",)

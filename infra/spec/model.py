@@ -39,6 +39,8 @@ ImageKind = Literal[
     "postgres-exporter",
     "redis-exporter",
 ]
+# The roles of `monitoring`, each running the image of its own name.
+MonitoringRole = Literal["prometheus", "alertmanager", "postgres-exporter", "redis-exporter"]
 NetworkKey = Literal["app", "data"]
 VolumeKey = Literal["postgres", "redis", "beat", "prometheus", "alertmanager"]
 SecretKey = Literal[

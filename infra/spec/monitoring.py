@@ -19,16 +19,15 @@ from dataclasses import dataclass, replace
 import pulumi
 
 from infra import monitoring
-from infra.config import Credentials, StackConfig
-from infra.spec.app_roles import API_ALIAS, API_PORT
+from infra.config import Credentials, StackConfig, Target
 from infra.spec.connections import POSTGRES_ALIAS, POSTGRES_PORT, REDIS_ALIAS, REDIS_PORT
 from infra.spec.model import (
     FileSecrets,
     HealthCheck,
     Limits,
+    MonitoringRole,
     NetworkAttachment,
     PublishedPort,
-    Role,
     SecretKey,
     Service,
     VolumeMount,
@@ -71,14 +70,16 @@ def web_config(console_auth: str) -> str:
     user, each with a bcrypt hash that is the same on every `up` (infra/monitoring.py)."""
     users = dict(pair.partition(":")[::2] for pair in console_auth.split(","))
     users[INTERNAL_USER] = internal_password(console_auth)
-    return monitoring.web_config(users)
+    return monitoring.web_config({user: monitoring.bcrypt_hash(pw) for user, pw in users.items()})
 
 
 @dataclass(frozen=True)
-class MonitoringSettings:
-    """What the monitoring roles' configuration sets."""
+class MonitoringRoles:
+    """What the monitoring roles' configuration sets: the rendered files' settings (alert
+    thresholds, intervals), where the consoles are published, what Prometheus keeps."""
 
-    rendering: monitoring.MonitoringConfig
+    rendering: monitoring.MonitoringSettings
+    target: Target
     prometheus_port: int
     alertmanager_port: int
     publish_address: str
@@ -87,9 +88,22 @@ class MonitoringSettings:
     prometheus_limits: Limits
 
     @classmethod
-    def of(cls, config: StackConfig, auth: bool) -> MonitoringSettings:
+    def of(cls, config: StackConfig) -> MonitoringRoles:
+        interval = f"{config.scrape_interval_seconds}s"
         return cls(
-            rendering=monitoring_config(config, auth),
+            rendering=monitoring.MonitoringSettings(
+                scrape_interval=interval,
+                evaluation_interval=interval,
+                queue_depth_floor=config.alert_queue_depth_floor,
+                oldest_pending_job_seconds=config.alert_oldest_pending_job_seconds,
+                job_failure_ratio=config.alert_job_failure_ratio,
+                job_failure_min_finished=config.alert_job_failure_min_finished,
+                api_5xx_ratio=config.alert_api_5xx_ratio,
+                api_5xx_min_requests=config.alert_api_5xx_min_requests,
+                api_latency_p99_seconds=config.alert_api_latency_p99_seconds,
+                outbox_oldest_seconds=config.alert_outbox_oldest_seconds,
+            ),
+            target=config.target,
             prometheus_port=config.prometheus_port,
             alertmanager_port=config.alertmanager_port,
             publish_address=config.publish_address,
@@ -97,19 +111,6 @@ class MonitoringSettings:
             retention_mb=config.prometheus_retention_mb,
             prometheus_limits=Limits(config.prometheus_memory_mb, "0.5"),
         )
-
-
-def monitoring_config(config: StackConfig, auth: bool) -> monitoring.MonitoringConfig:
-    return monitoring.MonitoringConfig(
-        target=config.target,
-        scrape_interval_seconds=config.scrape_interval_seconds,
-        api_alias=API_ALIAS,
-        api_port=API_PORT,
-        basic_auth_user=INTERNAL_USER if auth else None,
-        basic_auth_password_file=_PASSWORD if auth else None,
-        rules_file=_RULES,
-        webhook_url_file=_WEBHOOK_URL,
-    )
 
 
 def _write(path: str, env: str) -> str:
@@ -131,7 +132,7 @@ def _start(
 
 
 def _service(
-    role: Role,
+    role: MonitoringRole,
     shared: Shared,
     plain_env: Mapping[str, str],
     secret_env: Mapping[str, tuple[pulumi.Output[str], SecretKey]],
@@ -162,9 +163,9 @@ def _service(
 
 
 def prometheus(
-    settings: MonitoringSettings, shared: Shared, auth: pulumi.Output[str] | None
+    settings: MonitoringRoles, shared: Shared, auth: pulumi.Output[str] | None
 ) -> Service:
-    config = settings.rendering
+    internal = monitoring.BasicAuth(INTERNAL_USER, _PASSWORD) if auth is not None else None
     server = [
         "/bin/prometheus",
         f"--config.file={_CONFIG}",
@@ -174,8 +175,16 @@ def prometheus(
         f"--web.listen-address=:{PROMETHEUS_PORT}",
     ]
     files = {_CONFIG: "PROMETHEUS_CONFIG", _RULES: "PROMETHEUS_RULES"}
-    env = {"PROMETHEUS_CONFIG": monitoring.prometheus_config(config)}
-    env["PROMETHEUS_RULES"] = monitoring.alert_rules(monitoring.RuleSettings())
+    env = {
+        "PROMETHEUS_CONFIG": monitoring.prometheus_config(
+            settings.rendering,
+            settings.target,
+            rules_path=_RULES,
+            self_auth=internal,
+            alertmanager_auth=internal,
+        ),
+        "PROMETHEUS_RULES": monitoring.alert_rules(settings.rendering),
+    }
     secret_env: dict[str, tuple[pulumi.Output[str], SecretKey]] = {}
     secret_files: dict[str, tuple[str, SecretKey]] = {}
     check = ["/bin/promtool", "check", "healthy", f"--url=http://127.0.0.1:{PROMETHEUS_PORT}"]
@@ -203,7 +212,7 @@ def prometheus(
 
 
 def alertmanager(
-    settings: MonitoringSettings,
+    settings: MonitoringRoles,
     shared: Shared,
     auth: pulumi.Output[str] | None,
     webhook_url: pulumi.Output[str] | None,
@@ -217,8 +226,9 @@ def alertmanager(
         "--cluster.listen-address=",
     ]
     files = {_ALERTMANAGER_CONFIG: "ALERTMANAGER_CONFIG"}
-    has_webhook = webhook_url is not None
-    env = {"ALERTMANAGER_CONFIG": monitoring.alertmanager_config(settings.rendering, has_webhook)}
+    url_file = _WEBHOOK_URL if webhook_url is not None else None
+    rendered = monitoring.alertmanager_config(settings.rendering, webhook_url_file=url_file)
+    env = {"ALERTMANAGER_CONFIG": rendered}
     secret_env: dict[str, tuple[pulumi.Output[str], SecretKey]] = {}
     secret_files: dict[str, tuple[str, SecretKey]] = {}
     if auth is not None:
@@ -263,7 +273,7 @@ def monitoring_secrets(credentials: Credentials) -> dict[SecretKey, pulumi.Outpu
     return secrets
 
 
-def _exporter(role: Role, shared: Shared, env: Mapping[str, str], user: str) -> Service:
+def _exporter(role: MonitoringRole, shared: Shared, env: Mapping[str, str], user: str) -> Service:
     return Service(
         role=role,
         image=role,

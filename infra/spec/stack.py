@@ -37,7 +37,7 @@ from infra.spec.model import (
     in_dependency_order,
 )
 from infra.spec.monitoring import (
-    MonitoringSettings,
+    MonitoringRoles,
     alertmanager,
     monitoring_secrets,
     postgres_exporter,
@@ -77,7 +77,7 @@ def _services(
     if not config.monitoring:
         return core
     auth = credentials.flower_basic_auth
-    settings = MonitoringSettings.of(config, auth=auth is not None)
+    settings = MonitoringRoles.of(config)
     database_password = app.connections.database_password
     return (
         *core,

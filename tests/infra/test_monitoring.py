@@ -243,7 +243,7 @@ def test_prometheus_scrapes_itself_through_its_basic_auth(docker_cli: str, tmp_p
         auth=True,
         settings=MonitoringSettings(scrape_interval="1s", evaluation_interval="1s"),
     )
-    web = monitoring.web_config("prometheus", monitoring.bcrypt_hash(SELF_SECRET))
+    web = monitoring.web_config({"prometheus": monitoring.bcrypt_hash(SELF_SECRET)})
     mounts[write(tmp_path, "web.yml", web)] = WEB_YML
     client = f"basic_auth:\n  username: prometheus\n  password_file: {SELF_AUTH_FILE}\n"
     mounts[write(tmp_path, "client.yml", client)] = "/etc/prometheus/client.yml"
@@ -433,16 +433,16 @@ def test_the_hash_is_the_same_for_the_same_password_and_checks_out() -> None:
 
 def test_web_config_holds_a_hash_never_a_password() -> None:
     hashed = monitoring.bcrypt_hash("s3cret")
-    config = yaml.safe_load(monitoring.web_config("admin", hashed))
+    config = yaml.safe_load(monitoring.web_config({"admin": hashed}))
     assert config == {"basic_auth_users": {"admin": hashed}}
     with pytest.raises(ValueError, match="bcrypt hash"):
-        monitoring.web_config("admin", "s3cret")
+        monitoring.web_config({"admin": "s3cret"})
     with pytest.raises(ValueError, match="user name"):
-        monitoring.web_config("ad:min", hashed)
+        monitoring.web_config({"ad:min": hashed})
 
 
 def test_promtool_accepts_the_web_config(docker_cli: str, tmp_path: Path) -> None:
-    web = monitoring.web_config("admin", monitoring.bcrypt_hash("s3cret"))
+    web = monitoring.web_config({"admin": monitoring.bcrypt_hash("s3cret")})
     mounts = {write(tmp_path, "web.yml", web): WEB_YML}
     output = assert_ok(
         docker_run(
