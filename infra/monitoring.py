@@ -116,6 +116,24 @@ class MonitoringSettings:
                 raise ValueError(f"{name} must be positive: {getattr(self, name)}")
 
 
+# The stack config key (taskstack:<key>) of each setting, as docs/observability.md names them.
+CONFIG_KEYS: dict[str, str] = {
+    "scrape_interval": "prometheusScrapeInterval",
+    "evaluation_interval": "prometheusEvaluationInterval",
+    "queue_depth_floor": "alertQueueDepthFloor",
+    "oldest_pending_job_seconds": "alertOldestPendingJobSeconds",
+    "job_failure_ratio": "alertJobFailureRatio",
+    "job_failure_min_finished": "alertJobFailureMinFinished",
+    "api_5xx_ratio": "alertApi5xxRatio",
+    "api_5xx_min_requests": "alertApi5xxMinRequests",
+    "api_latency_p99_seconds": "alertApiLatencyP99Seconds",
+    "outbox_oldest_seconds": "alertOutboxOldestSeconds",
+    "group_wait": "alertmanagerGroupWait",
+    "group_interval": "alertmanagerGroupInterval",
+    "repeat_interval": "alertmanagerRepeatInterval",
+}
+
+
 @dataclass(frozen=True)
 class BasicAuth:
     """Credentials Prometheus sends; the password stays in a file inside its container."""
