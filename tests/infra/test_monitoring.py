@@ -8,6 +8,7 @@ The tool checks need a Docker engine with the images `prom/prometheus:v2.53.3` a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -461,3 +462,18 @@ def test_the_alerts_table_lists_every_alert() -> None:
     section = text.split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)` \|", section, re.M))
     assert documented == ALERTS
+
+
+def test_every_setting_has_its_documented_config_key_and_default() -> None:
+    fields = {field.name: field.default for field in dataclasses.fields(MonitoringSettings)}
+    assert set(monitoring.CONFIG_KEYS) == set(fields)
+    text = OBSERVABILITY_DOC.read_text().split("\n## Alerts\n", 1)[1]
+    for name, key in monitoring.CONFIG_KEYS.items():
+        default = as_documented(fields[name])
+        assert re.search(rf"`{key}` \(`?{re.escape(default)}", text) or re.search(
+            rf"\| `{key}` \| `{re.escape(default)}` \|", text
+        ), f"{key} (default {default}) is not in docs/observability.md"
+
+
+def as_documented(value: object) -> str:
+    return value if isinstance(value, str) else format(value, "g")
