@@ -31,7 +31,7 @@ class Served:
         served = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 served.requests.append(self.path)
 
         handler = functools.partial(Handler, directory=str(directory))

@@ -99,7 +99,7 @@ def test_no_pinned_digest_means_no_download(
 ) -> None:
     fixture_cli(served)
     pin(tmp_path, monkeypatch, None)
-    with pytest.raises(bootstrap.Missing, match="refresh-checksums 3.999.0"):
+    with pytest.raises(bootstrap.Missing, match=r"refresh-checksums 3\.999\.0"):
         bootstrap.ensure_pulumi()
     assert served.requests == []
     assert not tools.exists()
