@@ -7,10 +7,8 @@ STACK ?= dev
 # the rehearsal, or DEPLOYER=pulumi for Pulumi's Automation API (needs the Pulumi CLI).
 DEPLOYER ?= rehearsal
 export DEPLOYER
-UV_VERSION := 0.13.9
-# `uv` from PATH, else the copy `make uv` installs with pip (a fresh shell may not see its script yet).
-UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-export PATH := $(HOME)/.local/bin:$(PATH)
+# `uv` from PATH, else the pinned copy `make uv` installs under .tools/ (scripts/bootstrap.py).
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/uv/bin/uv)
 
 .PHONY: help uv sync services lint scan test faults e2e up down rehearse rehearse-down \
 	rehearse-check bench
@@ -19,8 +17,8 @@ help:  ## list the targets and what each does
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-15s %s\n", $$1, $$2 }' \
 		$(MAKEFILE_LIST)
 
-uv:  ## install uv (pinned) when missing
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+uv:  ## install uv (pinned, under .tools/, never into the system Python) when missing
+	@python3 scripts/bootstrap.py uv >/dev/null
 
 sync: uv  ## install the locked dependencies (uv sync --frozen)
 	$(UV) sync --frozen
@@ -40,13 +38,15 @@ scan: uv  ## checkov on the Dockerfile, in an environment of its own (its pins c
 		--quiet --compact --skip-download
 
 test: sync services lint  ## lint, types, then the app and mocks tests (tests/app, tests/infra)
-	$(UV) run pytest tests/app tests/infra
+	$(UV) run pytest tests/app tests/infra tests/bootstrap
 
-up: sync  ## provision the dev stack with Pulumi (needs the Pulumi CLI and a Docker engine)
-	bash scripts/pulumi-up.sh $(STACK)
+# up and down install what they need under .tools/ (uv, the pinned Pulumi CLI, the docker plugin)
+# and only the runtime dependencies; docs/infra.md "From clone to a running stack".
+up:  ## provision STACK (dev) with Pulumi on the local Docker engine, installing what it needs
+	@python3 scripts/bootstrap.py up $(STACK)
 
-down: sync  ## pulumi destroy STACK (needs the Pulumi CLI)
-	bash scripts/pulumi-down.sh $(STACK)
+down:  ## pulumi destroy STACK (dev), with the same set-up as up
+	@python3 scripts/bootstrap.py down $(STACK)
 
 # The rehearsal (docs/rehearsal.md): the Pulumi program applied to this machine's Docker engine.
 # Each target that needs the engine first says what this machine lacks (and the command that

@@ -1,7 +1,7 @@
 """Pulumi's Automation API as a deployer: a `LocalWorkspace` on this project (the repository's
 root, where Pulumi.yaml is), the stack NAME, the passphrase secrets provider and, unless
 PULUMI_BACKEND_URL says otherwise, the local file backend under .pulumi-state/, as
-scripts/pulumi-up.sh sets them. Needs the Pulumi CLI and PULUMI_CONFIG_PASSPHRASE (or _FILE).
+make up sets them. Needs the Pulumi CLI and PULUMI_CONFIG_PASSPHRASE (or _FILE).
 
 Each `up` sets the stack's whole configuration first: what the rehearsal hands the program for
 the same stack (`rehearsal.stack_config`: Pulumi.yaml's defaults, Pulumi.<stack>.yaml,
@@ -47,7 +47,7 @@ class AutomationDeployer(Deployer):
         ):
             raise DeployError(
                 "Set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE): it encrypts the "
-                "stack's secrets (the passphrase secrets provider, as scripts/pulumi-up.sh)"
+                "stack's secrets (the passphrase secrets provider, as `make up` uses)"
             )
         backend = os.environ.get("PULUMI_BACKEND_URL")
         if not backend:

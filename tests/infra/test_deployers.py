@@ -233,7 +233,7 @@ def test_a_local_workspace_on_this_project_with_the_stack_name_and_passphrase(
     assert (REPO_ROOT / "Pulumi.yaml").exists()
     options: auto.LocalWorkspaceOptions = selected["opts"]
     assert options.secrets_provider == "passphrase"
-    # The local file backend, as scripts/pulumi-up.sh chooses it.
+    # The local file backend, as make up (scripts/bootstrap.py) chooses it.
     assert options.env_vars == {"PULUMI_BACKEND_URL": f"file://{REPO_ROOT / '.pulumi-state'}"}
 
 
