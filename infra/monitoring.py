@@ -119,8 +119,6 @@ class MonitoringSettings:
 
 # The stack config key (taskstack:<key>) of each setting, as docs/observability.md names them.
 CONFIG_KEYS: dict[str, str] = {
-    "scrape_interval": "prometheusScrapeInterval",
-    "evaluation_interval": "prometheusEvaluationInterval",
     "queue_depth_floor": "alertQueueDepthFloor",
     "oldest_pending_job_seconds": "alertOldestPendingJobSeconds",
     "job_failure_ratio": "alertJobFailureRatio",
@@ -129,9 +127,6 @@ CONFIG_KEYS: dict[str, str] = {
     "api_5xx_min_requests": "alertApi5xxMinRequests",
     "api_latency_p99_seconds": "alertApiLatencyP99Seconds",
     "outbox_oldest_seconds": "alertOutboxOldestSeconds",
-    "group_wait": "alertmanagerGroupWait",
-    "group_interval": "alertmanagerGroupInterval",
-    "repeat_interval": "alertmanagerRepeatInterval",
 }
 
 

@@ -171,8 +171,8 @@ class StackConfig(BaseModel):
     alert_oldest_pending_job_seconds: PositiveInt = 300
     alert_job_failure_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.05
     alert_job_failure_min_finished: Annotated[int, Field(ge=0)] = 20
-    alert_api_5xx_ratio: Annotated[float, Field(gt=0, lt=1)] = 0.01
-    alert_api_5xx_min_requests: Annotated[int, Field(ge=0)] = 100
+    alert_api_5xx_ratio: Annotated[float, Field(gt=0, lt=1, alias="alertApi5xxRatio")] = 0.01
+    alert_api_5xx_min_requests: Annotated[int, Field(ge=0, alias="alertApi5xxMinRequests")] = 100
     alert_api_latency_p99_seconds: Annotated[float, Field(gt=0)] = 1.0
     alert_outbox_oldest_seconds: PositiveInt = 30
 

@@ -23,6 +23,7 @@ from infra.spec.app_roles import (
 from infra.spec.connections import POSTGRES_ADMIN_USER, app_role_password
 from infra.spec.model import (
     APP_ROLES,
+    MONITORING_ROLES,
     REPLICA,
     ROLES,
     ClusterSettings,
@@ -45,6 +46,7 @@ from infra.spec.shared import (
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_STACK,
+    MONITORING_MAX_PROCESSES,
     PROXY_MAX_PROCESSES,
     SECRETS_DIR,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "LABEL_MANAGED_BY",
     "LABEL_ROLE",
     "LABEL_STACK",
+    "MONITORING_MAX_PROCESSES",
+    "MONITORING_ROLES",
     "POSTGRES_ADMIN_USER",
     "PROXY_MAX_PROCESSES",
     "REPLICA",

@@ -71,7 +71,11 @@ _RESTART_CONDITION: Mapping[str, str] = {
 }
 
 
-def _healthcheck(check: HealthCheck) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs:
+def _healthcheck(
+    check: HealthCheck | None,
+) -> docker.ServiceTaskSpecContainerSpecHealthcheckArgs | None:
+    if check is None:
+        return None
     return docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
         tests=list(check.test),
         # The description's durations are containers' (Go's long form): shortened for services.
@@ -172,7 +176,7 @@ def migration_args(command: Sequence[str]) -> list[str]:
     return ["sh", "-c", f"{migrate} && touch {MIGRATED_MARKER} && exec sleep infinity"]
 
 
-def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
+def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck | None]:
     """What the task runs and how Swarm tells it is healthy: credentials read from files, and a
     one-shot run as "once, then stay up healthy" (`migration_args`)."""
     service = args.role.service
@@ -188,8 +192,8 @@ def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck]:
             # The one-shot may take this long before its first passing check.
             start_period=go_duration(args.role.wait_timeout_seconds),
         )
-    if check is None:  # every service is health-checked: convergence means "healthy"
-        raise ValueError(f"the {service.role} service has no healthcheck")
+    # Convergence means "healthy" for a service with a healthcheck, "running" for the few whose
+    # image has nothing to run one with (the exporters: scratch or shell-less images).
     return list(command), check
 
 

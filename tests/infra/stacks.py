@@ -29,6 +29,8 @@ PROD_SECRETS: Mapping[str, str] = {
     "redisPassword": "redis-Secret-8badf00d-42",
     "flowerBasicAuth": "admin:flower-Secret-deadbeef",
 }
+# Where Alertmanager posts alerts: optional, a secret all the same.
+WEBHOOK_SECRETS: Mapping[str, str] = {"alertWebhookUrl": "https://hooks.example/Secret-feedface"}
 # The proxy's certificate and key: only their shape is checked by the program.
 TLS_SECRETS: Mapping[str, str] = {
     "tlsCertificate": "-----BEGIN CERTIFICATE-----\ncert-Secret-0ddba11\n-----END CERTIFICATE-----",

@@ -19,7 +19,10 @@ from tests.infra.pulumi_mocks import REPO_ROOT, SERVICE, container_env
 from tests.infra.stacks import run_stack
 
 # Variables the program sets in app containers that are read by something else than `Settings`.
-READ_BY_OTHERS = {"CELERY_WORKER_HOSTNAME": "celery worker's --hostname"}
+READ_BY_OTHERS = {
+    "CELERY_WORKER_HOSTNAME": "celery worker's --hostname",
+    "PROMETHEUS_MULTIPROC_DIR": "prometheus_client's multiprocess mode",
+}
 
 
 def setting_names() -> set[str]:

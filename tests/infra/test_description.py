@@ -23,6 +23,7 @@ from infra.config import Credentials, StackConfig, parse_stack_config
 from infra.spec import (
     API_ALIAS,
     APP_ROLES,
+    MONITORING_ROLES,
     REPLICA,
     ROLES,
     Service,
@@ -148,8 +149,16 @@ def plain(value: Any) -> Any:
     return value
 
 
+def role(description: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in description["services"] if s["role"] == name)
+
+
+def roles(description: dict[str, Any]) -> set[str]:
+    return {s["role"] for s in description["services"]}
+
+
 def front_door(description: dict[str, Any]) -> dict[str, Any]:
-    return next(s for s in description["services"] if s["role"] == "proxy")
+    return role(description, "proxy")
 
 
 @pytest.mark.parametrize("path", STACK_FILES, ids=stack_of)
@@ -165,6 +174,13 @@ def test_the_target_changes_nothing_but_the_front_doors_addressing(path: Path) -
     assert on_a_swarm["env"].pop(proxy.API_HOST_ENV) == f"tasks.{API_ALIAS}"
     assert on_one_host.pop("replicas") == 1  # one host binds the API port once
     assert on_a_swarm.pop("replicas") == 3
+    # Prometheus finds every copy by DNS: a network alias on one host, `tasks.<alias>` on a swarm.
+    if "prometheus" in roles(as_docker):
+        one_host, swarm = (role(d, "prometheus")["env"] for d in (as_docker, as_swarm))
+        on_docker, on_swarm = one_host.pop("PROMETHEUS_CONFIG"), swarm.pop("PROMETHEUS_CONFIG")
+        assert "tasks.worker" in on_swarm
+        assert "tasks.worker" not in on_docker
+        assert on_swarm.replace("tasks.", "").replace("swarm", "docker") == on_docker
     assert as_docker == as_swarm
 
 
@@ -187,7 +203,8 @@ def test_credentials_are_only_secret_outputs(path: Path) -> None:
 def test_services_come_in_dependency_order(path: Path) -> None:
     description = describe(path)
     order = [s.role for s in description.services]
-    assert sorted(order) == sorted(ROLES)
+    monitoring = MONITORING_ROLES if description.environment == "prod" else ()
+    assert sorted(order) == sorted((*ROLES, *monitoring))
     for service in description.services:
         for upstream in service.depends_on:
             assert order.index(upstream) < order.index(service.role), (upstream, service.role)

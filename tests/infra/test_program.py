@@ -10,7 +10,13 @@ from urllib.parse import urlsplit
 import pulumi
 import pytest
 
-from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
+from infra.spec import (
+    APP_ROLES,
+    MONITORING_ROLES,
+    POSTGRES_ADMIN_USER,
+    ROLES,
+    app_role_password,
+)
 from infra.targets.docker import MigrationFailedError
 from tests.infra.pulumi_mocks import (
     AUTONAME_SUFFIX,
@@ -59,11 +65,28 @@ GATED = tuple(role for role in APP_ROLES if role != "migrate")  # behind the mig
 GO_DURATION = re.compile(r"(?:[1-9][0-9]*h)?(?:[1-9][0-9]*m)?[0-9]+s")
 
 
-def expected_resources(workers: int, api: int = 2) -> set[tuple[str, str]]:
+MONITORING = {
+    ("taskstack:docker:Prometheus", "prometheus"),
+    ("taskstack:docker:Alertmanager", "alertmanager"),
+    ("taskstack:docker:DatabaseExporter", "postgres-exporter"),
+    ("taskstack:docker:CacheExporter", "redis-exporter"),
+    *(
+        (kind, f"{role}{suffix}")
+        for role in MONITORING_ROLES
+        for kind, suffix in ((CONTAINER, ""), (REMOTE_IMAGE, "-image"))
+    ),
+    (VOLUME, "prometheus-data"),
+    (VOLUME, "alertmanager-data"),
+}
+
+
+def expected_resources(
+    workers: int, api: int = 2, monitoring: bool = False
+) -> set[tuple[str, str]]:
     containers: set[tuple[str, str]] = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
     containers |= {(CONTAINER, f"worker-{i}") for i in range(1, workers + 1)}
     containers |= {(CONTAINER, f"api-{i}") for i in range(1, api + 1)}
-    return COMPONENTS | SHARED | containers
+    return COMPONENTS | SHARED | containers | (MONITORING if monitoring else set())
 
 
 def registered(run: ProgramRun) -> set[tuple[str, str]]:
@@ -84,7 +107,7 @@ def test_dev_stack_registers_the_whole_stack(dev: ProgramRun) -> None:
 
 
 def test_prod_stack_registers_the_whole_stack(prod: ProgramRun) -> None:
-    assert registered(prod) == expected_resources(workers=3)
+    assert registered(prod) == expected_resources(workers=3, monitoring=True)
 
 
 @pytest.mark.parametrize("replicas", [1, 4])

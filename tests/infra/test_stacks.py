@@ -15,6 +15,8 @@ from infra.spec import (
     APP_MAX_PROCESSES,
     DATA_MAX_PROCESSES,
     LABEL_ROLE,
+    MONITORING_MAX_PROCESSES,
+    MONITORING_ROLES,
     PROXY_MAX_PROCESSES,
 )
 from tests.infra.pulumi_mocks import (
@@ -129,7 +131,10 @@ def test_image_tag_is_the_stack_name(dev: ProgramRun, prod: ProgramRun) -> None:
 def test_prod_containers_are_hardened(prod: ProgramRun) -> None:
     for container in prod.containers():
         inputs = container.plain
-        assert inputs["user"] in {"10001:10001", "999:999", "99:99"}, container.name
+        # The app's, the data images', HAProxy's, nobody (Prometheus, Alertmanager, the
+        # PostgreSQL exporter) and redis_exporter's: never root.
+        users = {"10001:10001", "999:999", "99:99", "65534:65534", "59000:59000"}
+        assert inputs["user"] in users, container.name
         assert inputs["securityOpts"] == ["no-new-privileges:true"], container.name
         assert inputs["capabilities"]["drops"] == ["ALL"], container.name
         assert not inputs["capabilities"].get("adds"), container.name
@@ -167,6 +172,7 @@ def test_every_container_has_a_process_limit(stack: str, dev: ProgramRun, prod: 
             "postgres": DATA_MAX_PROCESSES,
             "redis": DATA_MAX_PROCESSES,
             "proxy": PROXY_MAX_PROCESSES,
+            **dict.fromkeys(MONITORING_ROLES, MONITORING_MAX_PROCESSES),
         }.get(_role(container), APP_MAX_PROCESSES)
         assert limit == {"name": "nproc", "soft": bound, "hard": bound}, container.name
 

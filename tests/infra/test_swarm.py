@@ -19,7 +19,13 @@ import pytest
 
 from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
-from infra.spec import APP_ROLES, POSTGRES_ADMIN_USER, ROLES, app_role_password
+from infra.spec import (
+    APP_ROLES,
+    MONITORING_ROLES,
+    POSTGRES_ADMIN_USER,
+    ROLES,
+    app_role_password,
+)
 from tests.infra.pulumi_mocks import (
     CONTAINER,
     IMAGE,
@@ -101,16 +107,26 @@ def prod() -> ProgramRun:
 # --- The full resource set ------------------------------------------------------------------------
 
 
-def expected(secret_keys: set[str]) -> set[tuple[str, str]]:
+MONITORING_COMPONENTS = {
+    ("taskstack:swarm:Prometheus", "prometheus"),
+    ("taskstack:swarm:Alertmanager", "alertmanager"),
+    ("taskstack:swarm:DatabaseExporter", "postgres-exporter"),
+    ("taskstack:swarm:CacheExporter", "redis-exporter"),
+}
+
+
+def expected(secret_keys: set[str], monitoring: bool = False) -> set[tuple[str, str]]:
     resources = {
         (NETWORK, "app-network"),
         (NETWORK, "data-network"),
         (IMAGE, "app-image"),
     }
-    resources |= {(SERVICE, role) for role in ROLES}
+    roles = (*ROLES, *MONITORING_ROLES) if monitoring else ROLES
+    resources |= {(SERVICE, role) for role in roles}
     return (
         COMPONENTS
         | {("taskstack:swarm:Proxy", "proxy")}
+        | (MONITORING_COMPONENTS if monitoring else set())
         | resources
         | {(SECRET, name) for name in secret_keys}
     )
@@ -145,8 +161,12 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
                 "database-url",
                 "admin-database-url",
                 "redis-url",
+                "database-password",
+                "monitoring-web-config",
+                "console-password",
             )
-        }
+        },
+        monitoring=True,
     )
 
 
@@ -520,7 +540,8 @@ def test_a_service_that_does_not_converge_stops_every_dependant(failing: str) ->
 def test_a_converged_migration_lets_every_dependant_register() -> None:
     mocks = ConvergeFailure("none")
     run_program({"environment": "dev", "target": "swarm"}, stack="dev", mocks=mocks)
-    assert {name for typ, name in mocks.created if typ == SERVICE} == set(ROLES)
+    created = {name for typ, name in mocks.created if typ == SERVICE}
+    assert created == {*ROLES, *MONITORING_ROLES}
 
 
 # --- Publishing -----------------------------------------------------------------------------------
@@ -664,7 +685,8 @@ def test_logs_rotate_as_on_the_docker_target(prod: ProgramRun) -> None:
 
 def test_stack_outputs_name_the_services(prod: ProgramRun) -> None:
     outputs = prod.stack_outputs
-    assert outputs["containerNames"] == {role: [f"taskstack-prod-{role}"] for role in ROLES}
+    roles = (*ROLES, *MONITORING_ROLES)
+    assert outputs["containerNames"] == {role: [f"taskstack-prod-{role}"] for role in roles}
     assert outputs["apiUrl"] == "http://127.0.0.1:8000"
     assert is_secret(outputs["databaseUrl"])
 

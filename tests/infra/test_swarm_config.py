@@ -47,7 +47,7 @@ def test_dnsrr_with_host_publishing_is_accepted() -> None:
         {"environment": "dev", "target": "swarm", "endpointMode": "dnsrr", "publishMode": "host"},
         stack="dev",
     )
-    assert len(run.of_type(SERVICE)) == 8
+    assert len(run.of_type(SERVICE)) == 12  # the stack's 8 roles and monitoring's 4
 
 
 @pytest.mark.parametrize(
