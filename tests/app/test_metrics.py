@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from app.api.deps import get_broker_client
 from app.main import app
-from app.worker.tasks import publish_job
+from app.worker.tasks import publish_job, requeue_stale_jobs
 from tests.app.environment import (
     REDIS_HOST_URL,
     REPO_ROOT,
@@ -34,6 +34,7 @@ from tests.app.environment import (
 from tests.app.helpers import (
     SETTLE_SECONDS,
     create_queued_job,
+    execute,
     wait_for_log_line,
     wait_for_task,
 )
@@ -156,6 +157,37 @@ async def test_a_retry_is_counted(
         value(after, retries, task="process_data") - value(before, retries, task="process_data")
         == 1
     )
+
+
+async def test_a_failed_job_and_the_reapers_requeue_are_counted(
+    client: httpx.AsyncClient, worker: subprocess.Popen[bytes]
+) -> None:
+    failed = {"task": "process_data", "status": "failed"}
+    before = await worker_metrics()
+    # More failures than JOB_MAX_RETRIES (2): two retries, then failed.
+    doomed = await create_queued_job(12, {"fail_times": 5})
+    publish_job(doomed)
+    await wait_for_task(client, str(doomed), {"FAILURE"})
+    after = await wait_for_worker_value(FINISHED, value(before, FINISHED, **failed) + 1, **failed)
+    assert value(after, FINISHED, **failed) == value(before, FINISHED, **failed) + 1
+    retries = "taskstack_job_retries_total"
+    rose = value(after, retries, task="process_data") - value(before, retries, task="process_data")
+    assert rose == 2
+
+    # A job recorded an hour ago and never published: the reaper sends it again.
+    stranded = await create_queued_job(13)
+    execute(
+        "UPDATE jobs SET created_at = now() - interval '1 hour',"
+        " queued_at = now() - interval '1 hour' WHERE id = :id",
+        id=stranded,
+    )
+    requeued = "taskstack_jobs_requeued_total"
+    republished = requeue_stale_jobs.apply_async().get(timeout=SETTLE_SECONDS)
+    assert republished >= 1
+    target = value(before, requeued, by="reaper") + republished
+    after = await wait_for_worker_value(requeued, target, by="reaper")
+    assert value(after, requeued, by="reaper") == target
+    await wait_for_task(client, str(stranded), {"SUCCESS"})
 
 
 async def test_a_replay_is_counted_and_enqueues_nothing(client: httpx.AsyncClient) -> None:
