@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # Admission control of each API process (app/api/admission.py): beyond these, 503 at once.
     max_concurrent_requests: int = Field(default=64, ge=1, le=10_000)
     max_concurrent_job_lists: int = Field(default=4, ge=1, le=1_000)
+    # The worker's /metrics (app/metrics/worker.py), served by its Celery main process; 0: off.
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
     flower_basic_auth: SecretStr | None = None
 

@@ -15,10 +15,12 @@ from app.api import strict_json
 from app.api.admission import AdmissionLimit
 from app.api.deps import get_broker_client
 from app.api.finished_jobs import FinishedTaskFastPath
-from app.api.routes import health, job_list, notifications, process_item, task_status
+from app.api.routes import health, job_list, metrics, notifications, process_item, task_status
 from app.config import MAX_REQUEST_BODY_BYTES, get_settings
 from app.intake.broker import close_publisher
 from app.intake.outbox import get_outbox, run_relay
+from app.metrics import mark_this_process_dead
+from app.metrics.api import HttpMetrics
 from app.storage import pg
 from app.storage.db import alembic_head, get_async_engine
 
@@ -43,6 +45,7 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     await close_publisher()
     await pg.close_pool()
     await get_async_engine().dispose()
+    mark_this_process_dead()
 
 
 app = FastAPI(
@@ -52,7 +55,7 @@ app = FastAPI(
     lifespan=lifespan,
     max_body_size=MAX_REQUEST_BODY_BYTES,
 )
-for module in (process_item, task_status, job_list, notifications, health):
+for module in (process_item, task_status, job_list, notifications, health, metrics):
     app.include_router(module.router)
 # A request over the process's bound is refused before routing (app/api/admission.py)...
 app.add_middleware(
@@ -63,6 +66,8 @@ app.add_middleware(
 # ...except a finished job's cached GET /task answer, outermost: it awaits nothing and holds no
 # connection or page, so it needs no bound, and skips the limit's cost (measured: RELIABILITY.md).
 app.add_middleware(FinishedTaskFastPath)
+# Outermost: every answer is counted and timed, the two above included (app/metrics/api.py).
+app.add_middleware(HttpMetrics)
 app.add_exception_handler(RequestValidationError, strict_json.validation_error)
 
 

@@ -9,8 +9,9 @@ most a process builds at once (docs/app.md, "Overload").
 A plain ASGI middleware: two counters on the process's event loop, no lock, nothing awaited on the
 admitted path (its cost is measured in RELIABILITY.md, "Overload and slow clients"). A finished
 job's cached `GET /task` answer is served before it (app/api/finished_jobs.py: no database, no
-page). The health endpoints are never refused: a process that sheds load still says whether it
-can serve (`/health/ready` checks its pools within `READINESS_TIMEOUT_SECONDS`).
+page). The health endpoints and `/metrics` are never refused: a process that sheds load still
+says whether it can serve (`/health/ready` checks its pools within `READINESS_TIMEOUT_SECONDS`)
+and what it is doing.
 """
 
 import json
@@ -18,6 +19,7 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 HEALTH_PREFIX = "/health"
+METRICS_PATH = "/metrics"
 JOB_LIST_PATH = "/jobs"
 RETRY_AFTER_SECONDS = 1
 
@@ -34,10 +36,11 @@ class AdmissionLimit:
         self.job_lists_in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(HEALTH_PREFIX):
+        path: str = scope["path"] if scope["type"] == "http" else ""
+        if not path or path.startswith(HEALTH_PREFIX) or path == METRICS_PATH:
             await self.app(scope, receive, send)
             return
-        job_list = scope["path"] == JOB_LIST_PATH
+        job_list = path == JOB_LIST_PATH
         if self.in_flight >= self.max_requests:
             await _overloaded(send, f"{self.max_requests} requests in flight")
             return

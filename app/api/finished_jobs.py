@@ -21,8 +21,10 @@ from functools import lru_cache
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import get_settings
+from app.metrics.api import ROUTE_TEMPLATE_KEY
 
 TASK_PREFIX = "/task/"
+TASK_ROUTE = "/task/{task_id}"
 # An answer that may change (an unfinished or unknown job), or one this process does not keep.
 NO_STORE = "no-store"
 
@@ -96,6 +98,7 @@ class FinishedTaskFastPath:
                 now = datetime.now(UTC)
                 entry = self._cached(path[len(TASK_PREFIX) :], now)
                 if entry is not None:
+                    scope[ROUTE_TEMPLATE_KEY] = TASK_ROUTE  # for app/metrics/api.py
                     body, purgeable_at = entry
                     await send(
                         {

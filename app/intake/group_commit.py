@@ -20,6 +20,7 @@ import asyncpg
 
 from app.intake import idempotency
 from app.intake.outbox import OutboxBatch, get_outbox
+from app.metrics.api import GROUP_COMMIT_BATCH, JOBS_ENQUEUED
 from app.storage import pg
 from app.storage.jobs import PROCESS_DATA
 from app.worker.tasks import process_data
@@ -140,6 +141,9 @@ class JobIntake:
             if not committed:
                 raise
         # Committed: answer, then publish (the outbox holds the messages until the broker does).
+        if created:
+            GROUP_COMMIT_BATCH.observe(len(created))
+            JOBS_ENQUEUED.inc(len(created))
         created_ids = set(created)
         for entry in batch:
             if entry.job_id in created_ids:

@@ -17,6 +17,8 @@ from typing import Annotated
 import asyncpg
 from fastapi import Header
 
+from app.metrics.api import IDEMPOTENT_REPLAYS
+
 # Printable ASCII without spaces, as the IETF draft's examples and the big APIs' keys (UUIDs).
 KEY_PATTERN = r"^[!-~]{1,255}$"
 
@@ -73,4 +75,5 @@ def replay(key: str, request_fingerprint: bytes, record: Recorded | None) -> uui
         raise RuntimeError(f"Idempotency-Key {key!r} disappeared while it was being read")
     if record.fingerprint != request_fingerprint:
         raise IdempotencyKeyReused(key)
+    IDEMPOTENT_REPLAYS.inc()
     return record.task_id

@@ -69,8 +69,11 @@ _FINISHED = ", ".join(f"'{status.value}'" for status in FINISHED_STATUSES)
 
 # The worker's two statements per job, in plain SQL on its own psycopg connection
 # (`app.storage.db.on_job_connection`), not through SQLAlchemy (docs/bench.md).
+# `waited` is the time since the row's commit (its queue wait, for a first attempt).
 CLAIM = f"""
-SELECT status, attempts, item_id, payload FROM jobs
+SELECT status, attempts, item_id, payload,
+    extract(epoch FROM clock_timestamp() - created_at)::float8 AS waited
+FROM jobs
 WHERE id = %(id)s AND status IN ({_UNFINISHED})
 """  # noqa: S608 - the IN list is this module's own constants
 # `count` says whether this change counts the delivery's attempt (see `_ending_attempt`).
@@ -89,13 +92,14 @@ class Claimed(NamedTuple):
     attempts: int
     item_id: int
     payload: dict[str, Any]
+    waited_seconds: float
 
 
 def claim(connection: psycopg.Connection[Any], job_id: uuid.UUID) -> Claimed | None:
     """The unfinished job a delivery is about to run, or None when it is finished or unknown.
     A read: no row version, no WAL, no index entries."""
     row = connection.execute(CLAIM, {"id": job_id}).fetchone()
-    return None if row is None else Claimed(JobStatus(row[0]), row[1], row[2], row[3])
+    return None if row is None else Claimed(JobStatus(row[0]), row[1], row[2], row[3], row[4])
 
 
 def finish(
@@ -163,8 +167,9 @@ def mark_retrying(session: Session, job_id: uuid.UUID, error: str, *, count_atte
     session.commit()
 
 
-def mark_failed(session: Session, job_id: uuid.UUID, error: str, *, count_attempt: bool) -> None:
-    session.execute(
+def mark_failed(session: Session, job_id: uuid.UUID, error: str, *, count_attempt: bool) -> bool:
+    """Record the failure; False when the job was already finished (nothing changed)."""
+    changed = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.not_in(FINISHED_STATUSES))
         .values(
@@ -176,6 +181,7 @@ def mark_failed(session: Session, job_id: uuid.UUID, error: str, *, count_attemp
         .execution_options(synchronize_session=False)
     )
     session.commit()
+    return cast(CursorResult[Any], changed).rowcount > 0
 
 
 def claim_stale_jobs(session: Session, stale_after_seconds: float, limit: int) -> list[uuid.UUID]:

@@ -11,6 +11,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from kombu.entity import Queue
 
 from app.config import get_settings
+from app.metrics import worker as _metrics  # noqa: F401 - serves /metrics (METRICS_PORT) on its signals
 from app.storage.db import dispose_sync_engines
 from app.worker.liveness import Rescuer, RunningTasksReporter, running_task_ids
 

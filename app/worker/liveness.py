@@ -46,6 +46,7 @@ from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
 from app.config import get_settings
+from app.metrics.worker import JOBS_REQUEUED
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class Rescuer:
             finally:
                 client.delete(lock_key(channel))
         if restored:
+            JOBS_REQUEUED.labels("liveness").inc(restored)
             logger.warning("restored %d messages held by dead workers", restored)
         return restored
 

@@ -9,6 +9,7 @@ from celery import Task
 from celery.utils.log import get_task_logger
 
 from app.config import get_settings
+from app.metrics import worker as metrics
 from app.storage import jobs
 from app.storage.db import (
     DATABASE_DOWN_ERRORS,
@@ -16,6 +17,7 @@ from app.storage.db import (
     on_job_connection,
     reconnecting,
 )
+from app.storage.models import JobStatus
 from app.worker.celery import celery_app
 
 logger = get_task_logger(__name__)
@@ -43,6 +45,7 @@ class JobTask(Task):  # type: ignore[misc]
     ) -> None:
         # The retry message is already published: if PostgreSQL is the reason for the retry, the
         # row cannot say so now, and the job runs again all the same.
+        metrics.JOB_RETRIES.labels(metrics.task_label(self.name)).inc()
         try:
             reconnecting(
                 get_sync_sessionmaker(),
@@ -62,16 +65,22 @@ class JobTask(Task):  # type: ignore[misc]
             # would lose it.
             logger.warning("job %s interrupted by the database: %s", task_id, _describe(exc))
             return
-        reconnecting(
+        if reconnecting(
             get_sync_sessionmaker(),
             lambda session: jobs.mark_failed(
                 session, uuid.UUID(task_id), _describe(exc), count_attempt=self._uncounted()
             ),
-        )
+        ):
+            metrics.job_finished(self.name, "failed", _run_seconds(self))
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _run_seconds(task: Task) -> float | None:
+    started = getattr(task.request, "run_started", None)
+    return None if started is None else time.monotonic() - started
 
 
 def publish_job(job_id: uuid.UUID) -> None:
@@ -115,10 +124,13 @@ def process_data(self: Task, job_id: str) -> dict[str, Any] | None:
 
 def _process(self: Task, job_id: str) -> dict[str, Any] | None:
     job_uuid = uuid.UUID(job_id)
+    self.request.run_started = time.monotonic()
     job = on_job_connection(lambda connection: jobs.claim(connection, job_uuid))
     if job is None:
         logger.info("job %s is finished or unknown; ignoring this delivery", job_id)
         return None
+    if job.attempts == 0 and job.status == JobStatus.QUEUED:
+        metrics.JOB_QUEUE_WAIT.labels(metrics.task_label(self.name)).observe(job.waited_seconds)
 
     work_seconds = get_settings().job_work_seconds
     # `started` is written only when the job has time to be seen running. A job done at once goes
@@ -151,9 +163,11 @@ def _process(self: Task, job_id: str) -> dict[str, Any] | None:
 
     result = {"item_id": job.item_id, "status": "processed"}
     count_attempt = not self.request.attempt_counted
-    if not on_job_connection(
+    if on_job_connection(
         lambda connection: jobs.finish(connection, job_uuid, result, count_attempt=count_attempt)
     ):
+        metrics.job_finished(self.name, "succeeded", _run_seconds(self))
+    else:
         logger.info("job %s was finished by another delivery", job_id)
     return result
 
@@ -179,6 +193,7 @@ def requeue_stale_jobs() -> int:
         )
     for job_id in job_ids:
         publish_job(job_id)
+        metrics.JOBS_REQUEUED.labels("reaper").inc()
     if job_ids:
         logger.warning("republished %d stale jobs", len(job_ids))
     return len(job_ids)

@@ -22,6 +22,7 @@ from tests.app.environment import (
     REPO_ROOT,
     TEST_ENV,
     WORKER_LOG,
+    WORKER_METRICS_ENV,
     admin_execute,
     stop_process,
 )
@@ -74,7 +75,7 @@ def worker(database: str) -> Iterator[subprocess.Popen[bytes]]:
                 *("--loglevel=INFO", "--concurrency=2", "--hostname=test@%h"),
             ],
             cwd=REPO_ROOT,
-            env=os.environ.copy(),
+            env={**os.environ, **WORKER_METRICS_ENV},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

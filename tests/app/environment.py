@@ -6,6 +6,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ REDIS_HOST_URL = "redis://127.0.0.1:6379"
 CLAIM_KEY = "taskstack:test-run"
 
 
-def _claim_empty_redis_db() -> int:
+def claim_empty_redis_db() -> int:
     """An empty Redis db number, claimed with a marker key so a parallel run picks another."""
     for number in random.sample(range(1, 16), 15):
         client = redis.Redis.from_url(f"{REDIS_HOST_URL}/{number}")
@@ -33,7 +34,7 @@ def _claim_empty_redis_db() -> int:
 
 RUN_DIR = Path(tempfile.mkdtemp(prefix="taskstack-tests-"))
 DATABASE_NAME = f"taskstack_test_{secrets.token_hex(6)}"
-REDIS_DB = _claim_empty_redis_db()
+REDIS_DB = claim_empty_redis_db()
 TEST_ENV = {
     "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE_NAME}",
     "REDIS_URL": f"{REDIS_HOST_URL}/{REDIS_DB}",
@@ -48,9 +49,27 @@ TEST_ENV = {
     "WORKER_HEARTBEAT_PATH": str(RUN_DIR / "worker-heartbeat"),
     "WORKER_HEARTBEAT_SECONDS": "1",
     "READINESS_TIMEOUT_SECONDS": "2",
+    # Off for every worker a test starts, but the session's (`WORKER_METRICS_ENV`).
+    "METRICS_PORT": "0",
 }
 os.environ.update(TEST_ENV)
 WORKER_LOG = RUN_DIR / "worker.log"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+# The session worker's metrics: multiprocess mode in a directory that does not exist yet (the
+# app creates it), on a free port.
+WORKER_METRICS_PORT = free_port()
+WORKER_METRICS_ENV = {
+    "PROMETHEUS_MULTIPROC_DIR": str(RUN_DIR / "worker-metrics" / "multiproc"),
+    "METRICS_PORT": str(WORKER_METRICS_PORT),
+}
 
 
 def admin_execute(statement: str) -> None:
