@@ -61,7 +61,7 @@ STATE_DIR = "/var/lib/taskstack"
 # Where the API's and the workers' processes keep their metrics (prometheus_client's multiprocess
 # mode, docs/observability.md): on the private tmpfs, so empty at every start.
 METRICS_DIR = "/tmp/metrics"  # noqa: S108 - the container's private tmpfs
-WORKER_METRICS_PORT = 9808
+WORKER_METRICS_PORT = int(Settings.model_fields["metrics_port"].default)
 WORKER_ALIAS = "worker"
 BEAT_SCHEDULE_PATH = f"{STATE_DIR}/celerybeat-schedule"
 

@@ -47,7 +47,7 @@ EXPECTED_TARGETS = {
 NO_WORKER_ALERT_WITHIN = 60 + 60 + 30
 JOBS = 1500
 # The task the API enqueues for POST /process/{item_id}.
-PROCESS_TASK = "app.tasks.process_data"
+PROCESS_TASK = "process_data"
 
 # A webhook receiver: prints each POSTed body as one line on its stdout (the test reads its logs).
 _RECEIVER = """

@@ -168,12 +168,13 @@ def test_every_container_has_a_process_limit(stack: str, dev: ProgramRun, prod: 
     run = dev if stack == "dev" else prod
     for container in run.containers():
         (limit,) = container.plain["ulimits"]
-        bound = {
+        bounds: dict[str, int] = {
             "postgres": DATA_MAX_PROCESSES,
             "redis": DATA_MAX_PROCESSES,
             "proxy": PROXY_MAX_PROCESSES,
             **dict.fromkeys(MONITORING_ROLES, MONITORING_MAX_PROCESSES),
-        }.get(_role(container), APP_MAX_PROCESSES)
+        }
+        bound = bounds.get(_role(container), APP_MAX_PROCESSES)
         assert limit == {"name": "nproc", "soft": bound, "hard": bound}, container.name
 
 
