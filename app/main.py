@@ -19,8 +19,15 @@ from app.api.routes import health, job_list, notifications, process_item, task_s
 from app.config import MAX_REQUEST_BODY_BYTES, get_settings
 from app.intake.broker import close_publisher
 from app.intake.outbox import get_outbox, run_relay
+from app.logs import configure_logging
 from app.storage import pg
 from app.storage.db import alembic_head, get_async_engine
+from app.tracing import RequestContext, setup_tracing
+
+# Logs and traces of this process (app/logs.py, app/tracing.py): at import, after uvicorn set up its
+# loggers, so in each `--workers` child too.
+configure_logging("api")
+setup_tracing("api")
 
 
 @asynccontextmanager
@@ -63,6 +70,8 @@ app.add_middleware(
 # ...except a finished job's cached GET /task answer, outermost: it awaits nothing and holds no
 # connection or page, so it needs no bound, and skips the limit's cost (measured: RELIABILITY.md).
 app.add_middleware(FinishedTaskFastPath)
+# Outermost: every answer gets its X-Request-ID, every request its span (app/tracing.py).
+app.add_middleware(RequestContext)
 app.add_exception_handler(RequestValidationError, strict_json.validation_error)
 
 
