@@ -190,6 +190,24 @@ class _Redacting(logging.StreamHandler):  # type: ignore[type-arg]
         return self.redactor(super().format(record))
 
 
+def _handler(role: str, settings: Settings) -> logging.Handler:
+    handler = _Redacting(Redactor(secrets_of(settings)))
+    json_lines = settings.log_format == "json"
+    handler.setFormatter(JsonLines() if json_lines else Text())
+    # JSON escapes a message's line breaks itself; text needs them escaped.
+    handler.addFilter(_Context(role, escape=not json_lines))
+    return handler
+
+
+def uvicorn_handler() -> logging.Handler:
+    """The root handler of `app/uvicorn_logging.json` (`uvicorn --log-config`, or the variable
+    `UVICORN_LOG_CONFIG`): uvicorn's own lines in our format also in the process that never
+    imports the app, the supervisor of `--workers N`. `app.main` replaces it in each child."""
+    settings = get_settings()
+    return _handler(settings.log_role or "api", settings)
+
+
+_announced = False
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
@@ -200,11 +218,7 @@ def configure_logging(
     module docstring); idempotent."""
     settings = settings or get_settings()
     role = settings.log_role or role
-    handler = _Redacting(Redactor(secrets_of(settings)))
-    json_lines = settings.log_format == "json"
-    handler.setFormatter(JsonLines() if json_lines else Text())
-    # JSON escapes a message's line breaks itself; text needs them escaped.
-    handler.addFilter(_Context(role, escape=not json_lines))
+    handler = _handler(role, settings)
     root = logging.getLogger()
     for old in root.handlers[:]:
         # Ours from an earlier call; others' stay (pytest's), unless `exclusive` (alembic's).
@@ -218,7 +232,12 @@ def configure_logging(
         for old in logger.handlers[:]:
             logger.removeHandler(old)
         logger.propagate = True
-    # Where this process connects, its passwords masked like any other line's (`Redactor`).
+    # Where this process connects, its passwords masked like any other line's (`Redactor`);
+    # once a process.
+    global _announced
+    if _announced:
+        return
+    _announced = True
     logging.getLogger(__name__).info(
         "%s: database %s, broker %s, result backend %s, log format %s",
         role,
@@ -246,8 +265,18 @@ def install_celery_logging() -> None:
         configure_logging(role_of_command(sys.argv), level=loglevel or logging.INFO)
 
     signals.setup_logging.connect(_setup, weak=False)
-    if get_settings().log_format == "json":
-        _celery_prints_as_records()
+    if _is_celery_command(sys.argv):
+        # From the start, before Celery sets up logging: a warning it gives before that (running
+        # as root) is a record too.
+        configure_logging(role_of_command(sys.argv))
+        logging.captureWarnings(True)
+        if get_settings().log_format == "json":
+            _celery_prints_as_records()
+
+
+def _is_celery_command(argv: list[str]) -> bool:
+    program = argv[0] if argv else ""
+    return program.endswith(("/celery", "celery/__main__.py")) or program == "celery"
 
 
 def _celery_prints_as_records() -> None:
