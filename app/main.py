@@ -58,6 +58,8 @@ app = FastAPI(
     version="0.1.0",
     lifespan=lifespan,
     max_body_size=MAX_REQUEST_BODY_BYTES,
+    # The request's span is app/tracing.py's (also without the SDK): not FastAPI's own as well.
+    telemetry={"tracing": False},
 )
 for module in (process_item, task_status, job_list, notifications, health):
     app.include_router(module.router)
