@@ -1,17 +1,21 @@
 """Alembic environment: DATABASE_URL from the app's settings, migrations under an advisory lock."""
 
+import logging
 from logging.config import fileConfig
 
 from sqlalchemy import create_engine, pool, text
 
 from alembic import context
 from app.config import get_settings
+from app.logs import configure_logging
 from app.storage.models import Base
 from app.storage.roles import MIGRATION_LOCK_KEY, ensure_app_role
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+    # alembic.ini's levels, our handler (app/logs.py: LOG_FORMAT, passwords masked).
+    configure_logging("migrate", level=logging.getLogger().level, exclusive=True)
 
 target_metadata = Base.metadata
 

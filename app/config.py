@@ -3,7 +3,7 @@
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9808, ge=0, le=65535)
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
     flower_basic_auth: SecretStr | None = None
+    # Logs (app/logs.py): JSON lines or text; the role each line names (empty: from the command).
+    log_format: Literal["text", "json"] = "text"
+    log_role: Literal["api", "worker", "beat", "flower", "migrate"] | None = None
+    # Traces (app/tracing.py): exported over OTLP/HTTP only when set (e.g. http://collector:4318).
+    otlp_endpoint: str | None = None
 
     @property
     def database_libpq_url(self) -> str:
@@ -99,6 +104,11 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://")):
             raise ValueError("must start with redis:// or rediss://")
         return value
+
+    @field_validator("log_role", "otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return value or None
 
     @field_validator("flower_basic_auth")
     @classmethod

@@ -19,10 +19,17 @@ from app.api.routes import health, job_list, metrics, notifications, process_ite
 from app.config import MAX_REQUEST_BODY_BYTES, get_settings
 from app.intake.broker import close_publisher
 from app.intake.outbox import get_outbox, run_relay
+from app.logs import configure_logging
 from app.metrics import mark_this_process_dead
 from app.metrics.api import HttpMetrics
 from app.storage import pg
 from app.storage.db import alembic_head, get_async_engine
+from app.tracing import RequestContext, setup_tracing
+
+# Logs and traces of this process (app/logs.py, app/tracing.py): at import, after uvicorn set up its
+# loggers, so in each `--workers` child too.
+configure_logging("api")
+setup_tracing("api")
 
 
 @asynccontextmanager
@@ -54,6 +61,8 @@ app = FastAPI(
     version="0.1.0",
     lifespan=lifespan,
     max_body_size=MAX_REQUEST_BODY_BYTES,
+    # The request's span is app/tracing.py's (also without the SDK): not FastAPI's own as well.
+    telemetry={"tracing": False},
 )
 for module in (process_item, task_status, job_list, notifications, health, metrics):
     app.include_router(module.router)
@@ -66,7 +75,9 @@ app.add_middleware(
 # ...except a finished job's cached GET /task answer, outermost: it awaits nothing and holds no
 # connection or page, so it needs no bound, and skips the limit's cost (measured: RELIABILITY.md).
 app.add_middleware(FinishedTaskFastPath)
-# Outermost: every answer is counted and timed, the two above included (app/metrics/api.py).
+# Every answer gets its X-Request-ID, every request its span (app/tracing.py)...
+app.add_middleware(RequestContext)
+# ...and, outermost, is counted and timed, everything above included (app/metrics/api.py).
 app.add_middleware(HttpMetrics)
 app.add_exception_handler(RequestValidationError, strict_json.validation_error)
 

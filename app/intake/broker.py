@@ -81,8 +81,11 @@ def queue_of(task_name: str) -> str:
     return _queue_of(task_name)
 
 
-def task_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> bytes:
-    """The bytes kombu's Redis transport would push for `apply_async(args, task_id=...)`."""
+def task_envelope(
+    task_name: str, task_id: str, args: list[Any], queue: str, traceparent: str | None = None
+) -> bytes:
+    """The bytes kombu's Redis transport would push for `apply_async(args, task_id=...)`, with
+    `headers={"traceparent": ...}` when given (the worker's span continues that trace)."""
     message = celery_app.amqp.create_task_message(
         task_id,
         task_name,
@@ -92,6 +95,8 @@ def task_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> 
         root_id=task_id,
         ignore_result=True,
     )
+    if traceparent is not None:
+        message.headers["traceparent"] = traceparent
     content_type, content_encoding, body = dumps(message.body, serializer="json")  # type: ignore[no-untyped-call]
     body_bytes = body.encode(content_encoding) if isinstance(body, str) else body
     properties = dict(message.properties)
@@ -112,7 +117,9 @@ def task_envelope(task_name: str, task_id: str, args: list[Any], queue: str) -> 
     return json.dumps(envelope).encode()
 
 
-async def publish_task(task_name: str, task_id: str, args: list[Any]) -> None:
+async def publish_task(
+    task_name: str, task_id: str, args: list[Any], traceparent: str | None = None
+) -> None:
     """Queue a task message without leaving the event loop; raises when Redis refuses it."""
     queue = queue_of(task_name)
-    await get_publisher().lpush(queue, task_envelope(task_name, task_id, args, queue))
+    await get_publisher().lpush(queue, task_envelope(task_name, task_id, args, queue, traceparent))

@@ -23,6 +23,7 @@ from app.intake.outbox import OutboxBatch, get_outbox
 from app.metrics.api import GROUP_COMMIT_BATCH, JOBS_ENQUEUED
 from app.storage import pg
 from app.storage.jobs import PROCESS_DATA
+from app.tracing import current_traceparent
 from app.worker.tasks import process_data
 
 MAX_BATCH = 256
@@ -40,7 +41,8 @@ WITH new_jobs AS (
     SELECT job.id, job.item_id, $3, 'queued', job.id::text
     FROM unnest($1::uuid[], $2::integer[]) AS job(id, item_id)
 )
-INSERT INTO outbox (task_name, task_ids) VALUES ($4, $1::uuid[]) RETURNING id
+INSERT INTO outbox (task_name, task_ids, traceparents) VALUES ($4, $1::uuid[], $5::text[])
+RETURNING id
 """
 
 # The same with Idempotency-Keys ($5 keys, $6 fingerprints, $7 their jobs' ids): a job whose key
@@ -59,8 +61,11 @@ WITH claimed AS (
     WHERE job.id <> ALL($7::uuid[]) OR job.id IN (SELECT task_id FROM claimed)
     RETURNING id
 ), batch AS (
-    INSERT INTO outbox (task_name, task_ids)
-    SELECT $4, array_agg(id) FROM new_jobs HAVING count(*) > 0
+    INSERT INTO outbox (task_name, task_ids, traceparents)
+    SELECT $4, array_agg(job.id ORDER BY job.n), array_agg(job.traceparent ORDER BY job.n)
+    FROM new_jobs JOIN unnest($1::uuid[], $8::text[]) WITH ORDINALITY AS job(id, traceparent, n)
+    USING (id)
+    HAVING count(*) > 0
     RETURNING id
 )
 SELECT (SELECT id FROM batch) AS outbox_id, ARRAY(SELECT task_id FROM claimed) AS claimed
@@ -73,6 +78,8 @@ class _Waiting:
     item_id: int
     key: str | None
     accepted: asyncio.Future[tuple[uuid.UUID, bool]]
+    # The request's trace (app/tracing.py), carried by the job's message.
+    traceparent: str | None = None
 
     @property
     def fingerprint(self) -> bytes:
@@ -96,7 +103,13 @@ class JobIntake:
 
         Raises `pg.DatabaseUnavailable` (nothing recorded) or
         `idempotency.IdempotencyKeyReused`."""
-        entry = _Waiting(uuid.uuid4(), item_id, key, asyncio.get_running_loop().create_future())
+        entry = _Waiting(
+            uuid.uuid4(),
+            item_id,
+            key,
+            asyncio.get_running_loop().create_future(),
+            current_traceparent(),
+        )
         self.waiting.append(entry)
         if self.flushing < MAX_CONCURRENT_FLUSHES:
             self.flushing += 1
@@ -123,13 +136,19 @@ class JobIntake:
     async def _flush(self, batch: list[_Waiting]) -> None:
         job_ids = [entry.job_id for entry in batch]
         item_ids = [entry.item_id for entry in batch]
+        traceparents = {entry.job_id: entry.traceparent for entry in batch}
         keyed = [entry for entry in batch if entry.key is not None]
         committed = False
         try:
             async with pg.connection() as connection:
                 if not keyed:
                     outbox_id = await connection.fetchval(
-                        INSERT_JOBS, job_ids, item_ids, PROCESS_DATA, process_data.name
+                        INSERT_JOBS,
+                        job_ids,
+                        item_ids,
+                        PROCESS_DATA,
+                        process_data.name,
+                        list(traceparents.values()),
                     )
                     created = job_ids
                 else:
@@ -149,7 +168,14 @@ class JobIntake:
             if entry.job_id in created_ids:
                 _settle(entry, (entry.job_id, False))
         if outbox_id is not None:
-            get_outbox().publish_soon(OutboxBatch(outbox_id, process_data.name, created))
+            get_outbox().publish_soon(
+                OutboxBatch(
+                    outbox_id,
+                    process_data.name,
+                    created,
+                    traceparents=[traceparents[job_id] for job_id in created],
+                )
+            )
 
     async def _insert_keyed(
         self, connection: asyncpg.Connection, batch: list[_Waiting], keyed: list[_Waiting]
@@ -171,6 +197,7 @@ class JobIntake:
             [entry.key for entry in claiming],
             [entry.fingerprint for entry in claiming],
             [entry.job_id for entry in claiming],
+            [entry.traceparent for entry in inserting],
         )
         assert row is not None
         claimed = set(row["claimed"])

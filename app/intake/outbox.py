@@ -55,7 +55,7 @@ SELECT set_config('synchronous_commit', 'off', true)
 RELAY_DUE = "created_at < now() - make_interval(secs => $1) OR id = ANY($2::bigint[])"
 RELAY_ANY_DUE = f"SELECT EXISTS (SELECT FROM outbox WHERE {RELAY_DUE})"  # noqa: S608 - constants
 RELAY_TAKE = f"""
-SELECT id, task_name, task_ids, args FROM outbox WHERE {RELAY_DUE}
+SELECT id, task_name, task_ids, args, traceparents FROM outbox WHERE {RELAY_DUE}
 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
 """  # noqa: S608
 RELAY_BATCH_ROWS = 100
@@ -71,6 +71,8 @@ class OutboxBatch:
     task_ids: Sequence[uuid.UUID]
     # One list of arguments per task; None: each task's one argument is its own id (jobs).
     args: Sequence[Sequence[Any]] | None = None
+    # One W3C traceparent per task (app/tracing.py), the request's that committed it; None: none.
+    traceparents: Sequence[str | None] | None = None
 
     def envelopes(self) -> tuple[str, list[bytes]]:
         queue = queue_of(self.task_name)
@@ -80,6 +82,7 @@ class OutboxBatch:
                 str(task_id),
                 [str(task_id)] if self.args is None else list(self.args[index]),
                 queue,
+                None if self.traceparents is None else self.traceparents[index],
             )
             for index, task_id in enumerate(self.task_ids)
         ]
@@ -186,6 +189,7 @@ class Outbox:
                     row["task_name"],
                     row["task_ids"],
                     None if row["args"] is None else json.loads(row["args"]),
+                    row["traceparents"],
                 )
                 for row in rows
             ]

@@ -112,6 +112,8 @@ class OutboxBatch(Base):
     task_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(Uuid))
     # One list of arguments per task id; NULL means each task's argument is its own id (jobs).
     args: Mapped[list[list[Any]] | None] = mapped_column(JSONB)
+    # One W3C traceparent per task id (app/tracing.py), NULL entries for none.
+    traceparents: Mapped[list[str | None] | None] = mapped_column(ARRAY(Text))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -1,18 +1,19 @@
 """The Celery application: worker, beat and Flower start from here (`celery -A app.worker ...`)."""
 
 import logging
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
+from celery.signals import worker_process_init
 from kombu.entity import Queue
 
 from app.config import get_settings
+from app.logs import install_celery_logging
 from app.metrics import worker as _metrics  # noqa: F401 - serves /metrics (METRICS_PORT) on its signals
 from app.storage.db import dispose_sync_engines
+from app.tracing import install_celery_hooks
 from app.worker.liveness import Rescuer, RunningTasksReporter, running_task_ids
 
 logger = logging.getLogger(__name__)
@@ -139,31 +140,6 @@ class ReportRunningTasks(bootsteps.StartStopStep):  # type: ignore[misc]
 celery_app.steps["consumer"].add(WorkerHeartbeat)
 celery_app.steps["worker"].add(ReportRunningTasks)
 
-# Line breaks and other control characters (C0, DEL, C1, and Unicode's line and paragraph
-# separators): in a log message they would let text a user supplied (a notification's message)
-# start what reads as a record of its own, such as a forged ERROR line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def escape_control_characters(text: str) -> str:
-    """`text` on one line: each control character as its Python escape (`\\n`, `\\x1b`)."""
-    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
-
-
-class OneLineMessages(logging.Filter):
-    """Keeps each record's message on its line (a traceback, added by the formatter, is not
-    touched). Installed on the handlers of the worker's and beat's loggers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "control_characters_escaped", False):
-            record.msg = escape_control_characters(record.getMessage())
-            record.args = None
-            record.control_characters_escaped = True
-        return True
-
-
-@after_setup_logger.connect  # type: ignore[untyped-decorator]
-@after_setup_task_logger.connect  # type: ignore[untyped-decorator]
-def _one_line_messages(logger: logging.Logger, **_: Any) -> None:
-    for handler in logger.handlers:
-        handler.addFilter(OneLineMessages())
+# Logs (app/logs.py: JSON lines or text, never Celery's own formatting) and traces (app/tracing.py).
+install_celery_logging()
+install_celery_hooks()

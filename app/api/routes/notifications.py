@@ -12,14 +12,17 @@ from app.intake import idempotency
 from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
 from app.intake.outbox import OutboxBatch, get_outbox
 from app.storage import pg
+from app.tracing import current_traceparent
 from app.worker.tasks import send_notification
 
 # Strict JSON: NaN, Infinity or 1e400 anywhere in the body is a 422 (app/api/strict_json.py).
 router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)
 
-# The notification's message in the outbox; with a key ($4, $5), only if the key is new.
+# The notification's message in the outbox, with its traceparent; with a key ($4, $5), only if
+# the key is new.
 INSERT_NOTIFICATION = """
-INSERT INTO outbox (task_name, task_ids, args) VALUES ($1, ARRAY[$2::uuid], $3::jsonb) RETURNING id
+INSERT INTO outbox (task_name, task_ids, args, traceparents)
+VALUES ($1, ARRAY[$2::uuid], $3::jsonb, ARRAY[$4::text]) RETURNING id
 """
 INSERT_KEYED_NOTIFICATION = """
 WITH claimed AS (
@@ -27,8 +30,8 @@ WITH claimed AS (
     ON CONFLICT (key) DO NOTHING
     RETURNING task_id
 )
-INSERT INTO outbox (task_name, task_ids, args)
-SELECT $1, ARRAY[$2::uuid], $3::jsonb FROM claimed
+INSERT INTO outbox (task_name, task_ids, args, traceparents)
+SELECT $1, ARRAY[$2::uuid], $3::jsonb, ARRAY[$6::text] FROM claimed
 RETURNING id
 """
 
@@ -73,14 +76,15 @@ async def notify(
     task_id = uuid.uuid4()
     args = [notification.user_id, notification.message]
     statement = [send_notification.name, task_id, json.dumps([args])]
+    traceparent = current_traceparent()  # the request's trace, carried by the message
     async with pg.connection() as connection:
         if idempotency_key is None:
-            outbox_id = await connection.fetchval(INSERT_NOTIFICATION, *statement)
+            outbox_id = await connection.fetchval(INSERT_NOTIFICATION, *statement, traceparent)
         else:
             body = json.dumps(notification.model_dump(), sort_keys=True).encode()
             fingerprint = idempotency.fingerprint("POST", "/notifications", body)
             outbox_id = await connection.fetchval(
-                INSERT_KEYED_NOTIFICATION, *statement, idempotency_key, fingerprint
+                INSERT_KEYED_NOTIFICATION, *statement, idempotency_key, fingerprint, traceparent
             )
             if outbox_id is None:  # the key was recorded by an earlier request
                 records = await idempotency.recorded(connection, [idempotency_key])
@@ -94,5 +98,7 @@ async def notify(
                     ) from error
                 response.headers[REPLAYED_HEADER] = "true"
                 return TaskAccepted(task_id=str(first))
-    get_outbox().publish_soon(OutboxBatch(outbox_id, send_notification.name, [task_id], [args]))
+    get_outbox().publish_soon(
+        OutboxBatch(outbox_id, send_notification.name, [task_id], [args], [traceparent])
+    )
     return TaskAccepted(task_id=str(task_id))
