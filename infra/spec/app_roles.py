@@ -130,10 +130,12 @@ class ApiSettings:
     start_first: bool
     limits: Limits
     source: Path
+    json_logs: bool
 
     @classmethod
     def of(cls, config: StackConfig, repo_root: Path) -> ApiSettings:
         return cls(
+            json_logs=config.log_format == "json",
             access_log=config.api_access_log,
             workers=config.api_workers,
             replicas=config.api_replicas,
@@ -152,6 +154,10 @@ def _api_command(settings: ApiSettings, prod: bool) -> tuple[str, ...]:
         # A line per request has a cost (docs/bench.md, "What was changed for speed"); gunicorn's
         # default is the same. Errors are still logged.
         command += ("--no-access-log",)
+    if settings.json_logs:
+        # uvicorn's supervisor of `--workers` never imports the app: its own few lines in the
+        # same JSON schema (docs/observability.md, "Logs").
+        command += ("--log-config", "/app/app/uvicorn_logging.json")
     if prod:
         return (*command, "--workers", str(settings.workers))
     return (*command, "--reload", "--reload-dir", "/app/app")
