@@ -148,8 +148,11 @@ def test_refresh_checksums_changes_nothing_when_an_archive_is_missing(
 
 
 def test_the_pins_follow_uv_lock() -> None:
-    """The CLI is the version of the SDK that uv.lock pins; the plugin, pulumi-docker's."""
+    """The CLI is of the SDK's major version in uv.lock, a digest pinned for each of the four
+    platforms; the plugin is pulumi-docker's."""
     version, digests = bootstrap.read_pins(bootstrap.CHECKSUMS)
-    assert version == bootstrap.locked_version("pulumi")
-    assert all(name.startswith(f"pulumi-v{version}-") for name in digests)
+    assert version.split(".")[0] == bootstrap.locked_version("pulumi").split(".")[0]
+    platforms = ("linux-x64", "linux-arm64", "darwin-x64", "darwin-arm64")
+    assert set(digests) == {f"pulumi-v{version}-{p}.tar.gz" for p in platforms}
+    assert all(len(digest) == 64 for digest in digests.values())
     assert bootstrap.locked_version("pulumi-docker").split(".")[0] == "5"
