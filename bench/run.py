@@ -319,18 +319,33 @@ def bench_latency(stack: Stack) -> dict[str, Any]:
     return {"jobs": jobs, "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
 
 
+def memory_mib(stack: Stack) -> dict[str, float]:
+    """Each container's memory use (its cgroup's, as `docker stats` shows it), after the load."""
+    used: dict[str, float] = {}
+    for container in stack.deployer.containers():
+        if container.status != "running":
+            continue
+        stats = container.stats(stream=False)["memory_stats"]
+        inactive = stats.get("stats", {}).get("inactive_file", 0)
+        role = container.labels.get("com.taskstack.role", container.name)
+        name = role if role not in used else container.name
+        used[name] = round((stats.get("usage", 0) - inactive) / 2**20, 1)
+    return used
+
+
 def measure(kind: str) -> dict[str, Any]:
     stack = Stack(kind)
     stack.down()  # a leftover of an interrupted run
     try:
         stack.up()
-        return {
+        measured = {
             **stack.shape(),
             "post": bench_post(stack),
             "get": bench_get(stack),
             "drain": bench_drain(stack),
             "latency": bench_latency(stack),
         }
+        return {**measured, "memory_mib_after_load": memory_mib(stack)}
     finally:
         stack.down()
 

@@ -37,8 +37,8 @@ EXPECTED_TARGETS = {
     "api": 2,
     "worker": 3,
     "proxy": 1,
-    "postgres": 1,
-    "redis": 1,
+    "postgres-exporter": 1,
+    "redis-exporter": 1,
     "prometheus": 1,
     "alertmanager": 1,
 }
@@ -111,7 +111,11 @@ def test_every_scrape_target_is_up(prod_stack: DeployedStack) -> None:
                 per_job[job] = per_job.get(job, 0) + 1
         return targets if per_job == EXPECTED_TARGETS else None
 
-    targets = eventually(all_up, within=120, every=5)
+    try:
+        targets = eventually(all_up, within=120, every=5)
+    except AssertionError:
+        seen = [(t["labels"]["job"], t["health"], t["lastError"]) for t in _targets(prod_stack)]
+        raise AssertionError(f"expected {EXPECTED_TARGETS}, scraped {seen}") from None
     assert all(target["health"] == "up" for target in targets), targets
 
 

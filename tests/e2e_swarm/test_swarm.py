@@ -390,6 +390,30 @@ def test_scaling_workers_from_2_to_4_by_config(swarm_stack: SwarmStack) -> None:
 
     eventually(listed, within=60, every=3)
 
+    def scraped() -> set[str] | None:
+        """Prometheus scrapes each of the four workers (`tasks.worker`), not one behind the VIP"""
+        response = httpx.get(
+            f"{swarm_stack.outputs['prometheusUrl']}/api/v1/targets",
+            params={"state": "active"},
+            auth=swarm_stack.flower_auth(),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        up = {
+            target["labels"]["instance"].split(":")[0]
+            for target in response.json()["data"]["activeTargets"]
+            if target["labels"]["job"] == "worker" and target["health"] == "up"
+        }
+        return up if len(up) == 4 else None
+
+    addresses = eventually(scraped, within=120, every=5)
+    own = {
+        network["IPAddress"]
+        for container in containers
+        for network in container.attrs["NetworkSettings"]["Networks"].values()
+    }
+    assert addresses <= own
+
 
 # -- a failed migration
 # ----------------------------------------------------------------------------------------
