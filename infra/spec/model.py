@@ -49,6 +49,7 @@ SecretKey = Literal[
     "console_password",
     "monitoring_web_config",
     "alert_webhook_url",
+    "redis_exporter_passwords",
     "redis_password",
     "flower_basic_auth",
     "database_url",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -270,7 +271,15 @@ def monitoring_secrets(credentials: Credentials) -> dict[SecretKey, pulumi.Outpu
             secrets[key] = value
     if credentials.alert_webhook_url is not None:
         secrets["alert_webhook_url"] = credentials.alert_webhook_url
+    if credentials.redis_password is not None:
+        secrets["redis_exporter_passwords"] = _redis_exporter_passwords(credentials.redis_password)
     return secrets
+
+
+def _redis_exporter_passwords(password: pulumi.Output[str]) -> pulumi.Output[str]:
+    """redis_exporter's password file: a JSON object of address -> password, not a bare one."""
+    address = f"redis://{REDIS_ALIAS}:{REDIS_PORT}"
+    return pulumi.Output.secret(password.apply(lambda p: json.dumps({address: p})))
 
 
 def _exporter(role: MonitoringRole, shared: Shared, env: Mapping[str, str], user: str) -> Service:
@@ -322,7 +331,7 @@ def redis_exporter(shared: Shared, password: pulumi.Output[str] | None) -> Servi
         service,
         secret_env={"REDIS_PASSWORD": password},
         file_secrets=FileSecrets(
-            files={"redis_password": "redis_password"},
-            env={"REDIS_PASSWORD_FILE": f"{SECRETS_DIR}/redis_password"},
+            files={"redis_exporter_passwords": "redis_exporter_passwords"},
+            env={"REDIS_PASSWORD_FILE": f"{SECRETS_DIR}/redis_exporter_passwords"},
         ),
     )

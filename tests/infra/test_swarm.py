@@ -164,6 +164,7 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
                 "database-password",
                 "monitoring-web-config",
                 "console-password",
+                "redis-exporter-passwords",
             )
         },
         monitoring=True,
