@@ -21,9 +21,11 @@ import bcrypt
 import pytest
 import yaml
 
-from infra import monitoring
+from app.config import Settings
+from infra import monitoring, proxy
 from infra.config import StackConfig
 from infra.monitoring import BasicAuth, MonitoringSettings
+from infra.spec.app_roles import API_PORT, WORKER_METRICS_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_TEST = Path(__file__).with_name("alert_rules_test.yml")
@@ -485,3 +487,10 @@ def test_every_threshold_has_its_documented_config_key_and_default() -> None:
 
 def as_documented(value: object) -> str:
     return value if isinstance(value, str) else format(value, "g")
+
+
+def test_the_scrape_jobs_use_the_ports_the_roles_serve_on() -> None:
+    ports = {job.job: job.port for job in monitoring.SCRAPE_JOBS}
+    assert ports["api"] == API_PORT
+    assert ports["worker"] == WORKER_METRICS_PORT == Settings().metrics_port
+    assert ports["proxy"] == proxy.METRICS_PORT
