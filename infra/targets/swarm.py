@@ -197,6 +197,13 @@ def _command_and_check(args: ServiceArgs) -> tuple[list[str], HealthCheck | None
     return list(command), check
 
 
+def _literal(env: Mapping[str, str]) -> dict[str, str]:
+    """Plain values as they are: Swarm expands Go templates in a service's environment (the
+    worker's `{{.Task.Slot}}` is one), so the `{{` of a value that is not one (Prometheus's alert
+    rules: `{{ $value }}`) is written as a template that outputs it."""
+    return {name: value.replace("{{", '{{"{{"}}') for name, value in env.items()}
+
+
 def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArgs:
     service = args.role.service
     command, check = _command_and_check(args)
@@ -210,7 +217,7 @@ def _container_spec(args: ServiceArgs) -> docker.ServiceTaskSpecContainerSpecArg
         # `commands` is the image's entrypoint, replaced only when the role says so.
         commands=list(service.entrypoint) or None,
         # Plain settings only: every credential arrives as a file (`secrets`).
-        env={**service.env, **service.file_secrets.env, **per_copy} or None,
+        env={**_literal(service.env), **service.file_secrets.env, **per_copy} or None,
         user=service.user,
         init=True,
         labels=core.label_args(docker.ServiceTaskSpecContainerSpecLabelArgs, service.labels),
