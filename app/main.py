@@ -62,7 +62,9 @@ app = FastAPI(
     lifespan=lifespan,
     max_body_size=MAX_REQUEST_BODY_BYTES,
     # The request's span is app/tracing.py's (also without the SDK): not FastAPI's own as well.
-    telemetry={"tracing": False},
+    # Its metrics and logs hooks too: with OpenTelemetry installed, FastAPI would otherwise look its
+    # providers up on every request.
+    telemetry={"tracing": False, "metrics": False, "logs": False},
 )
 for module in (process_item, task_status, job_list, notifications, health, metrics):
     app.include_router(module.router)

@@ -11,16 +11,19 @@ spans when `OTLP_ENDPOINT` is set.
 - The worker (`install_celery_hooks`): each task run gets a span, a child of its message's
   `traceparent`, and its logs the job id and trace id.
 
-Without `OTLP_ENDPOINT` nothing is exported and no SDK span is made: the spans are
-`NonRecordingSpan`s carrying the ids (a new span id, the parent's trace id or a new one), so the
-trace id still reaches the messages and every log line at the cost of two random numbers.
+Without `OTLP_ENDPOINT` nothing is exported and no SDK span is made. The API then keeps only the
+ids (the parent's trace id or a new one, a new span id) in a context variable, without
+OpenTelemetry's context machinery: the trace id still reaches the messages and every log line, at
+the cost of two random numbers a request on the hot path. The worker's spans are
+`NonRecordingSpan`s carrying the ids.
 """
 
 import logging
+import os
 import random
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -48,6 +51,9 @@ PROPAGATOR = TraceContextTextMapPropagator()
 # An incoming X-Request-ID kept as it is: a bounded token of a safe charset (a UUID, a proxy's id).
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+/=-]{1,128}")
 _TRACER_NAME = "app.tracing"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+# Without an SDK, the request's (trace id, span id, flags), set by `RequestContext`.
+_request_ids: ContextVar[tuple[int, int, int] | None] = ContextVar("trace_ids", default=None)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,13 +114,28 @@ def start_span(name: str, parent: otel_context.Context | None, kind: SpanKind) -
     return NonRecordingSpan(span_context)
 
 
+def _ids_for(traceparent: bytes | None) -> tuple[int, int, int]:
+    """A request's ids without an SDK: a child of a valid `traceparent`, else a new trace."""
+    if traceparent:
+        found = _TRACEPARENT.fullmatch(traceparent.decode("latin-1").strip())
+        if found and int(found[1], 16) and int(found[2], 16):
+            return int(found[1], 16), random.getrandbits(64) or 1, int(found[3], 16)
+    return random.getrandbits(128) or 1, random.getrandbits(64) or 1, int(TraceFlags.SAMPLED)
+
+
 def current_trace_id() -> str | None:
+    ids = _request_ids.get()
+    if ids is not None:
+        return f"{ids[0]:032x}"
     span_context = trace.get_current_span().get_span_context()
     return f"{span_context.trace_id:032x}" if span_context.is_valid else None
 
 
 def current_traceparent() -> str | None:
     """The running span as a `traceparent` header value (what a message carries)."""
+    ids = _request_ids.get()
+    if ids is not None:
+        return f"00-{ids[0]:032x}-{ids[1]:016x}-{ids[2]:02x}"
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return None
@@ -144,9 +165,12 @@ class RequestContext:
         if incoming_id is not None and _SANE_REQUEST_ID.fullmatch(incoming_id):
             request_id = incoming_id.decode("ascii")
         else:
-            request_id = uuid.uuid4().hex
-        span = start_span(scope["method"], parent_context(traceparent), SpanKind.SERVER)
+            request_id = os.urandom(16).hex()
         id_header = (b"x-request-id", request_id.encode("ascii"))
+        if not recording():
+            await self._with_ids(scope, receive, send, request_id, id_header, traceparent)
+            return
+        span = start_span(scope["method"], parent_context(traceparent), SpanKind.SERVER)
         status_code = 0
 
         async def send_with_id(message: Message) -> None:
@@ -168,6 +192,30 @@ class RequestContext:
             if span.is_recording():
                 _end_request_span(span, scope, status_code)
             otel_context.detach(context_token)
+            request_id_var.reset(request_token)
+
+    async def _with_ids(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        id_header: tuple[bytes, bytes],
+        traceparent: bytes | None,
+    ) -> None:
+        """The request without an SDK: its ids in context variables, no span."""
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        request_token = request_id_var.set(request_id)
+        ids_token = _request_ids.set(_ids_for(traceparent))
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _request_ids.reset(ids_token)
             request_id_var.reset(request_token)
 
 
