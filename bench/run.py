@@ -319,18 +319,23 @@ def bench_latency(stack: Stack) -> dict[str, Any]:
     return {"jobs": jobs, "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
 
 
-def memory_mib(stack: Stack) -> dict[str, float]:
-    """Each container's memory use (its cgroup's, as `docker stats` shows it), after the load."""
-    used: dict[str, float] = {}
+def resources(stack: Stack, up_at: float) -> dict[str, Any]:
+    """Each running container's memory use (its cgroup's, as `docker stats` shows it) and the CPU
+    seconds it used since the stack came up, after the load: what each role costs."""
+    per_container: dict[str, dict[str, float]] = {}
     for container in stack.deployer.containers():
         if container.status != "running":
             continue
-        stats = container.stats(stream=False)["memory_stats"]
-        inactive = stats.get("stats", {}).get("inactive_file", 0)
+        stats = container.stats(stream=False)
+        memory = stats["memory_stats"]
+        inactive = memory.get("stats", {}).get("inactive_file", 0)
         role = container.labels.get("com.taskstack.role", container.name)
-        name = role if role not in used else container.name
-        used[name] = round((stats.get("usage", 0) - inactive) / 2**20, 1)
-    return used
+        name = role if role not in per_container else container.name
+        per_container[name] = {
+            "memory_mib": round((memory.get("usage", 0) - inactive) / 2**20, 1),
+            "cpu_seconds": round(stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9, 2),
+        }
+    return {"seconds_since_up": round(time.monotonic() - up_at, 1), "containers": per_container}
 
 
 def measure(kind: str) -> dict[str, Any]:
@@ -338,6 +343,7 @@ def measure(kind: str) -> dict[str, Any]:
     stack.down()  # a leftover of an interrupted run
     try:
         stack.up()
+        up_at = time.monotonic()
         measured = {
             **stack.shape(),
             "post": bench_post(stack),
@@ -345,7 +351,7 @@ def measure(kind: str) -> dict[str, Any]:
             "drain": bench_drain(stack),
             "latency": bench_latency(stack),
         }
-        return {**measured, "memory_mib_after_load": memory_mib(stack)}
+        return {**measured, "resources_after_load": resources(stack, up_at)}
     finally:
         stack.down()
 
