@@ -492,5 +492,5 @@ def as_documented(value: object) -> str:
 def test_the_scrape_jobs_use_the_ports_the_roles_serve_on() -> None:
     ports = {job.job: job.port for job in monitoring.SCRAPE_JOBS}
     assert ports["api"] == API_PORT
-    assert ports["worker"] == WORKER_METRICS_PORT == Settings().metrics_port
+    assert ports["worker"] == WORKER_METRICS_PORT == Settings.model_fields["metrics_port"].default
     assert ports["proxy"] == proxy.METRICS_PORT
