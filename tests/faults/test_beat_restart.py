@@ -17,16 +17,18 @@ from tests.faults.servers import START_SECONDS, Stack, stop_process, wait_until
 # Short here (the default is 60 s), to see several ticks on each side of the restart.
 INTERVAL = 2.0
 TICKS_EACH_SIDE = 4
+# Beat's line in the app's text log format (app/logs.py): `<time> INFO beat <logger> <message>`.
 SEND = re.compile(
-    r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
-    r"Scheduler: Sending due task requeue-stale-jobs"
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z INFO beat \S+ "
+    r"Scheduler: Sending due task requeue-stale-jobs",
+    re.MULTILINE,
 )
 RECEIVED = re.compile(r"Task app\.tasks\.requeue_stale_jobs\[([0-9a-f-]{36})\] received")
 SUCCEEDED = re.compile(r"Task app\.tasks\.requeue_stale_jobs\[([0-9a-f-]{36})\] succeeded")
 
 
 def _sends(log: str) -> list[datetime]:
-    return [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp in SEND.findall(log)]
+    return [datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f") for stamp in SEND.findall(log)]
 
 
 def test_beat_restart_sends_each_tick_once(stack: Stack) -> None:
