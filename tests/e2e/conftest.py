@@ -28,8 +28,6 @@ def dev_stack() -> Iterator[DeployedStack]:
     yield from _deployed("dev")
 
 
-# One prod stack for its three modules (test_prod, test_prod_faults, test_prod_monitoring): each
-# test leaves it as it found it.
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prod_stack() -> Iterator[DeployedStack]:
     yield from _deployed("prod")

@@ -37,7 +37,16 @@ def test_the_engine_is_the_provider_s_host_setting(monkeypatch: pytest.MonkeyPat
 
 
 def test_the_base_images_are_the_dockerfile_s_and_the_project_s_defaults() -> None:
-    assert check.base_images() == ["python:3.13-slim", "postgres:17", "redis:8", "haproxy:3.0"]
+    assert check.base_images() == [
+        "python:3.13-slim",
+        "postgres:17",
+        "redis:8",
+        "haproxy:3.0",
+        "prom/prometheus:v2.53.3",
+        "prom/alertmanager:v0.28.1",
+        "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+        "oliver006/redis_exporter:v1.69.0",
+    ]
 
 
 def test_a_missing_base_image_is_named_with_the_command_that_builds_it(
