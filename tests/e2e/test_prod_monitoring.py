@@ -165,12 +165,15 @@ def _sum(stack: DeployedStack, expr: str) -> float:
 
 
 def _scraped_since(stack: DeployedStack, moment: float) -> bool:
-    """Every API copy and worker has been scraped, successfully, after `moment` (Unix time)."""
-    return all(
-        target["health"] == "up" and _scrape_time(target) > moment
-        for target in _targets(stack)
-        if target["labels"]["job"] in ("api", "worker")
-    )
+    """Every API copy and every worker has been scraped, successfully, after `moment` (Unix
+    time). Counted, not only checked: a worker just restarted is missing from the targets until
+    Prometheus asks DNS again."""
+    fresh: dict[str, int] = {}
+    for target in _targets(stack):
+        job = target["labels"]["job"]
+        if job in ("api", "worker") and target["health"] == "up":
+            fresh[job] = fresh.get(job, 0) + (_scrape_time(target) > moment)
+    return fresh == {"api": EXPECTED_TARGETS["api"], "worker": EXPECTED_TARGETS["worker"]}
 
 
 def _scrape_time(target: dict[str, Any]) -> float:
