@@ -164,16 +164,16 @@ def _sum(stack: DeployedStack, expr: str) -> float:
     return _value(stack, f"sum({expr})") or 0.0
 
 
-def _scraped_since(stack: DeployedStack, moment: float) -> bool:
-    """Every API copy and every worker has been scraped, successfully, after `moment` (Unix
-    time). Counted, not only checked: a worker just restarted is missing from the targets until
-    Prometheus asks DNS again."""
-    fresh: dict[str, int] = {}
-    for target in _targets(stack):
-        job = target["labels"]["job"]
-        if job in ("api", "worker") and target["health"] == "up":
-            fresh[job] = fresh.get(job, 0) + (_scrape_time(target) > moment)
-    return fresh == {"api": EXPECTED_TARGETS["api"], "worker": EXPECTED_TARGETS["worker"]}
+def _scraped_since(stack: DeployedStack, moment: float, job: str) -> bool:
+    """Every copy of `job` has been scraped, successfully, after `moment` (Unix time). Counted,
+    not only checked: a worker just restarted is missing from the targets until Prometheus asks
+    DNS again."""
+    fresh = sum(
+        target["health"] == "up" and _scrape_time(target) > moment
+        for target in _targets(stack)
+        if target["labels"]["job"] == job
+    )
+    return fresh == EXPECTED_TARGETS[job]
 
 
 def _scrape_time(target: dict[str, Any]) -> float:
@@ -182,10 +182,11 @@ def _scrape_time(target: dict[str, Any]) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def _settled(stack: DeployedStack, expr: str) -> float:
-    """`sum(expr)` once every API copy and worker has been scraped after this call."""
+def _settled(stack: DeployedStack, expr: str, job: str = "api") -> float:
+    """`sum(expr)` once every copy of `job` (the role serving it) has been scraped after this
+    call."""
     moment = time.time()
-    eventually(lambda: _scraped_since(stack, moment), within=90, every=2)
+    eventually(lambda: _scraped_since(stack, moment, job), within=90, every=2)
     return _sum(stack, expr)
 
 
@@ -235,7 +236,7 @@ def test_no_worker_alert_counters_and_the_queue_graph_during_a_drain(
     eventually(lambda: not prod_stack.unfinished_jobs(ids), within=300, every=3)
     # Every worker was restarted above: its counters began again at 0 (a fresh tmpfs), so the
     # stack's sum is exactly what they finished since.
-    assert _settled(prod_stack, finished) == JOBS
+    assert _settled(prod_stack, finished, "worker") == JOBS
     _photograph_the_drain(prod_stack, since=drain_started - 120)
 
 
