@@ -173,7 +173,7 @@ def _scraped_since(stack: DeployedStack, moment: float, job: str) -> bool:
         for target in _targets(stack)
         if target["labels"]["job"] == job
     )
-    return fresh == EXPECTED_TARGETS[job]
+    return bool(fresh == EXPECTED_TARGETS[job])
 
 
 def _scrape_time(target: dict[str, Any]) -> float:
