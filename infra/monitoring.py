@@ -88,6 +88,10 @@ class MonitoringSettings:
     api_latency_p99_seconds: float = 1.0
     # OutboxBacklogOld: the oldest outbox row not yet pushed to the broker.
     outbox_oldest_seconds: int = 30
+    # WalArchiveBehind: a WAL segment waits longer than this to reach the backup repository.
+    wal_archive_behind_seconds: int = 300
+    # BackupFullTooOld: the newest full backup is older than this.
+    backup_full_age_hours: int = 26
     # Alertmanager's route.
     group_wait: str = "10s"
     group_interval: str = "5m"
@@ -127,6 +131,8 @@ CONFIG_KEYS: dict[str, str] = {
     "api_5xx_min_requests": "alertApi5xxMinRequests",
     "api_latency_p99_seconds": "alertApiLatencyP99Seconds",
     "outbox_oldest_seconds": "alertOutboxOldestSeconds",
+    "wal_archive_behind_seconds": "alertWalArchiveBehindSeconds",
+    "backup_full_age_hours": "alertBackupFullAgeHours",
 }
 
 

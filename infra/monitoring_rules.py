@@ -186,10 +186,57 @@ def availability_rules(s: MonitoringSettings) -> list[dict[str, Any]]:
     ]
 
 
+def backup_rules(s: MonitoringSettings) -> list[dict[str, Any]]:
+    """The WAL archive and the backups (docs/backup.md); quiet on a stack without them."""
+    full_age = s.backup_full_age_hours * 3600
+    return [
+        _rule(
+            "WalArchiveBehind",
+            "max(taskstack_wal_archive_oldest_pending_age_seconds)"
+            f" > {s.wal_archive_behind_seconds}",
+            for_="1m",
+            severity="critical",
+            summary="WAL is not reaching the backup repository",
+            description=(
+                "A WAL segment has waited {{ $value | humanizeDuration }} for archive_command"
+                f" (threshold {s.wal_archive_behind_seconds}s): commits since then cannot be"
+                " recovered if the database's disk is lost. The backup role's and PostgreSQL's"
+                " logs say why."
+            ),
+        ),
+        _rule(
+            "BackupFullTooOld",
+            f'min(taskstack_backup_age_seconds{{kind="full"}}) > {full_age}',
+            for_="5m",
+            severity="critical",
+            summary="The last full backup is too old",
+            description=(
+                "The newest full backup is {{ $value | humanizeDuration }} old"
+                f" (threshold {s.backup_full_age_hours}h): is the backup role running?"
+            ),
+        ),
+        _rule(
+            "BackupMissing",
+            # Archiving is on but the repository holds no full backup (or none is reported).
+            "max(taskstack_wal_archiving) == 1\n"
+            'unless on() taskstack_backup_age_seconds{kind="full"}\n',
+            for_="1h",
+            severity="critical",
+            summary="No full backup exists",
+            description=(
+                "PostgreSQL archives its WAL (taskstack_wal_archiving = {{ $value }}) but the"
+                " repository has held no full backup for an hour: nothing can be restored. The"
+                " backup role's log says why."
+            ),
+        ),
+    ]
+
+
 def rules(settings: MonitoringSettings) -> list[dict[str, Any]]:
     """Every alert rule, in the order of docs/observability.md's table."""
     return [
         *worker_and_queue_rules(settings),
         *failure_rules(settings),
         *availability_rules(settings),
+        *backup_rules(settings),
     ]

@@ -102,4 +102,7 @@ def ensure_app_role(admin_url: str, app_url: str) -> str:
                 sql.Identifier(database), sql.Identifier(role)
             )
         )
+        # Read-only statistics: the WAL waiting to be archived (pg_ls_archive_statusdir), which
+        # /metrics reports (docs/backup.md).
+        connection.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(role)))
     return role

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
@@ -31,6 +32,9 @@ UpdateOrder = Literal["start-first", "stop-first"]
 ProxyAccessLog = Literal["all", "errors", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
+# Where pgBackRest keeps its repository: a named volume on the engine's host, or a host directory
+# (another disk, a network mount) bound into the database's and the backup role's containers.
+BackupRepository = Literal["volume", "host-path"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # App settings (`app.config.Settings` fields, as environment variables) a stack may pass through
@@ -176,6 +180,27 @@ class StackConfig(BaseModel):
     alert_api_latency_p99_seconds: Annotated[float, Field(gt=0)] = 1.0
     alert_outbox_oldest_seconds: PositiveInt = 30
 
+    # Continuous archiving and backups with pgBackRest (docs/backup.md).
+    backup: bool = True
+    backup_repository: BackupRepository = "volume"
+    backup_repository_path: str = ""
+    # WAL reaches the repository at most this many seconds after a commit (archive_timeout).
+    wal_archive_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    backup_full_interval_hours: Annotated[int, Field(ge=1, le=24 * 31)] = 24
+    backup_diff_interval_hours: Annotated[int, Field(ge=1, le=24 * 31)] = 4
+    # Full backups kept; the WAL that the oldest of them needs is kept with it: this many days of
+    # point-in-time recovery at the default interval.
+    backup_retention_full: Annotated[int, Field(ge=1, le=1000)] = 7
+    backup_check_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    # A declared restore: "latest" (the end of the archived WAL) or a time with its offset. It
+    # happens only into an empty data volume; `postgresVolumeGeneration` gives a fresh one.
+    restore_target: str = ""
+    postgres_volume_generation: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    # How long PostgreSQL may take to restore and replay before the stack gives up on it.
+    restore_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 60
+    alert_wal_archive_behind_seconds: PositiveInt = 300
+    alert_backup_full_age_hours: PositiveInt = 26
+
     # target swarm only (docs/swarm.md); a docker stack accepts and ignores them.
     postgres_node_labels: tuple[str, ...] = ("taskstack.postgres=true",)
     redis_node_labels: tuple[str, ...] = ("taskstack.redis=true",)
@@ -236,6 +261,30 @@ class StackConfig(BaseModel):
     def _otlp_endpoint(cls, value: str) -> str:
         if value and not re.match(r"^https?://[^\s/]+(?:/\S*)?$", value):
             raise ValueError("must be empty or an http(s) URL such as http://collector:4318")
+        return value
+
+    @field_validator("restore_target")
+    @classmethod
+    def _restore_target(cls, value: str) -> str:
+        if value in ("", "latest"):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise ValueError(
+                'must be empty, "latest", or a time with its offset such as '
+                "2026-12-07T10:00:00+00:00"
+            )
+        # pgBackRest's --target, as PostgreSQL's recovery_target_time reads it.
+        return moment.isoformat(sep=" ")
+
+    @field_validator("backup_repository_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if value and (not value.startswith("/") or any(c in value for c in ":,\n")):
+            raise ValueError("must be an absolute host path such as /mnt/backups/taskstack")
         return value
 
     @field_validator("postgres_user", "postgres_db")
@@ -318,6 +367,17 @@ class StackConfig(BaseModel):
             raise ValueError(
                 "apiReplicas: a prod stack runs 2 API copies at least, so that a deployment "
                 "replaces one while the other answers"
+            )
+        if self.backup_repository == "host-path" and not self.backup_repository_path:
+            raise ValueError(
+                "backupRepositoryPath: backupRepository host-path needs the host directory"
+            )
+        if self.restore_target and not self.backup:
+            raise ValueError("restoreTarget: a restore reads the backup repository; set backup")
+        if self.is_prod and self.backup and self.wal_archive_timeout_seconds > 60:
+            # The promise of docs/backup.md: a commit reaches the repository within a minute.
+            raise ValueError(
+                "walArchiveTimeoutSeconds: a prod stack archives WAL within 60 s of a commit"
             )
         if self.endpoint_mode == "dnsrr" and self.publish_mode == "ingress":
             # Swarm rejects the pair: the routing mesh balances over a virtual IP.

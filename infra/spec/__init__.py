@@ -23,6 +23,7 @@ from infra.spec.app_roles import (
 from infra.spec.connections import POSTGRES_ADMIN_USER, app_role_password
 from infra.spec.model import (
     APP_ROLES,
+    BACKUP_ROLES,
     MONITORING_ROLES,
     REPLICA,
     ROLES,
@@ -60,6 +61,7 @@ __all__ = [
     "API_PORT",
     "APP_MAX_PROCESSES",
     "APP_ROLES",
+    "BACKUP_ROLES",
     "DATA_MAX_PROCESSES",
     "FIXED_LIMITS",
     "FLOWER_MAX_TASKS",

@@ -28,10 +28,13 @@ Role = Literal[
     "alertmanager",
     "postgres-exporter",
     "redis-exporter",
+    "backup",
 ]
 ImageKind = Literal[
     "app",
     "postgres",
+    # PostgreSQL with pgBackRest, built by the program on top of `postgresImage` (infra/postgres/).
+    "postgres-backup",
     "redis",
     "proxy",
     "prometheus",
@@ -42,7 +45,9 @@ ImageKind = Literal[
 # The roles of `monitoring`, each running the image of its own name.
 MonitoringRole = Literal["prometheus", "alertmanager", "postgres-exporter", "redis-exporter"]
 NetworkKey = Literal["app", "data"]
-VolumeKey = Literal["postgres", "redis", "beat", "prometheus", "alertmanager"]
+VolumeKey = Literal[
+    "postgres", "postgres-run", "backup", "redis", "beat", "prometheus", "alertmanager"
+]
 SecretKey = Literal[
     "postgres_password",
     "database_password",
@@ -68,6 +73,8 @@ ROLES: tuple[Role, ...] = (
     "flower",
     "proxy",
 )
+# The role of `backup` (docs/backup.md): absent when it is off.
+BACKUP_ROLES: tuple[Role, ...] = ("backup",)
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
 # The roles of `monitoring` (docs/observability.md): absent when it is off.
 MONITORING_ROLES: tuple[Role, ...] = (
@@ -198,6 +205,9 @@ class Service:
     # Replaces the image's entrypoint when set (an image whose entrypoint is its server, such as
     # Prometheus's, started through a shell that writes its configuration first).
     entrypoint: tuple[str, ...] = ()
+    # How long the target waits for the role to be healthy, when not the stack's own bound (a
+    # restore replays WAL for as long as it must).
+    wait_timeout_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,10 +228,13 @@ class Volume:
 
 @dataclass(frozen=True)
 class AppImage:
+    """An image the program builds (never pushed): the app's, or PostgreSQL's with pgBackRest."""
+
     name: str  # repository:tag
     context: Path
     dockerfile: Path
     platform: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -262,6 +275,8 @@ class StackDescription:
     volumes: tuple[Volume, ...]
     app_image: AppImage
     images: Mapping[ImageKind, str]  # pinned references of the pulled images (not "app")
+    # PostgreSQL with pgBackRest when `backup` is on: what "postgres-backup" roles run.
+    database_image: AppImage | None
     services: tuple[Service, ...]  # in dependency order: each after the roles it depends on
     logging: LogSettings
     wait_timeout_seconds: int

@@ -103,6 +103,8 @@ class MonitoringRoles:
                 api_5xx_min_requests=config.alert_api_5xx_min_requests,
                 api_latency_p99_seconds=config.alert_api_latency_p99_seconds,
                 outbox_oldest_seconds=config.alert_outbox_oldest_seconds,
+                wal_archive_behind_seconds=config.alert_wal_archive_behind_seconds,
+                backup_full_age_hours=config.alert_backup_full_age_hours,
             ),
             target=config.target,
             prometheus_port=config.prometheus_port,

@@ -19,6 +19,7 @@ from infra.spec.app_roles import (
     migrate,
     worker,
 )
+from infra.spec.backup import IMAGE_CONTEXT, BackupSettings, archiving, backup
 from infra.spec.connections import Connections, stack_secrets
 from infra.spec.data import DataSettings, postgres, redis
 from infra.spec.front_door import FrontDoorSettings, front_door, tls_pem
@@ -56,17 +57,18 @@ def _services(
 ) -> tuple[Service, ...]:
     """One description per role, each from the slice of configuration it reads."""
     shared = app.shared
-    data = (
-        postgres(
-            DataSettings.postgres(config),
-            shared,
-            config.postgres_db,
-            credentials.postgres_password,
-        ),
-        redis(DataSettings.redis(config), shared, credentials.redis_password),
+    database = postgres(
+        DataSettings.postgres(config), shared, config.postgres_db, credentials.postgres_password
     )
+    backups: tuple[Service, ...] = ()
+    if config.backup:
+        backup_settings = BackupSettings.of(config)
+        database = archiving(database, backup_settings)
+        backups = (backup(backup_settings, shared, config.postgres_db, config.postgres_user),)
     core = (
-        *data,
+        database,
+        redis(DataSettings.redis(config), shared, credentials.redis_password),
+        *backups,
         migrate(app),
         api(app, ApiSettings.of(config, repo_root)),
         worker(app, WorkerSettings.of(config)),
@@ -112,15 +114,45 @@ def _networks(shared: Shared) -> tuple[Network, ...]:
     )
 
 
-def _volumes(shared: Shared, services: tuple[Service, ...]) -> tuple[Volume, ...]:
-    """The named volumes the roles mount, in the order they are first mounted."""
+def _volumes(
+    shared: Shared, services: tuple[Service, ...], postgres_generation: int
+) -> tuple[Volume, ...]:
+    """The named volumes the roles mount, in the order they are first mounted. PostgreSQL's data
+    volume of a later generation (a fresh one, to restore into: docs/backup.md) has its own name."""
     keys: tuple[VolumeKey, ...] = tuple(
         dict.fromkeys(mount.volume for service in services for mount in service.volumes)
     )
     prefix = f"{PROJECT}-{shared.stack}"
+
+    def name(key: VolumeKey) -> str:
+        generation = f"-g{postgres_generation}" if key == "postgres" and postgres_generation else ""
+        return f"{prefix}-{key}-data{generation}"
+
     return tuple(
-        Volume(key, f"{prefix}-{key}-data", retain_on_delete=shared.prod, labels=shared.labels(key))
+        Volume(key, name(key), retain_on_delete=shared.prod, labels=shared.labels(key))
         for key in keys
+    )
+
+
+def _app_image(config: StackConfig, stack: str, repo_root: Path) -> AppImage:
+    return AppImage(
+        name=f"{config.app_image_name}:{config.app_image_tag or stack}",
+        context=repo_root,
+        dockerfile=repo_root / "Dockerfile",
+        platform=config.platform,
+    )
+
+
+def _database_image(config: StackConfig, stack: str) -> AppImage | None:
+    """PostgreSQL with pgBackRest, on top of `postgresImage`, when backups are on."""
+    if not config.backup:
+        return None
+    return AppImage(
+        name=f"{config.app_image_name}-postgres:{config.app_image_tag or stack}",
+        context=IMAGE_CONTEXT,
+        dockerfile=IMAGE_CONTEXT / "Dockerfile",
+        platform=config.platform,
+        build_args={"POSTGRES_IMAGE": config.postgres_image},
     )
 
 
@@ -163,16 +195,14 @@ def describe_stack(
         environment=config.environment,
         target=config.target,
         networks=_networks(shared),
-        volumes=_volumes(shared, services),
-        app_image=AppImage(
-            name=f"{config.app_image_name}:{config.app_image_tag or stack}",
-            context=repo_root,
-            dockerfile=repo_root / "Dockerfile",
-            platform=config.platform,
-        ),
+        volumes=_volumes(shared, services, config.postgres_volume_generation),
+        app_image=_app_image(config, stack, repo_root),
         images={
-            kind: images[kind] for kind in dict.fromkeys(s.image for s in services) if kind != "app"
+            kind: images[kind]
+            for kind in dict.fromkeys(s.image for s in services)
+            if kind not in ("app", "postgres-backup")
         },
+        database_image=_database_image(config, stack),
         services=services,
         logging=LogSettings(
             driver="json-file",

@@ -30,6 +30,7 @@ from infra.spec import (
     Role,
     Service,
     StackDescription,
+    VolumeKey,
 )
 
 # What names the component itself: never handed down to a child. Transformations and transforms
@@ -50,6 +51,7 @@ ROLE_TYPES: Mapping[Role, str] = {
     "alertmanager": "Alertmanager",
     "postgres-exporter": "DatabaseExporter",
     "redis-exporter": "CacheExporter",
+    "backup": "Backup",
 }
 
 LabelArgs = TypeVar("LabelArgs")
@@ -58,6 +60,16 @@ LabelArgs = TypeVar("LabelArgs")
 def label_args(args: Callable[..., LabelArgs], labels: Mapping[str, str]) -> list[LabelArgs]:
     """`labels` as a resource's label Args (`docker.ContainerLabelArgs`, ...), sorted by key."""
     return [args(label=key, value=value) for key, value in sorted(labels.items())]
+
+
+def volume_owners(description: StackDescription) -> dict[VolumeKey, Role]:
+    """The role that declares each named volume: the first, in dependency order, to mount it (the
+    others mount it by name, after it)."""
+    owners: dict[VolumeKey, Role] = {}
+    for service in description.services:
+        for mount in service.volumes:
+            owners.setdefault(mount.volume, service.role)
+    return owners
 
 
 def fill_replica(value: str, replica: str) -> str:
@@ -88,10 +100,12 @@ class AppImageArgs:
     context: str  # absolute: Pulumi runs the program with infra/ as its working directory
     dockerfile: str
     platform: pulumi.Input[str]
+    build_args: Mapping[str, str] | None = None
 
 
 class AppImage(Component):
-    """The app image, built from the repository's Dockerfile by the engine (never pushed).
+    """An image built by the engine (never pushed): the app's from the repository's Dockerfile
+    (`<prefix>:AppImage`), or PostgreSQL's with pgBackRest (`type_name` DatabaseImage).
 
     Its child is `<name>-image`.
     """
@@ -103,8 +117,9 @@ class AppImage(Component):
         opts: pulumi.ResourceOptions | None = None,
         *,
         type_prefix: str,
+        type_name: str = "AppImage",
     ) -> None:
-        super().__init__(f"{type_prefix}:AppImage", name, opts)
+        super().__init__(f"{type_prefix}:{type_name}", name, opts)
         self.image = docker.Image(
             f"{name}-image",
             docker.ImageArgs(
@@ -112,6 +127,7 @@ class AppImage(Component):
                 build=docker.DockerBuildArgs(
                     context=args.context,
                     dockerfile=args.dockerfile,
+                    args=dict(args.build_args) if args.build_args else None,
                     # Explicit, or a host of another architecture sees a diff on every preview.
                     platform=args.platform,
                 ),
@@ -235,6 +251,20 @@ def render_roles(
         AppImageArgs(image.name, str(image.context), str(image.dockerfile), image.platform),
         type_prefix=type_prefix,
     )
+    built = {"app": app_image.image_id}
+    if (database := description.database_image) is not None:
+        built["postgres-backup"] = AppImage(
+            "database",
+            AppImageArgs(
+                database.name,
+                str(database.context),
+                str(database.dockerfile),
+                database.platform,
+                database.build_args,
+            ),
+            type_prefix=type_prefix,
+            type_name="DatabaseImage",
+        ).image_id
     roles: dict[Role, RoleType] = {}
     for service in description.services:  # dependency order
         upstream = [roles[role] for role in service.depends_on]
@@ -242,11 +272,11 @@ def render_roles(
         args = RoleArgs(
             service=service,
             name=description.container_name(service.role),
-            image=pulled or app_image.image_id,
+            image=pulled or built[service.image],
             pulled=pulled is not None,
             networks=stack_networks.by_key,
             logging=description.logging,
-            wait_timeout_seconds=description.wait_timeout_seconds,
+            wait_timeout_seconds=service.wait_timeout_seconds or description.wait_timeout_seconds,
         )
         after = pulumi.ResourceOptions(depends_on=[r for role in upstream for r in role.ready])
         roles[service.role] = declare(args, upstream, after)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -39,13 +39,15 @@ class MigrationFailedError(pulumi.RunError):
 class ContainersArgs:
     """A role's containers: `role`, what every target renders from, and the docker target's own.
 
-    `volumes`: the named volumes the role owns. `gate`: an input that resolves only once the
-    migration passed (None: not gated). `run_label`: a one-shot's run label
+    `volumes`: the named volumes the role declares (`core.volume_owners`); `borrowed_volumes`:
+    the Docker names of those it mounts that an earlier role declares. `gate`: resolves only once
+    the migration passed (None: not gated). `run_label`: a one-shot's run label
     (`migration_run_label`); a new value replaces the container, i.e. runs it again.
     """
 
     role: core.RoleArgs
     volumes: Sequence[Volume] = ()
+    borrowed_volumes: Mapping[VolumeKey, str] = field(default_factory=dict)
     gate: pulumi.Input[str] | None = None
     run_label: pulumi.Input[str] | None = None
 
@@ -73,9 +75,14 @@ class Containers(core.RoleComponent):
         image = args.role.image
         if args.role.pulled:
             image = _remote_image(args.role.image, f"{name}-image", self).image_id
-        volumes = {
-            v.key: _volume(v, f"{name}-data" if len(args.volumes) == 1 else f"{name}-{v.key}", self)
+        # A role's own data volume is `<name>-data`; any other it owns, `<name>-<key>`.
+        declared = {
+            v.key: _volume(v, f"{name}-data" if v.key == name else f"{name}-{v.key}", self)
             for v in args.volumes
+        }
+        volumes: dict[VolumeKey, pulumi.Input[str]] = {
+            **args.borrowed_volumes,
+            **{key: volume.name for key, volume in declared.items()},
         }
         copies = 1 if service.ports else service.replicas
         numbered = copies > 1 or bool(service.replica_env)
@@ -190,10 +197,10 @@ def _labels(args: ContainersArgs) -> list[docker.ContainerLabelArgs]:
 
 
 def _mounts(
-    service: Service, volumes: Mapping[VolumeKey, docker.Volume]
+    service: Service, volumes: Mapping[VolumeKey, pulumi.Input[str]]
 ) -> list[docker.ContainerMountArgs] | None:
     mounts = [
-        docker.ContainerMountArgs(type="volume", source=volumes[m.volume].name, target=m.target)
+        docker.ContainerMountArgs(type="volume", source=volumes[m.volume], target=m.target)
         for m in service.volumes
     ]
     mounts += [
@@ -249,7 +256,7 @@ def _ulimits(service: Service) -> list[docker.ContainerUlimitArgs] | None:
 def _container_args(
     args: ContainersArgs,
     image: pulumi.Input[str],
-    volumes: Mapping[VolumeKey, docker.Volume],
+    volumes: Mapping[VolumeKey, pulumi.Input[str]],
     container_name: str | None,
     replica: int,
 ) -> docker.ContainerArgs:
@@ -303,7 +310,7 @@ def _container_args(
 def _container(
     args: ContainersArgs,
     image: pulumi.Input[str],
-    volumes: Mapping[VolumeKey, docker.Volume],
+    volumes: Mapping[VolumeKey, pulumi.Input[str]],
     resource_name: str,
     container_name: str | None,
     *,
@@ -364,15 +371,21 @@ def render(description: StackDescription) -> core.Rendered:
     """Declare the whole stack as containers, one component per role, in dependency order."""
     previous = own_previous_outputs().get_output(MIGRATION_RUN_OUTPUT)
     token = secrets.token_hex(4)
+    owners = core.volume_owners(description)
 
     def declare(
         role: core.RoleArgs, upstream: Sequence[Containers], opts: pulumi.ResourceOptions
     ) -> Containers:
         service = role.service
-        owned = {m.volume for m in service.volumes}
+        mounted = {m.volume for m in service.volumes}
         args = ContainersArgs(
             role=role,
-            volumes=[v for v in description.volumes if v.key in owned],
+            volumes=[v for v in description.volumes if owners[v.key] == service.role],
+            borrowed_volumes={
+                v.key: v.name
+                for v in description.volumes
+                if v.key in mounted and owners[v.key] != service.role
+            },
             gate=_gate(upstream),
             run_label=migration_run_label(role.image, service, previous, token)
             if service.one_shot

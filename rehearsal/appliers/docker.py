@@ -64,7 +64,7 @@ VOLUME_INPUTS = fields("name", labels=LABELS)
 REMOTE_IMAGE_INPUTS = fields("keepLocally name")
 # buildOnPreview only matters to a preview, which the rehearsal never runs.
 IMAGE_INPUTS = fields(
-    "buildOnPreview imageName skipPush", build=fields("context dockerfile platform")
+    "buildOnPreview imageName skipPush", build=fields("args context dockerfile platform")
 )
 
 
@@ -176,6 +176,8 @@ def _build(deployment: Deployment, urn: str, name: str, build: Mapping[str, Any]
     command = [DOCKER_CLI, "build", "--progress=plain", "--tag", name, "--file", dockerfile]
     if build.get("platform"):
         command += ["--platform", str(build["platform"])]
+    for key, value in sorted((build.get("args") or {}).items()):
+        command += ["--build-arg", f"{key}={value}"]
     deployment.log(f"  building {name} from {dockerfile}")
     started = time.monotonic()
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}

@@ -241,6 +241,26 @@ async def test_stack_gauges_read_the_tables(client: httpx.AsyncClient) -> None:
     assert value(await api_metrics(client), "taskstack_oldest_pending_job_age_seconds") >= 1
 
 
+async def test_backup_gauges_read_what_the_backup_role_recorded(client: httpx.AsyncClient) -> None:
+    # What infra/postgres/backup-due.sql writes; this PostgreSQL does not archive its WAL.
+    execute(
+        "INSERT INTO backup_status (kind, label, stopped_at, bytes, updated_at) VALUES "
+        "('full', '20261207-100000F', now() - interval '2 hours', 1000, now()), "
+        "('diff', '20261207-100000F_20261207-110000D', now() - interval '1 hour', 10, now()), "
+        "('repository', NULL, NULL, 123456, now())"
+    )
+    try:
+        samples = await api_metrics(client)
+    finally:
+        execute("DELETE FROM backup_status")
+    assert 7200 <= value(samples, "taskstack_backup_age_seconds", kind="full") < 7300
+    assert 3600 <= value(samples, "taskstack_backup_age_seconds", kind="diff") < 3700
+    assert value(samples, "taskstack_backup_repository_bytes") == 123456
+    assert value(samples, "taskstack_wal_archiving") == 0
+    assert value(samples, "taskstack_wal_archive_pending_segments") == 0
+    assert value(samples, "taskstack_wal_archive_oldest_pending_age_seconds") == 0
+
+
 @pytest.fixture
 def idle_broker() -> Iterator[str]:
     """Another empty Redis db, claimed like the run's: a broker no worker consumes from."""

@@ -100,6 +100,19 @@ INVALID: dict[str, tuple[Any, str]] = {
     "alertApi5xxMinRequests": ("many", "integer"),
     "alertApiLatencyP99Seconds": ("0", "greater than 0"),
     "alertOutboxOldestSeconds": ("0", "greater than 0"),
+    "backup": ("sometimes", "boolean"),
+    "backupRepository": ("s3", "'volume' or 'host-path'"),
+    "backupRepositoryPath": ("backups", "absolute host path"),
+    "walArchiveTimeoutSeconds": ("0", "greater than or equal to 1"),
+    "backupFullIntervalHours": ("0", "greater than or equal to 1"),
+    "backupDiffIntervalHours": ("1000", "less than or equal to 744"),
+    "backupRetentionFull": ("0", "greater than or equal to 1"),
+    "backupCheckSeconds": ("1", "greater than or equal to 5"),
+    "restoreTarget": ("yesterday", "a time with its offset"),
+    "postgresVolumeGeneration": ("-1", "greater than or equal to 0"),
+    "restoreTimeoutMinutes": ("0", "greater than or equal to 1"),
+    "alertWalArchiveBehindSeconds": ("0", "greater than 0"),
+    "alertBackupFullAgeHours": ("0", "greater than 0"),
 }
 
 

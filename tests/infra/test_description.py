@@ -23,6 +23,7 @@ from infra.config import Credentials, StackConfig, parse_stack_config
 from infra.spec import (
     API_ALIAS,
     APP_ROLES,
+    BACKUP_ROLES,
     MONITORING_ROLES,
     REPLICA,
     ROLES,
@@ -203,8 +204,10 @@ def test_credentials_are_only_secret_outputs(path: Path) -> None:
 def test_services_come_in_dependency_order(path: Path) -> None:
     description = describe(path)
     order = [s.role for s in description.services]
-    monitoring = MONITORING_ROLES if description.environment == "prod" else ()
-    assert sorted(order) == sorted((*ROLES, *monitoring))
+    prod = description.environment == "prod"
+    monitoring = MONITORING_ROLES if prod else ()
+    backup = BACKUP_ROLES if prod else ()
+    assert sorted(order) == sorted((*ROLES, *monitoring, *backup))
     for service in description.services:
         for upstream in service.depends_on:
             assert order.index(upstream) < order.index(service.role), (upstream, service.role)
@@ -212,6 +215,9 @@ def test_services_come_in_dependency_order(path: Path) -> None:
     assert description.service("migrate").one_shot
     for role in set(APP_ROLES) - {"migrate"}:
         assert set(description.service(role).depends_on) == {"postgres", "redis", "migrate"}
+    if prod:
+        # backup_status is the migration's table.
+        assert description.service("backup").depends_on == ("migrate",)
 
 
 def test_ordering_is_derived_whatever_order_the_roles_are_listed_in() -> None:

@@ -69,6 +69,9 @@ ALERTS = {
     "PostgresDown",
     "RedisDown",
     "TargetDown",
+    "WalArchiveBehind",
+    "BackupFullTooOld",
+    "BackupMissing",
 }
 
 

@@ -52,7 +52,6 @@ SHARED = {
     (NETWORK, "app-network"),
     (NETWORK, "data-network"),
     (IMAGE, "app-image"),
-    (REMOTE_IMAGE, "postgres-image"),
     (REMOTE_IMAGE, "redis-image"),
     (REMOTE_IMAGE, "proxy-image"),
     (VOLUME, "postgres-data"),
@@ -78,15 +77,28 @@ MONITORING = {
     (VOLUME, "prometheus-data"),
     (VOLUME, "alertmanager-data"),
 }
+# Without backups, PostgreSQL runs the pulled image.
+PULLED_POSTGRES = {(REMOTE_IMAGE, "postgres-image")}
+# With them (docs/backup.md): the built image, the backup role, the socket and repository
+# volumes, declared by PostgreSQL's component (the first role to mount them).
+BACKUP = {
+    ("taskstack:docker:DatabaseImage", "database"),
+    (IMAGE, "database-image"),
+    ("taskstack:docker:Backup", "backup"),
+    (CONTAINER, "backup"),
+    (VOLUME, "postgres-postgres-run"),
+    (VOLUME, "postgres-backup"),
+}
 
 
 def expected_resources(
-    workers: int, api: int = 2, monitoring: bool = False
+    workers: int, api: int = 2, monitoring: bool = False, backup: bool = False
 ) -> set[tuple[str, str]]:
     containers: set[tuple[str, str]] = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
     containers |= {(CONTAINER, f"worker-{i}") for i in range(1, workers + 1)}
     containers |= {(CONTAINER, f"api-{i}") for i in range(1, api + 1)}
-    return COMPONENTS | SHARED | containers | (MONITORING if monitoring else set())
+    optional = (MONITORING if monitoring else set()) | (BACKUP if backup else PULLED_POSTGRES)
+    return COMPONENTS | SHARED | containers | optional
 
 
 def registered(run: ProgramRun) -> set[tuple[str, str]]:
@@ -107,7 +119,7 @@ def test_dev_stack_registers_the_whole_stack(dev: ProgramRun) -> None:
 
 
 def test_prod_stack_registers_the_whole_stack(prod: ProgramRun) -> None:
-    assert registered(prod) == expected_resources(workers=3, monitoring=True)
+    assert registered(prod) == expected_resources(workers=3, monitoring=True, backup=True)
 
 
 @pytest.mark.parametrize("replicas", [1, 4])
@@ -305,11 +317,13 @@ def shares_network(a: Registration, b: Registration) -> bool:
 
 def test_containers_run_the_built_image_by_id(prod: ProgramRun) -> None:
     image_id = prod.named("app-image", IMAGE).outputs["repoDigest"]
-    postgres_id = prod.named("postgres-image", REMOTE_IMAGE).outputs["imageId"]
+    # PostgreSQL with pgBackRest (docs/backup.md): built, and run by id like the app.
+    postgres_id = prod.named("database-image", IMAGE).outputs["repoDigest"]
     for role in APP_ROLES:
         for container in prod.role(role):
             assert container.plain["image"] == image_id
     assert prod.named("postgres").plain["image"] == postgres_id
+    assert prod.named("backup").plain["image"] == postgres_id
 
 
 def test_app_image_is_built_locally_tagged_per_stack(prod: ProgramRun) -> None:
@@ -317,7 +331,12 @@ def test_app_image_is_built_locally_tagged_per_stack(prod: ProgramRun) -> None:
     assert image["imageName"] == "taskstack-app:prod"
     assert image["skipPush"] is True
     assert image["build"]["platform"] == "linux/amd64"
-    for name in ("postgres-image", "redis-image"):
+    database = prod.named("database-image", IMAGE).plain
+    assert database["imageName"] == "taskstack-app-postgres:prod"
+    assert database["skipPush"] is True
+    assert database["build"]["args"] == {"POSTGRES_IMAGE": "postgres:17"}
+    assert database["build"]["context"].endswith("infra/postgres")
+    for name in ("redis-image",):
         remote = prod.named(name, REMOTE_IMAGE).plain
         assert remote["keepLocally"] is True
         assert ":" in remote["name"]

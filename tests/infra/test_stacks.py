@@ -171,6 +171,7 @@ def test_every_container_has_a_process_limit(stack: str, dev: ProgramRun, prod: 
         bounds: dict[str, int] = {
             "postgres": DATA_MAX_PROCESSES,
             "redis": DATA_MAX_PROCESSES,
+            "backup": DATA_MAX_PROCESSES,  # PostgreSQL's user, whose files it reads
             "proxy": PROXY_MAX_PROCESSES,
             **dict.fromkeys(MONITORING_ROLES, MONITORING_MAX_PROCESSES),
         }

@@ -21,6 +21,7 @@ from app.config import Settings
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import (
     APP_ROLES,
+    BACKUP_ROLES,
     MONITORING_ROLES,
     POSTGRES_ADMIN_USER,
     ROLES,
@@ -115,18 +116,27 @@ MONITORING_COMPONENTS = {
 }
 
 
-def expected(secret_keys: set[str], monitoring: bool = False) -> set[tuple[str, str]]:
+def expected(
+    secret_keys: set[str], monitoring: bool = False, backup: bool = False
+) -> set[tuple[str, str]]:
     resources = {
         (NETWORK, "app-network"),
         (NETWORK, "data-network"),
         (IMAGE, "app-image"),
     }
-    roles = (*ROLES, *MONITORING_ROLES) if monitoring else ROLES
+    roles = (*ROLES, *(MONITORING_ROLES if monitoring else ()), *(BACKUP_ROLES if backup else ()))
     resources |= {(SERVICE, role) for role in roles}
+    # PostgreSQL with pgBackRest, built like the app image (docs/backup.md).
+    backups = {
+        ("taskstack:swarm:DatabaseImage", "database"),
+        (IMAGE, "database-image"),
+        ("taskstack:swarm:Backup", "backup"),
+    }
     return (
         COMPONENTS
         | {("taskstack:swarm:Proxy", "proxy")}
         | (MONITORING_COMPONENTS if monitoring else set())
+        | (backups if backup else set())
         | resources
         | {(SECRET, name) for name in secret_keys}
     )
@@ -168,6 +178,7 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
             )
         },
         monitoring=True,
+        backup=True,
     )
 
 
@@ -542,7 +553,7 @@ def test_a_converged_migration_lets_every_dependant_register() -> None:
     mocks = ConvergeFailure("none")
     run_program({"environment": "dev", "target": "swarm"}, stack="dev", mocks=mocks)
     created = {name for typ, name in mocks.created if typ == SERVICE}
-    assert created == {*ROLES, *MONITORING_ROLES}
+    assert created == {*ROLES, *MONITORING_ROLES, *BACKUP_ROLES}
 
 
 # --- Publishing -----------------------------------------------------------------------------------
@@ -582,7 +593,10 @@ def test_app_services_run_the_built_image_by_id(prod: ProgramRun) -> None:
     image_id = prod.named("app-image", IMAGE).outputs["repoDigest"]
     for role in APP_ROLES:
         assert container_spec(prod, role)["image"] == image_id, role
-    assert container_spec(prod, "postgres")["image"] == "postgres:17"
+    # PostgreSQL with pgBackRest: built on top of postgresImage, run by id (docs/backup.md).
+    database_id = prod.named("database-image", IMAGE).outputs["repoDigest"]
+    assert container_spec(prod, "postgres")["image"] == database_id
+    assert container_spec(prod, "backup")["image"] == database_id
     assert container_spec(prod, "redis")["image"] == "redis:8"
 
 
@@ -593,7 +607,10 @@ def test_roles_run_their_contracted_commands() -> None:
     assert api[api.index("--workers") + 1] == "3"
     assert container_spec(run, "worker")["args"][-1] == "--concurrency=7"
     assert container_spec(run, "beat")["args"][:4] == ["celery", "-A", "app.worker", "beat"]
-    assert "args" not in container_spec(run, "postgres")  # the image's own command
+    # The image's own server, archiving its WAL (docs/backup.md).
+    postgres = container_spec(run, "postgres")["args"]
+    assert postgres[0] == "postgres"
+    assert "archive_command=pgbackrest archive-push %p" in postgres
 
 
 def test_prod_limits_and_reservations(dev: ProgramRun, prod: ProgramRun) -> None:
@@ -621,6 +638,11 @@ def test_tmpfs_mounts_keep_size_and_the_default_mode(prod: ProgramRun) -> None:
     # sticky bit (1023 -> 511), which would be a diff on every `up` (docs/swarm.md).
     mounts = {m["target"]: m for m in container_spec(prod, "postgres")["mounts"]}
     assert mounts[TMP]["tmpfsOptions"] == {"sizeBytes": 64 * 1024**2}
+    # Without backups the socket's directory is a tmpfs; with them, a volume the backup role
+    # shares (docs/backup.md).
+    assert mounts["/var/run/postgresql"]["type"] == "volume"
+    unarchived = swarm("prod", backup="false")
+    mounts = {m["target"]: m for m in container_spec(unarchived, "postgres")["mounts"]}
     assert mounts["/var/run/postgresql"]["tmpfsOptions"] == {"sizeBytes": 16 * 1024**2}
 
 
@@ -638,7 +660,11 @@ def test_data_and_beat_volumes_are_named_and_labelled(prod: ProgramRun) -> None:
         ("redis", "/data"),
         ("beat", "/var/lib/taskstack"),
     ):
-        (volume,) = [m for m in container_spec(prod, role)["mounts"] if m["type"] == "volume"]
+        (volume,) = [
+            m
+            for m in container_spec(prod, role)["mounts"]
+            if m["type"] == "volume" and m["target"] == target
+        ]
         assert volume["source"] == f"taskstack-prod-{role}-data"
         assert volume["target"] == target
         labels = {i["label"]: i["value"] for i in volume["volumeOptions"]["labels"]}
@@ -686,7 +712,7 @@ def test_logs_rotate_as_on_the_docker_target(prod: ProgramRun) -> None:
 
 def test_stack_outputs_name_the_services(prod: ProgramRun) -> None:
     outputs = prod.stack_outputs
-    roles = (*ROLES, *MONITORING_ROLES)
+    roles = (*ROLES, *MONITORING_ROLES, *BACKUP_ROLES)
     assert outputs["containerNames"] == {role: [f"taskstack-prod-{role}"] for role in roles}
     assert outputs["apiUrl"] == "http://127.0.0.1:8000"
     assert is_secret(outputs["databaseUrl"])

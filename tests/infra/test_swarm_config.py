@@ -47,7 +47,8 @@ def test_dnsrr_with_host_publishing_is_accepted() -> None:
         {"environment": "dev", "target": "swarm", "endpointMode": "dnsrr", "publishMode": "host"},
         stack="dev",
     )
-    assert len(run.of_type(SERVICE)) == 12  # the stack's 8 roles and monitoring's 4
+    # The stack's 8 roles, monitoring's 4 and the backup role (both on unless turned off).
+    assert len(run.of_type(SERVICE)) == 13
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import asyncpg
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -47,6 +48,21 @@ SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::flo
 FROM jobs WHERE status = 'queued'
 """
 
+# Continuous archiving (docs/backup.md): the WAL segments waiting for archive_command (their
+# `.ready` files) and the oldest one's age; the last segment archived; whether archiving is on.
+ARCHIVE_QUERY = """
+SELECT count(*)::float8,
+       coalesce(extract(epoch FROM clock_timestamp() - min(modification)), 0)::float8,
+       (SELECT extract(epoch FROM clock_timestamp() - last_archived_time) FROM pg_stat_archiver),
+       (current_setting('archive_mode') <> 'off')::int::float8
+FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'
+"""
+# What the backup role last found in the repository (infra/postgres/backup-due.sql).
+BACKUP_STATUS_QUERY = """
+SELECT kind, extract(epoch FROM clock_timestamp() - stopped_at)::float8, bytes::float8
+FROM backup_status
+"""
+
 
 @dataclass
 class StackGauges(Collector):
@@ -67,7 +83,9 @@ async def _database_gauges(bound: float) -> list[Metric]:
     async with asyncio.timeout(bound), pg.connection() as connection:
         rows, oldest = await connection.fetchrow(OUTBOX_QUERY, timeout=bound)
         pending_age = await connection.fetchval(OLDEST_PENDING_QUERY, timeout=bound)
+        backups = await _backup_gauges(connection, bound)
     return [
+        *backups,
         _gauge("taskstack_outbox_pending_rows", "Outbox rows not yet pushed to the broker", rows),
         _gauge("taskstack_outbox_oldest_age_seconds", "Age of the oldest outbox row", oldest),
         _gauge(
@@ -76,6 +94,51 @@ async def _database_gauges(bound: float) -> list[Metric]:
             pending_age,
         ),
     ]
+
+
+async def _backup_gauges(connection: asyncpg.Connection, bound: float) -> list[Metric]:
+    """The archive's and the backups' freshness; none when they cannot be read (a database
+    whose app role predates its pg_monitor grant), logged."""
+    try:
+        pending, oldest, last_archived, archiving = await connection.fetchrow(
+            ARCHIVE_QUERY, timeout=bound
+        )
+        rows = await connection.fetch(BACKUP_STATUS_QUERY, timeout=bound)
+    except asyncpg.PostgresError as error:
+        logger.warning("metrics: backup gauges left out: %s: %s", type(error).__name__, error)
+        return []
+    families: list[Metric] = [
+        _gauge("taskstack_wal_archiving", "1 when PostgreSQL archives its WAL", archiving),
+        _gauge(
+            "taskstack_wal_archive_pending_segments",
+            "WAL segments waiting to be archived",
+            pending,
+        ),
+        _gauge(
+            "taskstack_wal_archive_oldest_pending_age_seconds",
+            "Age of the oldest WAL segment waiting to be archived (0: none)",
+            oldest,
+        ),
+    ]
+    if last_archived is not None:
+        families.append(
+            _gauge(
+                "taskstack_wal_last_archived_age_seconds",
+                "Age of the last WAL segment archived",
+                last_archived,
+            )
+        )
+    age = GaugeMetricFamily(
+        "taskstack_backup_age_seconds", "Age of the newest backup of each kind", labels=["kind"]
+    )
+    for kind, seconds, size in rows:
+        if kind == "repository":
+            families.append(
+                _gauge("taskstack_backup_repository_bytes", "Size of the backup repository", size)
+            )
+        elif seconds is not None:
+            age.add_metric([kind], seconds)
+    return [*families, age]
 
 
 async def _broker_gauges(broker: Redis, bound: float) -> list[Metric]:

@@ -1,0 +1,112 @@
+"""Archiving, backups and the declared restore (docs/backup.md), asserted through mocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.config import StackConfigError
+from tests.infra.pulumi_mocks import IMAGE, REMOTE_IMAGE, VOLUME, ProgramRun, container_env
+from tests.infra.stacks import run_stack
+
+PGDATA = "/var/lib/postgresql/data"
+SOCKET_DIR = "/var/run/postgresql"
+REPOSITORY = "/var/lib/pgbackrest"
+
+
+def mounts(run: ProgramRun, name: str) -> dict[str, dict[str, object]]:
+    return {m["target"]: m for m in run.named(name).plain["mounts"]}
+
+
+def test_postgres_archives_each_segment_within_the_timeout(prod: ProgramRun) -> None:
+    command = prod.named("postgres").plain["command"]
+    assert command[0] == "postgres"
+    for setting in (
+        "archive_mode=on",
+        "archive_command=pgbackrest archive-push %p",
+        "archive_timeout=60",
+    ):
+        assert setting in command
+    env = container_env(prod.named("postgres"))
+    assert env["PGBACKREST_STANZA"] == "taskstack"
+    assert env["PGBACKREST_REPO1_PATH"] == REPOSITORY
+    assert "RESTORE_TARGET" not in env
+
+
+def test_the_backup_role_shares_the_data_the_socket_and_the_repository(prod: ProgramRun) -> None:
+    postgres, backup = mounts(prod, "postgres"), mounts(prod, "backup")
+    for target in (PGDATA, SOCKET_DIR, REPOSITORY):
+        assert backup[target]["source"] == postgres[target]["source"], target
+        assert backup[target]["type"] == "volume"
+    # Declared once, by PostgreSQL's component; the data volume keeps its resource name.
+    volumes = {r.name: r.plain["name"] for r in prod.of_type(VOLUME)}
+    assert volumes["postgres-data"] == "taskstack-prod-postgres-data"
+    assert volumes["postgres-backup"] == "taskstack-prod-backup-data"
+    assert volumes["postgres-postgres-run"] == "taskstack-prod-postgres-run-data"
+    env = container_env(prod.named("backup"))
+    assert env["BACKUP_FULL_INTERVAL_HOURS"] == "24"
+    assert env["BACKUP_DIFF_INTERVAL_HOURS"] == "4"
+    assert env["PGBACKREST_REPO1_RETENTION_FULL"] == "7"
+    assert env["APP_SCHEMA"] == "taskstack"
+    assert prod.named("backup").plain["entrypoints"] == ["backup-schedule.sh"]
+    assert prod.named("backup").plain["readOnly"] is True
+
+
+def test_the_repository_may_be_a_host_directory_on_another_disk() -> None:
+    run = run_stack(
+        "prod", backupRepository="host-path", backupRepositoryPath="/mnt/backups/taskstack"
+    )
+    for name in ("postgres", "backup"):
+        mount = mounts(run, name)[REPOSITORY]
+        assert (mount["type"], mount["source"]) == ("bind", "/mnt/backups/taskstack"), name
+    assert "postgres-backup" not in {r.name for r in run.of_type(VOLUME)}
+
+
+def test_without_backups_postgres_runs_the_pulled_image_and_no_backup_role() -> None:
+    run = run_stack("prod", backup="false")
+    assert not [r for r in run.of_type(IMAGE) if r.name == "database-image"]
+    pulled = run.named("postgres-image", REMOTE_IMAGE)
+    assert pulled.plain["name"] == "postgres:17"
+    assert run.named("postgres").plain["image"] == pulled.outputs["imageId"]
+    assert "backup" not in {r.name for r in run.containers()}
+    assert SOCKET_DIR in run.named("postgres").plain["tmpfs"]
+    assert SOCKET_DIR not in mounts(run, "postgres")
+
+
+def test_a_restore_is_declared_and_waits_for_the_promoted_server() -> None:
+    run = run_stack("prod", restoreTarget="2026-12-07T10:00:00+00:00", restoreTimeoutMinutes=90)
+    postgres = run.named("postgres").plain
+    assert container_env(run.named("postgres"))["RESTORE_TARGET"] == "2026-12-07 10:00:00+00:00"
+    # Nothing that depends on PostgreSQL starts until the restore and its replay are over.
+    assert postgres["healthcheck"]["startPeriod"] == "1h30m0s"
+    assert postgres["waitTimeout"] == 90 * 60 + 60
+
+
+def test_a_new_volume_generation_gives_postgres_a_fresh_volume() -> None:
+    run = run_stack("prod", postgresVolumeGeneration=2, restoreTarget="latest")
+    volumes = {r.name: r.plain["name"] for r in run.of_type(VOLUME)}
+    assert volumes["postgres-data"] == "taskstack-prod-postgres-data-g2"
+    assert mounts(run, "backup")[PGDATA]["source"] == "taskstack-prod-postgres-data-g2"
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"backup": "false", "restoreTarget": "latest"}, "taskstack:restoreTarget: a restore"),
+        ({"backupRepository": "host-path"}, "taskstack:backupRepositoryPath: backupRepository"),
+        ({"walArchiveTimeoutSeconds": "300"}, "within 60 s of a commit"),
+        ({"restoreTarget": "2026-12-07 10:00:00"}, "a time with its offset"),
+        ({"backupRepositoryPath": "backups/here"}, "absolute host path"),
+    ],
+)
+def test_bad_backup_settings_are_named_with_their_fix(
+    config: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(StackConfigError) as failure:
+        run_stack("prod", **config)
+    assert fragment in str(failure.value)
+    assert "fix: pulumi config set taskstack:" in str(failure.value)
+
+
+def test_a_dev_stack_may_archive_for_longer() -> None:
+    run = run_stack("dev", backup="true", walArchiveTimeoutSeconds=300)
+    assert "archive_timeout=300" in run.named("postgres").plain["command"]
