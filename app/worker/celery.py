@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu.entity import Queue
 
 from app.config import get_settings
@@ -14,6 +14,7 @@ from app.logs import install_celery_logging
 from app.metrics import worker as _metrics  # noqa: F401 - serves /metrics (METRICS_PORT) on its signals
 from app.storage.db import dispose_sync_engines
 from app.tracing import install_celery_hooks
+from app.worker.fork_safety import guard_name_lookups
 from app.worker.liveness import Rescuer, RunningTasksReporter, running_task_ids
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ celery_app.conf.update(
         },
     },
 )
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _guard_name_lookups(**_: Any) -> None:
+    # In the main process, before the pool forks its children (app/worker/fork_safety.py).
+    guard_name_lookups()
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
