@@ -101,7 +101,7 @@ def test_a_new_volume_generation_gives_postgres_a_fresh_volume() -> None:
     ],
 )
 def test_bad_backup_settings_are_named_with_their_fix(
-    config: dict[str, str], fragment: str
+    config: dict[str, Any], fragment: str
 ) -> None:
     with pytest.raises(StackConfigError) as failure:
         run_stack("prod", **config)
