@@ -184,8 +184,9 @@ class StackConfig(BaseModel):
     backup: bool = True
     backup_repository: BackupRepository = "volume"
     backup_repository_path: str = ""
-    # WAL reaches the repository at most this many seconds after a commit (archive_timeout).
-    wal_archive_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 60
+    # A segment is closed at most this long after its first commit (archive_timeout) and pushed at
+    # once: below 60 s, so that a commit is in the repository within the minute prod promises.
+    wal_archive_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 50
     backup_full_interval_hours: Annotated[int, Field(ge=1, le=24 * 31)] = 24
     backup_diff_interval_hours: Annotated[int, Field(ge=1, le=24 * 31)] = 4
     # Full backups kept; the WAL that the oldest of them needs is kept with it: this many days of
@@ -195,6 +196,10 @@ class StackConfig(BaseModel):
     # A declared restore: "latest" (the end of the archived WAL) or a time with its offset. It
     # happens only into an empty data volume; `postgresVolumeGeneration` gives a fresh one.
     restore_target: str = ""
+    # The timeline a restore to a time follows: "latest" (the newest branch, as PostgreSQL does),
+    # "current" (the backup's: redo a restore on the history an earlier restore branched from), or
+    # a timeline number.
+    restore_timeline: str = "latest"
     postgres_volume_generation: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     # How long PostgreSQL may take to restore and replay before the stack gives up on it.
     restore_timeout_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 60
@@ -279,6 +284,13 @@ class StackConfig(BaseModel):
             )
         # pgBackRest's --target, as PostgreSQL's recovery_target_time reads it.
         return moment.isoformat(sep=" ")
+
+    @field_validator("restore_timeline")
+    @classmethod
+    def _restore_timeline(cls, value: str) -> str:
+        if value not in ("latest", "current") and not (value.isdigit() and int(value) > 0):
+            raise ValueError('must be "latest", "current" or a timeline number such as 2')
+        return value
 
     @field_validator("backup_repository_path")
     @classmethod

@@ -12,7 +12,7 @@ if [ -n "${RESTORE_TARGET:-}" ] && [ ! -s "$data/PG_VERSION" ]; then
     else
         echo "restore: from the repository to $RESTORE_TARGET"
         pgbackrest --log-level-console=info restore --type=time --target="$RESTORE_TARGET" \
-            --target-action=promote
+            --target-timeline="${RESTORE_TIMELINE:-latest}" --target-action=promote
     fi
     # Connections wait for the end of recovery: the healthcheck (pg_isready) stays red until the
     # server is promoted, so nothing that depends on it starts on a half-replayed database.

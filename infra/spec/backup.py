@@ -42,6 +42,7 @@ class BackupSettings:
     retention_full: int
     check_seconds: int
     restore_target: str
+    restore_timeline: str
     restore_timeout_seconds: int
 
     @classmethod
@@ -55,6 +56,7 @@ class BackupSettings:
             retention_full=config.backup_retention_full,
             check_seconds=config.backup_check_seconds,
             restore_target=config.restore_target,
+            restore_timeline=config.restore_timeline,
             restore_timeout_seconds=config.restore_timeout_minutes * 60,
         )
 
@@ -111,7 +113,11 @@ def archiving(postgres: Service, settings: BackupSettings) -> Service:
     assert check is not None
     return replace(
         service,
-        env={**env, "RESTORE_TARGET": settings.restore_target},
+        env={
+            **env,
+            "RESTORE_TARGET": settings.restore_target,
+            "RESTORE_TIMELINE": settings.restore_timeline,
+        },
         # The server answers once it is promoted; until then (restore and replay) it is starting.
         healthcheck=replace(check, start_period=_go_duration(settings.restore_timeout_seconds)),
         wait_timeout_seconds=settings.restore_timeout_seconds + 60,

@@ -25,7 +25,7 @@ def test_postgres_archives_each_segment_within_the_timeout(prod: ProgramRun) -> 
     for setting in (
         "archive_mode=on",
         "archive_command=pgbackrest archive-push %p",
-        "archive_timeout=60",
+        "archive_timeout=50",
     ):
         assert setting in command
     env = container_env(prod.named("postgres"))

@@ -109,6 +109,7 @@ INVALID: dict[str, tuple[Any, str]] = {
     "backupRetentionFull": ("0", "greater than or equal to 1"),
     "backupCheckSeconds": ("1", "greater than or equal to 5"),
     "restoreTarget": ("yesterday", "a time with its offset"),
+    "restoreTimeline": ("newest", "a timeline number"),
     "postgresVolumeGeneration": ("-1", "greater than or equal to 0"),
     "restoreTimeoutMinutes": ("0", "greater than or equal to 1"),
     "alertWalArchiveBehindSeconds": ("0", "greater than 0"),
