@@ -13,7 +13,8 @@ than API_KEY_CACHE_SECONDS, so a new or revoked key takes effect within that (pl
 without a restart, and a request costs a dict lookup and a constant-time comparison of SHA-256
 digests. A wrong key costs no database read, however many are tried. When PostgreSQL does not
 answer a reread, the copy in hand goes on serving until it does (a revocation waits for it too);
-without any copy, the request is a 503.
+without any copy, the request is a 503. Requests that find the copy stale wait for one reread
+together.
 
 Then the key's limits, the key's own or the settings' defaults: at most `max_concurrent` of its
 requests in flight in this process (a counter, no round trip), and its rate across the stack
@@ -21,6 +22,7 @@ requests in flight in this process (a counter, no round trip), and its rate acro
 request is not counted against the rate.
 """
 
+import asyncio
 import hmac
 import json
 import logging
@@ -79,7 +81,8 @@ class KeyDirectory:
         self.by_prefix: dict[str, list[Client]] = {}
         self.loaded = False
         self.fresh_until = 0.0
-        self.reading = False
+        # The reread under way: every request that finds the copy stale waits for this one read.
+        self.reading: asyncio.Task[None] | None = None
 
     async def find(self, key: str) -> Client | None:
         """The client whose key this is, or None (unknown, revoked)."""
@@ -97,9 +100,14 @@ class KeyDirectory:
         self.fresh_until = 0.0
 
     async def _reread(self) -> None:
-        if self.reading and self.loaded:
-            return  # another request of this process is reading; the copy in hand serves
-        self.reading = True
+        loop = asyncio.get_running_loop()
+        reading = self.reading
+        if reading is None or reading.done() or reading.get_loop() is not loop:
+            reading = self.reading = loop.create_task(self._read())
+        # Shielded: a request that goes away does not cancel the others' read.
+        await asyncio.shield(reading)
+
+    async def _read(self) -> None:
         try:
             async with pg.connection() as connection:
                 keys = await api_keys.active_keys(connection)
@@ -109,8 +117,6 @@ class KeyDirectory:
             self.fresh_until = time.monotonic() + RETRY_READ_SECONDS
             logger.warning("API keys not reread, the copy in hand serves: %s", error)
             return
-        finally:
-            self.reading = False
         self.by_prefix = _clients(keys, self.settings)
         self.loaded = True
         self.fresh_until = time.monotonic() + self.settings.api_key_cache_seconds

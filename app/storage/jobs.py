@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import CursorResult, delete, func, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -48,13 +48,12 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.get(Job, job_id)
 
 
-async def list_jobs(
-    session: AsyncSession,
+def page_query(
     client_id: int,
     status: JobStatus | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None = None,
-) -> Sequence[Job]:
+) -> Select[Job]:
     """A page of the client's jobs, newest first (`created_at`, then `id`, both descending),
     starting after the job whose (created_at, id) is `after`.
 
@@ -66,7 +65,18 @@ async def list_jobs(
         query = query.where(Job.status == status)
     if after is not None:
         query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*after))
-    page = await session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit))
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    client_id: int,
+    status: JobStatus | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> Sequence[Job]:
+    """The page of `page_query`."""
+    page = await session.scalars(page_query(client_id, status, limit, after))
     return page.all()
 
 
