@@ -3,11 +3,13 @@
 import logging
 from logging.config import fileConfig
 
+import psycopg
 from sqlalchemy import create_engine, pool, text
 
 from alembic import context
 from app.config import get_settings
 from app.logs import configure_logging
+from app.storage import api_keys
 from app.storage.models import Base
 from app.storage.roles import MIGRATION_LOCK_KEY, ensure_app_role
 
@@ -47,6 +49,13 @@ def run_migrations_online() -> None:
             context.configure(connection=connection, target_metadata=target_metadata)
             with context.begin_transaction():
                 context.run_migrations()
+            if settings.initial_api_key is not None and context.get_head_revision() == (
+                context.get_context().get_current_revision()
+            ):
+                # The key given as a secret (INITIAL_API_KEY), stored hashed as `initial`; the
+                # same value again changes nothing (app/storage/api_keys.py).
+                with psycopg.connect(settings.database_libpq_url) as keys:
+                    api_keys.upsert_initial(keys, settings.initial_api_key.get_secret_value())
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
             connection.commit()

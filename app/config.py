@@ -15,6 +15,8 @@ SECRETS_DIR = Path("/run/secrets")
 # valid one (a notification of 2000 characters, JSON-escaped) is well under it. The proxy's default
 # cap (infra/config `proxyMaxBodyKb`) is this one.
 MAX_REQUEST_BODY_BYTES = 64 * 1024
+# The shortest initial API key accepted: as random as the keys `python -m app.keys` makes.
+MIN_API_KEY_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -66,6 +68,20 @@ class Settings(BaseSettings):
     max_concurrent_job_lists: int = Field(default=4, ge=1, le=1_000)
     # The worker's /metrics (app/metrics/worker.py), served by its Celery main process; 0: off.
     metrics_port: int = Field(default=9808, ge=0, le=65535)
+    # API keys (app/api/auth.py): off in dev, so the tutorial's client works without one.
+    auth_required: bool = False
+    # The migration only: stored (hashed) as the key named `initial` (app/storage/api_keys.py).
+    initial_api_key: SecretStr | None = None
+    # How long each API process answers from its copy of the keys: a new or revoked key takes
+    # effect within this.
+    api_key_cache_seconds: float = Field(default=2, gt=0, le=60)
+    # Each key's limits unless the key sets its own (`python -m app.keys create`): its requests
+    # per second across the stack with bursts of `burst`, its requests in flight per API process.
+    api_key_rate_per_second: float = Field(default=100, gt=0, le=1_000_000)
+    api_key_burst: int = Field(default=200, ge=1, le=1_000_000)
+    api_key_max_concurrent: int = Field(default=16, ge=1, le=10_000)
+    # /docs, /redoc and /openapi.json; 404 when off.
+    api_docs: bool = True
     # Read by Flower itself from the environment; declared here so a malformed value fails early.
     flower_basic_auth: SecretStr | None = None
     # Logs (app/logs.py): JSON lines or text; the role each line names (empty: from the command).
@@ -109,6 +125,25 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return value or None
+
+    @field_validator("initial_api_key")
+    @classmethod
+    def _long_random_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        key = value.get_secret_value()
+        # Stored as a plain SHA-256, which is only safe for a key nobody can guess.
+        if (
+            len(key) < MIN_API_KEY_LENGTH
+            or not key.isascii()
+            or not key.isprintable()
+            or " " in key
+        ):
+            raise ValueError(
+                f"must be a random token of at least {MIN_API_KEY_LENGTH} printable ASCII "
+                "characters without spaces"
+            )
+        return value
 
     @field_validator("flower_basic_auth")
     @classmethod

@@ -7,10 +7,13 @@ record is one line with the fields `time` (RFC 3339, UTC), `level`, `role`, `log
 those ids when set and `exc_info` (the traceback, one string). Text puts the same on one line.
 
 Nothing a record says may reveal a credential: every line is passed through `Redactor`, which masks
-the password of any `scheme://user:password@` URL and every secret value the settings hold
-(passwords in DATABASE_URL, REDIS_URL and the broker's, FLOWER_BASIC_AUTH's, ADMIN_DATABASE_URL's)
-wherever it appears, also in a traceback. A record's message is kept on its line (control characters
-escaped) so that text a user supplied cannot start what reads as another record.
+the password of any `scheme://user:password@` URL, anything shaped like an API key (`tsk_...`,
+app/storage/api_keys.py: a client may send one in a path, which the access log writes) and every
+secret value the settings hold (passwords in DATABASE_URL, REDIS_URL and the broker's,
+FLOWER_BASIC_AUTH's, ADMIN_DATABASE_URL's, INITIAL_API_KEY) wherever it appears, also in a
+traceback. Nothing logs a key's hash: the records that hold one do not show it. A record's message
+is kept on its line (control characters escaped) so that text a user supplied cannot start what
+reads as another record.
 
 Configured once per process: by `app.main` for the API (uvicorn's own loggers included, in each
 `--workers` child too), by Celery's `setup_logging` signal for the worker and beat
@@ -44,6 +47,8 @@ job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # The password of a URL's userinfo (`redis://:pw@`, `postgresql://user:pw@`, `amqp://u:pw@`).
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*:)([^\s/@'\"]+)(@)")
+# An API key as app/storage/api_keys.py makes them (`tsk_` and URL-safe base64).
+_API_KEY = re.compile(r"tsk_[A-Za-z0-9_-]+")
 MASK = "***"
 # A secret shorter than this is not searched for verbatim (it would mask common words); its URL
 # form is still masked by the pattern above.
@@ -74,6 +79,8 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.admin_database_url.get_secret_value() if settings.admin_database_url else "",
     ):
         found += _url_secrets(url)
+    if settings.initial_api_key is not None:
+        found.append(settings.initial_api_key.get_secret_value())
     if settings.flower_basic_auth is not None:
         for pair in settings.flower_basic_auth.get_secret_value().split(","):
             found.append(pair.partition(":")[2])
@@ -82,7 +89,8 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 class Redactor:
-    """Masks URL passwords and the given secret values (verbatim and as JSON escapes them)."""
+    """Masks URL passwords, API keys and the given secret values (verbatim and as JSON escapes
+    them)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms: set[str] = set()
@@ -97,6 +105,8 @@ class Redactor:
                 text = text.replace(secret, MASK)
         if "://" in text:
             text = _URL_PASSWORD.sub(rf"\1{MASK}\3", text)
+        if "tsk_" in text:
+            text = _API_KEY.sub(MASK, text)
         return text
 
 

@@ -13,10 +13,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.api import strict_json
 from app.api.admission import AdmissionLimit
+from app.api.auth import Authentication
 from app.api.deps import get_broker_client
 from app.api.finished_jobs import FinishedTaskFastPath
 from app.api.routes import health, job_list, metrics, notifications, process_item, task_status
-from app.config import MAX_REQUEST_BODY_BYTES, get_settings
+from app.config import MAX_REQUEST_BODY_BYTES, Settings, get_settings
 from app.intake.broker import close_publisher
 from app.intake.outbox import get_outbox, run_relay
 from app.logs import configure_logging
@@ -55,39 +56,50 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     mark_this_process_dead()
 
 
-app = FastAPI(
-    title="taskstack",
-    summary="Accepts jobs, queues them on Celery and reports their state from PostgreSQL.",
-    version="0.1.0",
-    lifespan=lifespan,
-    max_body_size=MAX_REQUEST_BODY_BYTES,
-    # The request's span is app/tracing.py's (also without the SDK): not FastAPI's own as well.
-    # Its metrics and logs hooks too: with OpenTelemetry installed, FastAPI would otherwise look its
-    # providers up on every request.
-    telemetry={"tracing": False, "metrics": False, "logs": False},
-)
-for module in (process_item, task_status, job_list, notifications, health, metrics):
-    app.include_router(module.router)
-# A request over the process's bound is refused before routing (app/api/admission.py)...
-app.add_middleware(
-    AdmissionLimit,
-    max_requests=get_settings().max_concurrent_requests,
-    max_job_lists=get_settings().max_concurrent_job_lists,
-)
-# ...except a finished job's cached GET /task answer, outermost: it awaits nothing and holds no
-# connection or page, so it needs no bound, and skips the limit's cost (measured: RELIABILITY.md).
-app.add_middleware(FinishedTaskFastPath)
-# Every answer gets its X-Request-ID, every request its span (app/tracing.py)...
-app.add_middleware(RequestContext)
-# ...and, outermost, is counted and timed, everything above included (app/metrics/api.py).
-app.add_middleware(HttpMetrics)
-app.add_exception_handler(RequestValidationError, strict_json.validation_error)
+def create_app(settings: Settings) -> FastAPI:
+    """The app as `settings` configure it (tests make apps with other settings)."""
+    docs = settings.api_docs
+    application = FastAPI(
+        title="taskstack",
+        summary="Accepts jobs, queues them on Celery and reports their state from PostgreSQL.",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=MAX_REQUEST_BODY_BYTES,
+        # Off: 404, as for any path that does not exist.
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        # The request's span is app/tracing.py's (also without the SDK): not FastAPI's own as
+        # well. Its metrics and logs hooks too: with OpenTelemetry installed, FastAPI would
+        # otherwise look its providers up on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    for module in (process_item, task_status, job_list, notifications, health, metrics):
+        application.include_router(module.router)
+    # A request over the process's bound is refused before routing (app/api/admission.py)...
+    application.add_middleware(
+        AdmissionLimit,
+        max_requests=settings.max_concurrent_requests,
+        max_job_lists=settings.max_concurrent_job_lists,
+    )
+    # ...except a finished job's cached GET /task answer: it awaits nothing and holds no
+    # connection or page, so it needs no bound, and skips the limit's cost (measured:
+    # RELIABILITY.md)...
+    application.add_middleware(FinishedTaskFastPath)
+    # ...which answers the request's client only: whose it is, and its limits, are decided first
+    # (app/api/auth.py); with AUTH_REQUIRED off every request is the anonymous client's.
+    if settings.auth_required:
+        application.add_middleware(Authentication)
+    # Every answer gets its X-Request-ID, every request its span (app/tracing.py)...
+    application.add_middleware(RequestContext)
+    # ...and, outermost, is counted and timed, everything above included (app/metrics/api.py).
+    application.add_middleware(HttpMetrics)
+    application.add_exception_handler(RequestValidationError, strict_json.validation_error)
+    for error in (OperationalError, InterfaceError, PoolTimeoutError, pg.DatabaseUnavailable):
+        application.add_exception_handler(error, database_unavailable)
+    return application
 
 
-@app.exception_handler(OperationalError)
-@app.exception_handler(InterfaceError)
-@app.exception_handler(PoolTimeoutError)
-@app.exception_handler(pg.DatabaseUnavailable)
 async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
     """PostgreSQL down or restarting, or no pooled connection free within the pool's wait
     (`READINESS_TIMEOUT_SECONDS`): a 503 the client may retry (no job was accepted), not 500."""
@@ -97,3 +109,6 @@ async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": "1"},
     )
+
+
+app = create_app(get_settings())

@@ -7,10 +7,14 @@ JOB_RETENTION_DAYS ago); an entry is served only until that moment, then the row
 is a 404 once purged). Bounded: at most FINISHED_JOB_CACHE_SIZE entries per API process, the least
 recently read dropped first; 0 turns the cache off.
 
+Each entry is one client's (app/api/clients.py): it is keyed by the client and the job, so a
+client is never answered from another's entry; a job is only put there once its owner read it.
+
 The answer says the same to the caches in front (`cache_control`): a finished job's may be kept
-until its purge, so the proxy answers the polls it has seen (infra/haproxy.cfg.tmpl, `cache`)
-without a hop to a copy; anything else is `no-store`. With the cache off, every answer is
-`no-store`.
+until its purge, by any cache (`public`) while AUTH_REQUIRED is off, so the proxy answers the polls
+it has seen (infra/haproxy.cfg.tmpl, `cache`) without a hop to a copy, and only by the client's
+own (`private`) when the answer is a client's; anything else is `no-store`. With the cache off,
+every answer is `no-store`.
 """
 
 import uuid
@@ -20,8 +24,10 @@ from functools import lru_cache
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.clients import client_id_of
 from app.config import get_settings
 from app.metrics.api import ROUTE_TEMPLATE_KEY
+from app.storage.models import ANONYMOUS_CLIENT
 
 TASK_PREFIX = "/task/"
 TASK_ROUTE = "/task/{task_id}"
@@ -29,40 +35,47 @@ TASK_ROUTE = "/task/{task_id}"
 NO_STORE = "no-store"
 
 
-def cache_control(purgeable_at: datetime, now: datetime) -> str:
-    """A finished job's answer: any cache may keep it until the purge may delete the job."""
+def cache_control(purgeable_at: datetime, now: datetime, client_id: int) -> str:
+    """A finished job's answer: a cache may keep it until the purge may delete the job; only the
+    client's own cache when it is a client's."""
     seconds_left = max(0, int((purgeable_at - now).total_seconds()))
-    return f"public, max-age={seconds_left}, immutable"
+    scope = "public" if client_id == ANONYMOUS_CLIENT else "private"
+    return f"{scope}, max-age={seconds_left}, immutable"
+
+
+# The client and the job.
+EntryKey = tuple[int, uuid.UUID]
 
 
 class FinishedJobCache:
-    """An LRU map from job id to its final GET /task body, each entry valid until its purge."""
+    """An LRU map from (client id, job id) to the job's final GET /task body, each entry valid
+    until its purge."""
 
     def __init__(self, max_entries: int, retention: timedelta) -> None:
         self.max_entries = max_entries
         self.retention = retention
-        self._entries: OrderedDict[uuid.UUID, tuple[bytes, datetime]] = OrderedDict()
+        self._entries: OrderedDict[EntryKey, tuple[bytes, datetime]] = OrderedDict()
 
-    def get(self, job_id: uuid.UUID, now: datetime) -> bytes | None:
-        entry = self.entry(job_id, now)
+    def get(self, key: EntryKey, now: datetime) -> bytes | None:
+        entry = self.entry(key, now)
         return None if entry is None else entry[0]
 
-    def entry(self, job_id: uuid.UUID, now: datetime) -> tuple[bytes, datetime] | None:
+    def entry(self, key: EntryKey, now: datetime) -> tuple[bytes, datetime] | None:
         """The job's answer and the moment the purge may delete it, while that is ahead."""
-        entry = self._entries.get(job_id)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if now >= entry[1]:
-            del self._entries[job_id]
+            del self._entries[key]
             return None
-        self._entries.move_to_end(job_id)
+        self._entries.move_to_end(key)
         return entry
 
-    def put(self, job_id: uuid.UUID, body: bytes, finished_at: datetime) -> None:
+    def put(self, key: EntryKey, body: bytes, finished_at: datetime) -> None:
         if self.max_entries == 0:
             return
-        self._entries[job_id] = (body, finished_at + self.retention)
-        self._entries.move_to_end(job_id)
+        self._entries[key] = (body, finished_at + self.retention)
+        self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
@@ -96,7 +109,8 @@ class FinishedTaskFastPath:
             # Only the canonical 36-character form: the route would validate it the same way.
             if path.startswith(TASK_PREFIX) and len(path) == len(TASK_PREFIX) + 36:
                 now = datetime.now(UTC)
-                entry = self._cached(path[len(TASK_PREFIX) :], now)
+                client_id = client_id_of(scope)
+                entry = self._cached(client_id, path[len(TASK_PREFIX) :], now)
                 if entry is not None:
                     scope[ROUTE_TEMPLATE_KEY] = TASK_ROUTE  # for app/metrics/api.py
                     body, purgeable_at = entry
@@ -107,7 +121,10 @@ class FinishedTaskFastPath:
                             "headers": [
                                 (b"content-length", str(len(body)).encode()),
                                 (b"content-type", b"application/json"),
-                                (b"cache-control", cache_control(purgeable_at, now).encode()),
+                                (
+                                    b"cache-control",
+                                    cache_control(purgeable_at, now, client_id).encode(),
+                                ),
                             ],
                         }
                     )
@@ -116,9 +133,9 @@ class FinishedTaskFastPath:
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _cached(task_id: str, now: datetime) -> tuple[bytes, datetime] | None:
+    def _cached(client_id: int, task_id: str, now: datetime) -> tuple[bytes, datetime] | None:
         try:
             job_id = uuid.UUID(task_id)
         except ValueError:
             return None
-        return get_finished_job_cache().entry(job_id, now)
+        return get_finished_job_cache().entry((client_id, job_id), now)

@@ -53,9 +53,10 @@ class JobOut(BaseModel):
 
 class JobPage(BaseModel):
     items: list[JobOut]
-    total: int
     limit: int
-    offset: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class NotificationIn(BaseModel):

@@ -23,6 +23,7 @@ from app.intake.outbox import OutboxBatch, get_outbox
 from app.metrics.api import GROUP_COMMIT_BATCH, JOBS_ENQUEUED
 from app.storage import pg
 from app.storage.jobs import PROCESS_DATA
+from app.storage.models import ANONYMOUS_CLIENT
 from app.tracing import current_traceparent
 from app.worker.tasks import process_data
 
@@ -35,29 +36,32 @@ MAX_CONCURRENT_FLUSHES = 1
 # Queued jobs' rows (the `Job` model) and their outbox row, in one statement; columns not named
 # take their server defaults (payload '{}', created_at/queued_at now()). Prepared once per
 # connection. A data-modifying CTE runs whether or not the query reads it.
+# Each job's client ($6) is its request's (app/api/clients.py).
 INSERT_JOBS = """
 WITH new_jobs AS (
-    INSERT INTO jobs (id, item_id, kind, status, celery_task_id)
-    SELECT job.id, job.item_id, $3, 'queued', job.id::text
-    FROM unnest($1::uuid[], $2::integer[]) AS job(id, item_id)
+    INSERT INTO jobs (id, item_id, kind, status, celery_task_id, client_id)
+    SELECT job.id, job.item_id, $3, 'queued', job.id::text, job.client_id
+    FROM unnest($1::uuid[], $2::integer[], $6::integer[]) AS job(id, item_id, client_id)
 )
 INSERT INTO outbox (task_name, task_ids, traceparents) VALUES ($4, $1::uuid[], $5::text[])
 RETURNING id
 """
 
-# The same with Idempotency-Keys ($5 keys, $6 fingerprints, $7 their jobs' ids): a job whose key
-# is already recorded is not created; the keys recorded now come back with the outbox row's id.
+# The same with Idempotency-Keys ($5 keys, $6 fingerprints, $7 their jobs' ids, $9 their clients;
+# $10 every job's client): a job whose key its client already recorded is not created; the keys
+# recorded now come back with the outbox row's id.
 INSERT_KEYED_JOBS = """
 WITH claimed AS (
-    INSERT INTO idempotency_keys (key, fingerprint, task_id)
-    SELECT k.key, k.fingerprint, k.task_id
-    FROM unnest($5::text[], $6::bytea[], $7::uuid[]) AS k(key, fingerprint, task_id)
-    ON CONFLICT (key) DO NOTHING
+    INSERT INTO idempotency_keys (client_id, key, fingerprint, task_id)
+    SELECT k.client_id, k.key, k.fingerprint, k.task_id
+    FROM unnest($9::integer[], $5::text[], $6::bytea[], $7::uuid[])
+        AS k(client_id, key, fingerprint, task_id)
+    ON CONFLICT (client_id, key) DO NOTHING
     RETURNING task_id
 ), new_jobs AS (
-    INSERT INTO jobs (id, item_id, kind, status, celery_task_id)
-    SELECT job.id, job.item_id, $3, 'queued', job.id::text
-    FROM unnest($1::uuid[], $2::integer[]) AS job(id, item_id)
+    INSERT INTO jobs (id, item_id, kind, status, celery_task_id, client_id)
+    SELECT job.id, job.item_id, $3, 'queued', job.id::text, job.client_id
+    FROM unnest($1::uuid[], $2::integer[], $10::integer[]) AS job(id, item_id, client_id)
     WHERE job.id <> ALL($7::uuid[]) OR job.id IN (SELECT task_id FROM claimed)
     RETURNING id
 ), batch AS (
@@ -80,6 +84,12 @@ class _Waiting:
     accepted: asyncio.Future[tuple[uuid.UUID, bool]]
     # The request's trace (app/tracing.py), carried by the job's message.
     traceparent: str | None = None
+    # The request's client (app/api/clients.py): the job's owner, the key's scope.
+    client_id: int = ANONYMOUS_CLIENT
+
+    @property
+    def scoped_key(self) -> tuple[int, str]:
+        return self.client_id, self.key or ""
 
     @property
     def fingerprint(self) -> bytes:
@@ -97,9 +107,12 @@ class JobIntake:
     flushing: int = 0
     flushes: set[asyncio.Task[None]] = field(default_factory=set)  # references, against the GC
 
-    async def accept(self, item_id: int, key: str | None = None) -> tuple[uuid.UUID, bool]:
-        """Record a job; returns its id once committed, and whether it is a replay (the key's
-        first request recorded it). Its message is published afterwards (`app.intake.outbox`).
+    async def accept(
+        self, item_id: int, key: str | None = None, client_id: int = ANONYMOUS_CLIENT
+    ) -> tuple[uuid.UUID, bool]:
+        """Record a job of `client_id`; returns its id once committed, and whether it is a replay
+        (the key's first request from this client recorded it). Its message is published
+        afterwards (`app.intake.outbox`).
 
         Raises `pg.DatabaseUnavailable` (nothing recorded) or
         `idempotency.IdempotencyKeyReused`."""
@@ -109,6 +122,7 @@ class JobIntake:
             key,
             asyncio.get_running_loop().create_future(),
             current_traceparent(),
+            client_id,
         )
         self.waiting.append(entry)
         if self.flushing < MAX_CONCURRENT_FLUSHES:
@@ -149,6 +163,7 @@ class JobIntake:
                         PROCESS_DATA,
                         process_data.name,
                         list(traceparents.values()),
+                        [entry.client_id for entry in batch],
                     )
                     created = job_ids
                 else:
@@ -180,11 +195,11 @@ class JobIntake:
     async def _insert_keyed(
         self, connection: asyncpg.Connection, batch: list[_Waiting], keyed: list[_Waiting]
     ) -> tuple[int | None, list[uuid.UUID]]:
-        # The first request of the batch with a key claims it; a repeat of the key within the
-        # same batch is answered like any later repeat.
-        first: dict[str, _Waiting] = {}
+        # The first request of the batch with a key (of its client) claims it; a repeat of the
+        # key within the same batch is answered like any later repeat.
+        first: dict[tuple[int, str], _Waiting] = {}
         for entry in keyed:
-            first.setdefault(entry.key or "", entry)
+            first.setdefault(entry.scoped_key, entry)
         claiming = list(first.values())
         claiming_ids = {entry.job_id for entry in claiming}
         inserting = [e for e in batch if e.key is None or e.job_id in claiming_ids]
@@ -198,18 +213,21 @@ class JobIntake:
             [entry.fingerprint for entry in claiming],
             [entry.job_id for entry in claiming],
             [entry.traceparent for entry in inserting],
+            [entry.client_id for entry in claiming],
+            [entry.client_id for entry in inserting],
         )
         assert row is not None
         claimed = set(row["claimed"])
         replays = [entry for entry in keyed if entry.job_id not in claimed]
         if replays:
             records = await idempotency.recorded(
-                connection, sorted({entry.key or "" for entry in replays})
+                connection, sorted({entry.scoped_key for entry in replays})
             )
             for entry in replays:
-                key = entry.key or ""
                 try:
-                    task_id = idempotency.replay(key, entry.fingerprint, records.get(key))
+                    task_id = idempotency.replay(
+                        entry.key or "", entry.fingerprint, records.get(entry.scoped_key)
+                    )
                     _settle(entry, (task_id, True))
                 except Exception as error:
                     _settle(entry, error)

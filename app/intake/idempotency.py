@@ -7,6 +7,9 @@ answered the same task id and status code; a request with a used key but another
 body is refused (422), since answering it with the first request's task would be a lie. Records
 are kept `IDEMPOTENCY_KEY_RETENTION_HOURS`, then purged with the finished jobs
 (`app.tasks.purge_finished_jobs`).
+
+Keys are each client's own (app/api/clients.py): a record is found by (client id, key), so two
+clients that happen to send the same key never see each other's task, nor a 422 for it.
 """
 
 import hashlib
@@ -34,7 +37,8 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 LOOKUP = """
-SELECT key, fingerprint, task_id, status_code FROM idempotency_keys WHERE key = ANY($1::text[])
+SELECT client_id, key, fingerprint, task_id, status_code FROM idempotency_keys
+WHERE (client_id, key) IN (SELECT * FROM unnest($1::integer[], $2::text[]))
 """
 
 
@@ -61,10 +65,17 @@ def fingerprint(method: str, path: str, body: bytes = b"") -> bytes:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + body).digest()
 
 
-async def recorded(connection: asyncpg.Connection, keys: list[str]) -> dict[str, Recorded]:
-    rows = await connection.fetch(LOOKUP, keys)
+async def recorded(
+    connection: asyncpg.Connection, keys: list[tuple[int, str]]
+) -> dict[tuple[int, str], Recorded]:
+    """The records of these (client id, key) pairs."""
+    rows = await connection.fetch(
+        LOOKUP, [client_id for client_id, _ in keys], [key for _, key in keys]
+    )
     return {
-        row["key"]: Recorded(bytes(row["fingerprint"]), row["task_id"], row["status_code"])
+        (row["client_id"], row["key"]): Recorded(
+            bytes(row["fingerprint"]), row["task_id"], row["status_code"]
+        )
         for row in rows
     }
 

@@ -6,12 +6,12 @@ job changes nothing (the WHERE clause excludes finished rows).
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import CursorResult, delete, func, or_, select, update
+from sqlalchemy import CursorResult, Select, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -48,20 +48,36 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.get(Job, job_id)
 
 
-async def list_jobs(
-    session: AsyncSession, status: JobStatus | None, limit: int, offset: int
-) -> tuple[Sequence[Job], int]:
-    """A page of jobs, newest first, and the total matching the filter."""
-    query = select(Job)
-    count = select(func.count()).select_from(Job)
+def page_query(
+    client_id: int,
+    status: JobStatus | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> Select[Job]:
+    """A page of the client's jobs, newest first (`created_at`, then `id`, both descending),
+    starting after the job whose (created_at, id) is `after`.
+
+    A range of one index (`ix_jobs_client_id_created_at_id`, or with the status
+    `ix_jobs_client_id_status_created_at_id`): the page reads `limit` rows, however deep it is.
+    """
+    query = select(Job).where(Job.client_id == client_id)
     if status is not None:
         query = query.where(Job.status == status)
-        count = count.where(Job.status == status)
-    page = await session.scalars(
-        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    )
-    total = await session.scalar(count)
-    return page.all(), total or 0
+    if after is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*after))
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    client_id: int,
+    status: JobStatus | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> Sequence[Job]:
+    """The page of `page_query`."""
+    page = await session.scalars(page_query(client_id, status, limit, after))
+    return page.all()
 
 
 _UNFINISHED = ", ".join(f"'{status.value}'" for status in UNFINISHED_STATUSES)

@@ -1,5 +1,6 @@
 """The tables: `jobs` (one row per accepted unit of work, the source of truth for its state),
-`outbox` (task messages committed but not yet on the broker) and `idempotency_keys`."""
+`outbox` (task messages committed but not yet on the broker), `idempotency_keys` and `api_keys`
+(the clients allowed in when AUTH_REQUIRED is on)."""
 
 import enum
 import uuid
@@ -10,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Enum,
+    Float,
     Identity,
     Index,
     Integer,
@@ -48,6 +50,8 @@ class JobStatus(enum.StrEnum):
 
 
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+# The client of every request while AUTH_REQUIRED is off (no key): `api_keys` ids start at 1.
+ANONYMOUS_CLIENT = 0
 UNFINISHED_STATUSES = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.RETRYING)
 
 
@@ -78,10 +82,18 @@ class Job(Base):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The `api_keys` row of the key that created it, ANONYMOUS_CLIENT without one. A plain column,
+    # not a foreign key: a key is revoked, never deleted, and a foreign key would cost every
+    # INSERT of the group commit a lookup and a lock of the key's row.
+    client_id: Mapped[int] = mapped_column(Integer, server_default=str(ANONYMOUS_CLIENT))
 
     __table_args__ = (
-        # GET /jobs?status=… newest first, and the reaper's "unfinished and old" scan.
+        # The oldest job not yet started (GET /metrics).
         Index("ix_jobs_status_created_at", "status", "created_at"),
+        # GET /jobs: a client's jobs newest first, the keyset cursor (created_at, id) a range in
+        # either index, with or without the status filter.
+        Index("ix_jobs_client_id_created_at_id", "client_id", "created_at", "id"),
+        Index("ix_jobs_client_id_status_created_at_id", "client_id", "status", "created_at", "id"),
         # The purge's "finished before the cutoff" scan.
         Index(
             "ix_jobs_finished_at",
@@ -122,6 +134,10 @@ class IdempotencyKey(Base):
 
     __tablename__ = "idempotency_keys"
 
+    # Each client's keys are its own: the same key sent by two clients is two records.
+    client_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, server_default=str(ANONYMOUS_CLIENT)
+    )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     # SHA-256 of the method, path and body: the same key with another request is refused.
     fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
@@ -131,3 +147,38 @@ class IdempotencyKey(Base):
 
     # The purge's "older than the retention" scan.
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
+class ApiKey(Base):
+    """A client's API key (app/api/auth.py): not the key itself, its SHA-256 and first characters.
+
+    The limits are the key's own when set, else the settings' defaults (`API_KEY_*`).
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # The key's first characters, not secret: shown by `python -m app.keys list`, and how a
+    # presented key finds the record it is compared with.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    rate_per_second: Mapped[float | None] = mapped_column(Float)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BackupStatus(Base):
+    """What the pgBackRest repository holds (docs/backup.md): the newest backup of each kind
+    (full, diff, incr) and, as kind `repository`, the repository's size. Written by the backup
+    role (infra/postgres/backup-due.sql), read by the API's /metrics."""
+
+    __tablename__ = "backup_status"
+
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    label: Mapped[str | None] = mapped_column(Text)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -15,6 +15,7 @@ from app.api.finished_jobs import FinishedJobCache, get_finished_job_cache
 from app.config import get_settings
 from app.intake.group_commit import JobIntake
 from app.storage import jobs, pg
+from app.storage.models import ANONYMOUS_CLIENT
 from tests.app.helpers import create_queued_job, execute, job_row, wait_for_task
 
 pytestmark = pytest.mark.anyio
@@ -134,7 +135,7 @@ async def test_a_finished_job_is_answered_from_memory_until_its_purge(
     # Past the retention (when the purge may have removed it) the row is read again: gone.
     cache = get_finished_job_cache()
     later = datetime.now(UTC) + timedelta(days=get_settings().job_retention_days, seconds=1)
-    assert cache.get(job_id, later) is None
+    assert cache.get((ANONYMOUS_CLIENT, job_id), later) is None
     assert (await client.get(f"/task/{job_id}")).status_code == 404
 
 
@@ -195,7 +196,7 @@ async def test_with_the_cache_off_no_answer_may_be_kept(client: httpx.AsyncClien
 def test_cache_holds_at_most_its_size_dropping_the_least_recently_read() -> None:
     cache = FinishedJobCache(max_entries=2, retention=timedelta(days=1))
     now = datetime.now(UTC)
-    first, second, third = (uuid.uuid4() for _ in range(3))
+    first, second, third = ((ANONYMOUS_CLIENT, uuid.uuid4()) for _ in range(3))
     cache.put(first, b"1", now)
     cache.put(second, b"2", now)
     assert cache.get(first, now) == b"1"  # `second` is now the least recently read
@@ -208,7 +209,7 @@ def test_cache_holds_at_most_its_size_dropping_the_least_recently_read() -> None
 
 def test_cache_of_size_zero_keeps_nothing() -> None:
     cache = FinishedJobCache(max_entries=0, retention=timedelta(days=1))
-    job_id = uuid.uuid4()
+    job_id = (ANONYMOUS_CLIENT, uuid.uuid4())
     cache.put(job_id, b"x", datetime.now(UTC))
     assert cache.get(job_id, datetime.now(UTC)) is None
 

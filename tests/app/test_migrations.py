@@ -65,7 +65,7 @@ def schema_of(database_url: str) -> tuple[set[str], set[str], str | None]:
 def test_upgrade_check_downgrade_upgrade(empty_database: str) -> None:
     run_alembic(empty_database, "upgrade", "head")
     assert schema_of(empty_database) == (
-        {"alembic_version", "jobs", "outbox", "idempotency_keys"},
+        {"alembic_version", "jobs", "outbox", "idempotency_keys", "api_keys", "backup_status"},
         {"job_status"},
         alembic_head(),
     )
@@ -85,7 +85,7 @@ def test_two_concurrent_upgrades_both_succeed(empty_database: str) -> None:
         output, _ = run.communicate(timeout=120)
         assert run.returncode == 0, output
     assert schema_of(empty_database) == (
-        {"alembic_version", "jobs", "outbox", "idempotency_keys"},
+        {"alembic_version", "jobs", "outbox", "idempotency_keys", "api_keys", "backup_status"},
         {"job_status"},
         alembic_head(),
     )

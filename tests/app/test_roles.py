@@ -87,7 +87,8 @@ def test_the_migration_makes_an_unprivileged_role_that_owns_its_schema_and_table
         " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
     )
     assert sorted(tables) == [
-        (role, name, role) for name in ("alembic_version", "idempotency_keys", "jobs", "outbox")
+        (role, name, role)
+        for name in ("alembic_version", "api_keys", "idempotency_keys", "jobs", "outbox")
     ]
     # Nothing else: it owns no database and no other schema.
     assert (

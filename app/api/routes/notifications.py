@@ -5,6 +5,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
+from app.api.clients import CallerDep
 from app.api.routes.process_item import REPLAYED_HEADER
 from app.api.schemas import NotificationIn, TaskAccepted
 from app.api.strict_json import StrictJsonRoute
@@ -19,15 +20,15 @@ from app.worker.tasks import send_notification
 router = APIRouter(tags=["notifications"], route_class=StrictJsonRoute)
 
 # The notification's message in the outbox, with its traceparent; with a key ($4, $5), only if
-# the key is new.
+# the key is new to its client ($7).
 INSERT_NOTIFICATION = """
 INSERT INTO outbox (task_name, task_ids, args, traceparents)
 VALUES ($1, ARRAY[$2::uuid], $3::jsonb, ARRAY[$4::text]) RETURNING id
 """
 INSERT_KEYED_NOTIFICATION = """
 WITH claimed AS (
-    INSERT INTO idempotency_keys (key, fingerprint, task_id) VALUES ($4, $5, $2)
-    ON CONFLICT (key) DO NOTHING
+    INSERT INTO idempotency_keys (client_id, key, fingerprint, task_id) VALUES ($7, $4, $5, $2)
+    ON CONFLICT (client_id, key) DO NOTHING
     RETURNING task_id
 )
 INSERT INTO outbox (task_name, task_ids, args, traceparents)
@@ -67,6 +68,7 @@ def _require_json(request: Request) -> None:
 async def notify(
     notification: NotificationIn,
     response: Response,
+    client: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskAccepted:
     """Queue a notification (fire and forget: its progress shows in Flower, not in GET /task).
@@ -84,13 +86,19 @@ async def notify(
             body = json.dumps(notification.model_dump(), sort_keys=True).encode()
             fingerprint = idempotency.fingerprint("POST", "/notifications", body)
             outbox_id = await connection.fetchval(
-                INSERT_KEYED_NOTIFICATION, *statement, idempotency_key, fingerprint, traceparent
+                INSERT_KEYED_NOTIFICATION,
+                *statement,
+                idempotency_key,
+                fingerprint,
+                traceparent,
+                client,
             )
             if outbox_id is None:  # the key was recorded by an earlier request
-                records = await idempotency.recorded(connection, [idempotency_key])
+                scoped_key = (client, idempotency_key)
+                records = await idempotency.recorded(connection, [scoped_key])
                 try:
                     first = idempotency.replay(
-                        idempotency_key, fingerprint, records.get(idempotency_key)
+                        idempotency_key, fingerprint, records.get(scoped_key)
                     )
                 except IdempotencyKeyReused as error:
                     raise HTTPException(

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
+from app.api.clients import CallerDep
 from app.api.deps import IntakeDep
 from app.api.schemas import TaskAccepted
 from app.intake.idempotency import IdempotencyKeyHeader, IdempotencyKeyReused
@@ -35,6 +36,7 @@ async def process_item(
     item_id: ItemId,
     intake: IntakeDep,
     response: Response,
+    client: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskAccepted:
     """Record a job; poll GET /task/{task_id} for its state.
@@ -44,7 +46,7 @@ async def process_item(
     the time.
     """
     try:
-        job_id, replayed = await intake.accept(item_id, idempotency_key)
+        job_id, replayed = await intake.accept(item_id, idempotency_key, client)
     except IdempotencyKeyReused as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(error)) from error
     if replayed:
