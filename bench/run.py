@@ -106,12 +106,31 @@ class Stack:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{PORTS[self.kind]['apiPort']}"
 
+    headers: dict[str, str] = field(default_factory=dict, init=False)
+
     def up(self) -> None:
         log(f"up {self.name}")
         config = {key: str(value) for key, value in PORTS[self.kind].items()}
         config["appEnv"] = json.dumps(APP_ENV)
         self.deployer.up(config)
         self.wait_ready()
+        self.headers = self.client_key()
+
+    def client_key(self) -> dict[str, str]:
+        """A key of the bench's own, limits out of the way (a prod stack wants one for every
+        request: docs/app.md "API keys"), made as an operator makes one; none for dev."""
+        api = self.containers("api")[0]
+        if "AUTH_REQUIRED=true" not in api.attrs["Config"]["Env"]:
+            return {}
+        command = ["python", "-m", "app.keys", "create", f"bench-{int(time.time())}"]
+        command += ["--rate-per-second", "1000000", "--burst", "1000000"]
+        command += ["--max-concurrent", "10000"]
+        created = api.exec_run(command, demux=True)
+        if created.exit_code != 0:
+            raise RuntimeError(f"app.keys create failed: {created.output}")
+        key = created.output[0].decode().strip()
+        time.sleep(3)  # every API process rereads its keys within API_KEY_CACHE_SECONDS
+        return {"Authorization": f"Bearer {key}"}
 
     def down(self) -> None:
         log(f"down {self.name} (volumes too)")
@@ -178,6 +197,11 @@ def wrk(*arguments: str) -> dict[str, Any]:
     return wrk_with(WRK, *arguments)
 
 
+def header_args(headers: dict[str, str]) -> list[str]:
+    """wrk's -H for each header (the API key of a prod stack)."""
+    return [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+
+
 def wrk_with(command: list[str], *arguments: str) -> dict[str, Any]:
     output = subprocess.run(
         [*command, *arguments], check=True, capture_output=True, text=True
@@ -232,18 +256,21 @@ def settle(stack: Stack) -> None:
 
 def bench_post(stack: Stack) -> dict[str, Any]:
     log("POST /process: wrk -t2 -c32 -d10s -s post.lua (the tutorial's), through the proxy")
-    result = wrk("-s", str(POST_LUA), stack.api_url)
+    result = wrk(*header_args(stack.headers), "-s", str(POST_LUA), stack.api_url)
     result["rows_committed"] = int(stack.sql("SELECT count(*) FROM jobs"))
     settle(stack)
     log("POST /process, the same load straight to the API copies (no proxy)")
-    result["direct"] = wrk_split(stack.api_addresses(), "-s", str(POST_LUA))
+    result["direct"] = wrk_split(
+        stack.api_addresses(), *header_args(stack.headers), "-s", str(POST_LUA)
+    )
     return result
 
 
 def finished_job(stack: Stack) -> str:
     """A finished job's id, on an otherwise empty table."""
     settle(stack)
-    task_id = str(httpx.post(f"{stack.api_url}/process/1").json()["task_id"])
+    answer = httpx.post(f"{stack.api_url}/process/1", headers=stack.headers)
+    task_id = str(answer.json()["task_id"])
     wait_until(stack, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", 1, 60)
     return task_id
 
@@ -251,17 +278,21 @@ def finished_job(stack: Stack) -> str:
 def bench_get(stack: Stack) -> dict[str, Any]:
     task_id = finished_job(stack)
     log("GET /task/{id} of a finished job: wrk -t2 -c32 -d10s, through the proxy")
-    result = wrk(f"{stack.api_url}/task/{task_id}")
+    result = wrk(*header_args(stack.headers), f"{stack.api_url}/task/{task_id}")
     log("GET /task/{id}, the same load straight to the API copies (no proxy)")
-    result["direct"] = wrk_split([f"{url}/task/{task_id}" for url in stack.api_addresses()])
+    result["direct"] = wrk_split(
+        [f"{url}/task/{task_id}" for url in stack.api_addresses()], *header_args(stack.headers)
+    )
     return result
 
 
-def enqueue(api_url: str, count: int) -> None:
+def enqueue(api_url: str, count: int, headers: dict[str, str]) -> None:
     """POST /process for item ids 1..count from 16 threads, as the tutorial's run does."""
 
     def post(item: int) -> int:
-        request = urllib.request.Request(f"{api_url}/process/{item}", method="POST")  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310 - our stack
+            f"{api_url}/process/{item}", method="POST", headers=headers
+        )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - our stack
             return int(response.status)
 
@@ -278,7 +309,7 @@ def bench_drain(stack: Stack) -> dict[str, Any]:
     for worker in workers:
         worker.stop(timeout=60)
     log(f"drain: {DRAIN_JOBS} jobs enqueued with the workers stopped, then the workers started")
-    enqueue(stack.api_url, DRAIN_JOBS)
+    enqueue(stack.api_url, DRAIN_JOBS, stack.headers)
     for worker in workers:
         worker.start()
     query = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
@@ -295,8 +326,8 @@ def bench_drain(stack: Stack) -> dict[str, Any]:
     }
 
 
-async def steady_posts(api_url: str, rate: int, seconds: int) -> int:
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+async def steady_posts(api_url: str, rate: int, seconds: int, headers: dict[str, str]) -> int:
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=30) as client:
 
         async def one(number: int) -> None:
             response = await client.post(f"/process/{number}")
@@ -314,7 +345,7 @@ async def steady_posts(api_url: str, rate: int, seconds: int) -> int:
 def bench_latency(stack: Stack) -> dict[str, Any]:
     settle(stack)
     log(f"enqueue -> succeeded: {STEADY_RATE} POST/s for {STEADY_SECONDS} s")
-    jobs = asyncio.run(steady_posts(stack.api_url, STEADY_RATE, STEADY_SECONDS))
+    jobs = asyncio.run(steady_posts(stack.api_url, STEADY_RATE, STEADY_SECONDS, stack.headers))
     wait_until(stack, "SELECT count(*) FROM jobs WHERE status = 'succeeded'", jobs, 120)
     p50, p99 = (
         stack.sql(
@@ -361,8 +392,10 @@ def monitoring_ab(stack: Stack) -> dict[str, Any]:
                     else:
                         container.stop(timeout=10)
                 log(f"monitoring {state}, round {number + 1} of {MONITORING_ROUNDS}")
-                post = wrk("-s", str(POST_LUA), stack.api_url)["requests_per_second"]
-                get = wrk(f"{stack.api_url}/task/{finished_job(stack)}")["requests_per_second"]
+                key = header_args(stack.headers)
+                post = wrk(*key, "-s", str(POST_LUA), stack.api_url)["requests_per_second"]
+                task = f"{stack.api_url}/task/{finished_job(stack)}"
+                get = wrk(*key, task)["requests_per_second"]
                 measured[state] = {
                     "post": post,
                     "get": get,

@@ -69,10 +69,16 @@ class Probe:
     """`with Probe(url) as probe:` runs both loops until the block ends; `probe.report` then."""
 
     def __init__(
-        self, api_url: str, *, verify: bool | str = True, first_item: int = 500_000
+        self,
+        api_url: str,
+        *,
+        verify: bool | str = True,
+        first_item: int = 500_000,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.api_url = api_url
         self.verify = verify
+        self.headers = headers or {}
         self.report = ProbeReport()
         self._stop = threading.Event()
         self._item = first_item
@@ -101,7 +107,9 @@ class Probe:
         self.report.seconds = round(time.monotonic() - self._started, 1)
 
     def _loop(self, every: float, call: Any) -> None:
-        with httpx.Client(base_url=self.api_url, timeout=10.0, verify=self.verify) as client:
+        with httpx.Client(
+            base_url=self.api_url, headers=self.headers, timeout=10.0, verify=self.verify
+        ) as client:
             next_at = time.monotonic()
             while not self._stop.is_set():
                 call(client)
@@ -203,7 +211,7 @@ def deploy_new_image_under_probe(
     failed requests, and every accepted job not finished within the promise's bound."""
     before = {role: set(stack.names(role)) for role in ("api", "worker")}
     image_before = stack.outputs["imageId"]
-    with new_release(), Probe(stack.api_url) as probe:
+    with new_release(), Probe(stack.api_url, headers=stack.headers) as probe:
         time.sleep(2)  # requests and jobs in flight before the deployment starts
         started = time.monotonic()
         completed = stack.up()

@@ -117,6 +117,13 @@ class DeployedStack:
     def image_name(self) -> str:
         return str(self.outputs["imageName"])
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client of this stack sends: its API key, when the stack has one (the initial key
+        a rehearsed prod stack generates, docs/app.md "API keys"); none for dev."""
+        key = read_rehearsal_secrets(self.name).get("taskstack:initialApiKey")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
     def names(self, role: str) -> list[str]:
         return [str(name) for name in self.outputs["containerNames"][role]]
 
@@ -172,7 +179,7 @@ class DeployedStack:
         """POST /process for `count` items from `first_item` on; the task ids, all answered 202."""
 
         def post(item_id: int) -> str:
-            with httpx.Client(base_url=self.api_url, timeout=30) as client:
+            with httpx.Client(base_url=self.api_url, headers=self.headers, timeout=30) as client:
                 response = client.post(f"/process/{item_id}")
                 assert response.status_code == 202, response.text
                 return str(response.json()["task_id"])
@@ -213,7 +220,7 @@ class DeployedStack:
         return user, password
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30)
+        return httpx.Client(base_url=self.api_url, headers=self.headers, timeout=30)
 
     def submit_and_wait(self, item_id: int, *, within: float = 120) -> dict[str, Any]:
         """The tutorial: POST /process/{id}, then GET /task/{task_id} until SUCCESS."""

@@ -54,6 +54,8 @@ _HEADER_ROOM = 16 * 1024
 CACHE_MB = 16
 CACHE_OBJECT_BYTES = 16 * 1024
 CACHE_MAX_AGE_SECONDS = 3600
+# The clients the door keeps a count of (a key's hash, or an address): the least recent go first.
+CLIENT_TABLE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ProxyConfig:
     max_body_bytes: int
     access_log: ProxyAccessLog
     tls: bool
+    # Requests in flight at once per client through the door (429 beyond).
+    client_max_concurrent: int = 64
 
     @property
     def listen_port(self) -> int:
@@ -105,6 +109,8 @@ def render(config: ProxyConfig) -> str:
         cache_mb=CACHE_MB,
         cache_object_bytes=CACHE_OBJECT_BYTES,
         cache_max_age=CACHE_MAX_AGE_SECONDS,
+        client_max_concurrent=config.client_max_concurrent,
+        client_table_size=CLIENT_TABLE_SIZE,
     )
 
 

@@ -24,6 +24,7 @@ SECRET_KEYS = (
     "tlsCertificate",
     "tlsKey",
     "alertWebhookUrl",
+    "initialApiKey",
 )
 # Required in prod; in dev the program falls back to the documented dev-only values below. TLS is
 # optional: with both keys set the proxy serves HTTPS (docs/infra.md, "The front door").
@@ -46,6 +47,15 @@ class CredentialRules(BaseModel):
     tls_certificate: SecretStr | None = None
     tls_key: SecretStr | None = None
     alert_webhook_url: SecretStr | None = None
+    initial_api_key: SecretStr | None = None
+
+    @field_validator("initial_api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # The app's own rule for a key (app/storage/api_keys.py): long, printable, no spaces.
+        if value is not None and not re.fullmatch(r"[!-~]{32,256}", value.get_secret_value()):
+            raise ValueError("must be 32 to 256 printable characters without spaces")
+        return value
 
     @field_validator("postgres_password", "redis_password")
     @classmethod
@@ -108,6 +118,8 @@ class Credentials:
     tls_key: pulumi.Output[str] | None = None
     # Where Alertmanager posts alerts (its webhook receiver); without it alerts stay in its UI.
     alert_webhook_url: pulumi.Output[str] | None = None
+    # A first API key, stored hashed by the migration as `initial` (docs/app.md, "API keys").
+    initial_api_key: pulumi.Output[str] | None = None
 
 
 def load_credentials(config: StackConfig) -> Credentials:
@@ -117,6 +129,7 @@ def load_credentials(config: StackConfig) -> Credentials:
         "tls_certificate": bag.get_secret("tlsCertificate"),
         "tls_key": bag.get_secret("tlsKey"),
         "alert_webhook_url": bag.get_secret("alertWebhookUrl"),
+        "initial_api_key": bag.get_secret("initialApiKey"),
     }
     if config.is_prod:
         return Credentials(

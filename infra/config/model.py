@@ -151,6 +151,20 @@ class StackConfig(BaseModel):
     redis_memory_mb: PositiveInt = 512
     redis_cpus: str = "0.5"
 
+    # API keys (docs/app.md, "API keys"): every endpoint but the health checks needs one.
+    api_keys_required: bool = True
+    # /docs, /redoc and /openapi.json: off unless turned on.
+    api_docs: bool = False
+    # Each key's limits unless it has its own: requests a second (stack-wide) and its burst, and
+    # requests at once per API process; beyond them, 429 with Retry-After.
+    api_key_rate_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 100.0
+    api_key_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200
+    api_key_max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 16
+    # The front door's fence per client (its key, or its address without one): requests in flight
+    # at once through the proxy; beyond it, 429 at the door, so one client's flood never queues
+    # in front of another's requests.
+    proxy_client_max_concurrent: Annotated[int, Field(ge=1, le=100_000)] = 64
+
     app_env: tuple[str, ...] = ()
     # The app's log lines: JSON (one schema for every role, docs/observability.md) or text.
     log_format: LogFormat = "json"

@@ -24,6 +24,7 @@ from infra.spec.model import (
     NetworkAttachment,
     PublishedPort,
     Role,
+    SecretKey,
     Service,
     VolumeMount,
 )
@@ -106,14 +107,19 @@ class AppRoles:
         )
 
 
-def migrate(app: AppRoles) -> Service:
+def migrate(app: AppRoles, initial_api_key: pulumi.Output[str] | None = None) -> Service:
     connections = app.connections
+    # The first API key, stored hashed by the migration (docs/app.md, "API keys").
+    key_env = {"INITIAL_API_KEY": initial_api_key} if initial_api_key is not None else {}
+    key_file: dict[str, SecretKey] = (
+        {"initial_api_key": "initial_api_key"} if initial_api_key is not None else {}
+    )
     return replace(
         app.service("migrate", ("alembic", "upgrade", "head"), FIXED_LIMITS["migrate"]),
         # The administrator, to make the app's role, and the app's role, to migrate as it; no
         # broker.
-        secret_env={**connections.database_env, **connections.admin_database_env},
-        file_secrets=FileSecrets(files={**DATABASE_FILES, **ADMIN_DATABASE_FILES}),
+        secret_env={**connections.database_env, **connections.admin_database_env, **key_env},
+        file_secrets=FileSecrets(files={**DATABASE_FILES, **ADMIN_DATABASE_FILES, **key_file}),
         one_shot=True,
         restart="no",
         depends_on=("postgres",),
@@ -131,10 +137,19 @@ class ApiSettings:
     limits: Limits
     source: Path
     json_logs: bool
+    # API keys and the interactive docs, as the app reads them (app/config.py).
+    access_env: Mapping[str, str]
 
     @classmethod
     def of(cls, config: StackConfig, repo_root: Path) -> ApiSettings:
         return cls(
+            access_env={
+                "AUTH_REQUIRED": str(config.api_keys_required).lower(),
+                "API_DOCS": str(config.api_docs).lower(),
+                "API_KEY_RATE_PER_SECOND": str(config.api_key_rate_per_second),
+                "API_KEY_BURST": str(config.api_key_burst),
+                "API_KEY_MAX_CONCURRENT": str(config.api_key_max_concurrent),
+            },
             json_logs=config.log_format == "json",
             access_log=config.api_access_log,
             workers=config.api_workers,
@@ -183,7 +198,7 @@ def api(app: AppRoles, settings: ApiSettings) -> Service:
             start_period="30s",
         ),
         wait_healthy=True,
-        env={**app.env, "PROMETHEUS_MULTIPROC_DIR": METRICS_DIR},
+        env={**app.env, **settings.access_env, "PROMETHEUS_MULTIPROC_DIR": METRICS_DIR},
         # No published port: the proxy owns it and finds the copies by this alias (Prometheus
         # too, each copy's /metrics).
         networks=(NetworkAttachment("app", (API_ALIAS,)), NetworkAttachment("data")),

@@ -120,4 +120,6 @@ def stack_secrets(
         secrets["flower_basic_auth"] = credentials.flower_basic_auth
     if tls_pem is not None:
         secrets["tls_pem"] = tls_pem
+    if credentials.initial_api_key is not None:
+        secrets["initial_api_key"] = credentials.initial_api_key
     return secrets

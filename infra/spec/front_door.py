@@ -65,6 +65,7 @@ def proxy_config(config: StackConfig, tls: bool) -> proxy.ProxyConfig:
         max_body_bytes=config.proxy_max_body_kb * 1024,
         access_log=config.proxy_access_log,
         tls=tls,
+        client_max_concurrent=config.proxy_client_max_concurrent,
     )
 
 

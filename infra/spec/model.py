@@ -61,6 +61,7 @@ SecretKey = Literal[
     "admin_database_url",
     "redis_url",
     "tls_pem",
+    "initial_api_key",
 ]
 
 ROLES: tuple[Role, ...] = (

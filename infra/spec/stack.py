@@ -69,7 +69,7 @@ def _services(
         database,
         redis(DataSettings.redis(config), shared, credentials.redis_password),
         *backups,
-        migrate(app),
+        migrate(app, credentials.initial_api_key),
         api(app, ApiSettings.of(config, repo_root)),
         worker(app, WorkerSettings.of(config)),
         beat(app),

@@ -44,8 +44,8 @@ class Answer:
     bare_503s: int = 0
 
 
-def _post(base_url: str, item_id: int, key: str | None) -> Answer:
-    headers = {"Idempotency-Key": key} if key else {}
+def _post(base_url: str, item_id: int, key: str | None, auth: dict[str, str]) -> Answer:
+    headers = {**auth, **({"Idempotency-Key": key} if key else {})}
     deadline = time.monotonic() + RETRY_SECONDS
     earlier: list[str] = []
     bare_503s = 0
@@ -92,7 +92,9 @@ def _run(
     lock = threading.Lock()
 
     def send(item_id: int) -> None:
-        answer = _post(stack.api_url, item_id, f"{prefix}-{item_id}" if keyed else None)
+        answer = _post(
+            stack.api_url, item_id, f"{prefix}-{item_id}" if keyed else None, stack.headers
+        )
         with lock:
             answers.append(answer)
 

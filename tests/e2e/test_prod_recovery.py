@@ -138,8 +138,8 @@ class Accepted:
 class Load:
     """LOAD_PER_SECOND POSTs a second from a pool of clients until stopped; what got a 202."""
 
-    def __init__(self, api_url: str, first_item: int) -> None:
-        self.api_url, self.item = api_url, first_item
+    def __init__(self, api_url: str, first_item: int, headers: dict[str, str]) -> None:
+        self.api_url, self.item, self.headers = api_url, first_item, headers
         self.accepted: list[Accepted] = []
         self.refused = 0
         self.stopped = threading.Event()
@@ -148,7 +148,9 @@ class Load:
 
     def _post(self, item: int) -> None:
         try:
-            response = httpx.post(f"{self.api_url}/process/{item}", timeout=10)
+            response = httpx.post(
+                f"{self.api_url}/process/{item}", headers=self.headers, timeout=10
+            )
         except httpx.HTTPError:
             response = None
         with self.lock:
@@ -190,7 +192,7 @@ def lose_the_database(stack: DeployedStack) -> str:
 def test_lose_the_database_and_its_volume_under_load(stack: DeployedStack) -> None:
     # At a random moment, with at least a minute and a half of committed jobs behind it.
     loss_after = random.uniform(90, 120)
-    with Load(stack.api_url, 100_001) as load:
+    with Load(stack.api_url, 100_001, stack.headers) as load:
         time.sleep(loss_after)
         lost_at = time.time()
         volume = lose_the_database(stack)

@@ -4,6 +4,9 @@ program (infra/proxy.py), TLS from secrets only."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +239,46 @@ def test_prod_needs_two_api_copies() -> None:
         run_stack("prod", apiReplicas=1)
     assert "taskstack:apiReplicas: a prod stack runs 2 API copies at least" in str(failure.value)
     assert len(run_stack("dev", apiReplicas=1).role("api")) == 1
+
+
+def test_haproxy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    # HAProxy's own check (`haproxy -c`) of what the program renders, in the proxy image; the
+    # engine and the image are what `make test` prepares (.ci/run), never skipped.
+    config = proxy.ProxyConfig(
+        api_port=API_PORT,
+        replicas=2,
+        processes_per_replica=1,
+        request_timeout_seconds=10,
+        max_body_bytes=64 * 1024,
+        access_log="errors",
+        tls=False,
+        client_max_concurrent=64,
+    )
+    rendered = tmp_path / "haproxy.cfg"
+    rendered.write_text(proxy.render(config))
+    rendered.chmod(0o644)
+    tmp_path.chmod(0o755)
+    docker_cli = shutil.which("docker") or "/usr/bin/docker"
+    command = [docker_cli, "run", "--rm", "--network", "none"]
+    command += ["-e", f"{proxy.API_HOST_ENV}={API_ALIAS}", "-v", f"{rendered}:/etc/h.cfg:ro"]
+    command += ["haproxy:3.0", "haproxy", "-c", "-f", "/etc/h.cfg"]
+    checked = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_door_counts_each_client_by_a_hash_of_its_key() -> None:
+    rendered = proxy.render(
+        proxy.ProxyConfig(
+            api_port=API_PORT,
+            replicas=2,
+            processes_per_replica=1,
+            request_timeout_seconds=10,
+            max_body_bytes=64 * 1024,
+            access_log="errors",
+            tls=False,
+            client_max_concurrent=7,
+        )
+    )
+    assert "req.hdr(authorization),sha2(256),hex" in rendered
+    assert "if { sc0_trackers(clients) gt 7 }" in rendered
+    assert "status 429" in rendered
