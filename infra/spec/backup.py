@@ -124,9 +124,12 @@ def archiving(postgres: Service, settings: BackupSettings) -> Service:
     )
 
 
-def backup(settings: BackupSettings, shared: Shared, db: str, schema: str) -> Service:
-    """The role that takes the backups, beside the database (its data and socket volumes).
-    `schema`: the app role's, where the migration made backup_status."""
+def backup(
+    settings: BackupSettings, shared: Shared, db: str, schema: str, node_labels: tuple[str, ...]
+) -> Service:
+    """The role that takes the backups, beside the database (its data and socket volumes: on a
+    several-node target, pinned to PostgreSQL's `node_labels`). `schema`: the app role's, where
+    the migration made backup_status."""
     volumes, binds = settings.repository_mounts()
     return Service(
         role="backup",
@@ -162,6 +165,7 @@ def backup(settings: BackupSettings, shared: Shared, db: str, schema: str) -> Se
         # backup_status is the migration's table.
         depends_on=("migrate",),
         max_processes=DATA_MAX_PROCESSES,
+        node_labels=node_labels,
         stop_grace_seconds=30,
     )
 

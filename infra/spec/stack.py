@@ -57,14 +57,23 @@ def _services(
 ) -> tuple[Service, ...]:
     """One description per role, each from the slice of configuration it reads."""
     shared = app.shared
+    database_settings = DataSettings.postgres(config)
     database = postgres(
-        DataSettings.postgres(config), shared, config.postgres_db, credentials.postgres_password
+        database_settings, shared, config.postgres_db, credentials.postgres_password
     )
     backups: tuple[Service, ...] = ()
     if config.backup:
         backup_settings = BackupSettings.of(config)
         database = archiving(database, backup_settings)
-        backups = (backup(backup_settings, shared, config.postgres_db, config.postgres_user),)
+        backups = (
+            backup(
+                backup_settings,
+                shared,
+                config.postgres_db,
+                config.postgres_user,
+                database_settings.node_labels,
+            ),
+        )
     core = (
         database,
         redis(DataSettings.redis(config), shared, credentials.redis_password),

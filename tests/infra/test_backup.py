@@ -8,7 +8,7 @@ import pytest
 
 from infra.config import StackConfigError
 from tests.infra.pulumi_mocks import IMAGE, REMOTE_IMAGE, VOLUME, ProgramRun, container_env
-from tests.infra.stacks import run_stack
+from tests.infra.stacks import run_stack, service, swarm
 
 PGDATA = "/var/lib/postgresql/data"
 SOCKET_DIR = "/var/run/postgresql"
@@ -112,3 +112,13 @@ def test_bad_backup_settings_are_named_with_their_fix(
 def test_a_dev_stack_may_archive_for_longer() -> None:
     run = run_stack("dev", backup="true", walArchiveTimeoutSeconds=300)
     assert "archive_timeout=300" in run.named("postgres").plain["command"]
+
+
+def test_on_swarm_the_backup_role_runs_on_the_database_node() -> None:
+    run = swarm("prod")
+    constraints = {
+        role: service(run, role)["taskSpec"]["placement"]["constraints"]
+        for role in ("postgres", "backup")
+    }
+    assert constraints["backup"] == constraints["postgres"]
+    assert constraints["backup"] == ["node.labels.taskstack.postgres==true"]
