@@ -68,19 +68,22 @@ def test_tutorial_flow_on_the_hardened_stack(prod_stack: DeployedStack) -> None:
     assert body["result"] == {"item_id": 42, "status": "processed"}
 
 
-def test_the_proxy_answers_a_finished_poll_again_from_its_cache(
+def test_a_finished_poll_is_answered_per_client_never_from_the_shared_cache(
     prod_stack: DeployedStack,
 ) -> None:
-    # submit_and_wait polls while the job is PENDING: had the proxy kept one of those answers,
-    # it would never have seen SUCCESS (unfinished answers are no-store, app/api/finished_jobs.py).
+    # submit_and_wait polls while the job is PENDING: had anything kept one of those answers, it
+    # would never have seen SUCCESS (unfinished answers are no-store, app/api/finished_jobs.py).
+    # A key holder's finished answer is `private`: the API's per-client cache answers it again,
+    # the proxy's shared cache never keeps it (docs/infra.md, "The front door").
     done = prod_stack.submit_and_wait(43)
     unknown = uuid.uuid4()
     with prod_stack.api() as client:
-        again = client.get(f"/task/{done['task_id']}")
+        again = [client.get(f"/task/{done['task_id']}") for _ in range(3)]
         missing = [client.get(f"/task/{unknown}") for _ in range(2)]
-    assert again.json() == done
-    assert "age" in again.headers, again.headers  # HAProxy's cache answered it
-    assert again.headers["cache-control"].startswith("public, max-age="), again.headers
+    for response in again:
+        assert response.json() == done
+        assert "age" not in response.headers, response.headers
+        assert response.headers["cache-control"].startswith("private, max-age="), response.headers
     for response in missing:
         assert response.status_code == 404
         assert "age" not in response.headers, response.headers
