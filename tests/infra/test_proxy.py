@@ -282,3 +282,22 @@ def test_the_door_counts_each_client_by_a_hash_of_its_key() -> None:
     assert "req.hdr(authorization),sha2(256),hex" in rendered
     assert "if { sc0_trackers(clients) gt 7 }" in rendered
     assert "status 429" in rendered
+
+
+def test_a_key_holders_answer_is_kept_no_longer_than_a_revoked_key_is_honoured() -> None:
+    assert Settings.model_fields["api_key_cache_seconds"].default == proxy.CLIENT_CACHE_SECONDS
+    rendered = proxy.render(
+        proxy.ProxyConfig(
+            api_port=API_PORT,
+            replicas=2,
+            processes_per_replica=1,
+            request_timeout_seconds=10,
+            max_body_bytes=64 * 1024,
+            access_log="errors",
+            tls=False,
+        )
+    )
+    # Cached by URI, the client in it; stored public for 2 s, given back private.
+    assert "set-uri %[path]?client=%[var(txn.client)] if { path_beg /task/ }" in rendered
+    assert 'set-header Cache-Control "public, max-age=2"' in rendered
+    assert 'set-header Cache-Control "private, max-age=2"' in rendered
