@@ -20,6 +20,7 @@ from rehearsal.runner import REPO_ROOT, read_project
 ENGINE_COMMAND = "bash ../shared/offline-docker/engine"
 IMAGES_COMMAND = "bash ../shared/offline-docker/images"
 CHROMIUM_COMMAND = "apt-get install -y chromium"
+WRK_COMMAND = "apt-get install -y wrk"
 
 
 def base_images(repo: Path = REPO_ROOT) -> list[str]:
@@ -51,6 +52,8 @@ def missing_prerequisites(*, chromium: bool = False) -> list[tuple[str, str]]:
                 missing.append((f"the base image {image} on the engine (nothing is pulled)", pull))
     if chromium and shutil.which("chromium") is None:
         missing.append(("Debian's chromium (the end-to-end tests' browser)", CHROMIUM_COMMAND))
+    if chromium and shutil.which("wrk") is None:
+        missing.append(("wrk (the end-to-end tests' flooding client)", WRK_COMMAND))
     return missing
 
 
