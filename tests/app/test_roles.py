@@ -88,7 +88,14 @@ def test_the_migration_makes_an_unprivileged_role_that_owns_its_schema_and_table
     )
     assert sorted(tables) == [
         (role, name, role)
-        for name in ("alembic_version", "api_keys", "idempotency_keys", "jobs", "outbox")
+        for name in (
+            "alembic_version",
+            "api_keys",
+            "backup_status",
+            "idempotency_keys",
+            "jobs",
+            "outbox",
+        )
     ]
     # Nothing else: it owns no database and no other schema.
     assert (
@@ -98,6 +105,13 @@ def test_the_migration_makes_an_unprivileged_role_that_owns_its_schema_and_table
     assert _query(
         database, "SELECT nspname FROM pg_namespace WHERE nspowner::regrole::text = %s", role
     ) == [(role,)]
+    # Read-only statistics, for the WAL archive's gauges (docs/backup.md); no other membership.
+    members = _query(
+        database,
+        "SELECT roleid::regrole::text FROM pg_auth_members WHERE member::regrole::text = %s",
+        role,
+    )
+    assert members == [("pg_monitor",)]
 
 
 def test_the_role_cannot_create_databases_roles_or_objects_in_public(
