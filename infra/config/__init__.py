@@ -13,6 +13,7 @@ from infra.config.credentials import (
     Credentials,
     load_credentials,
 )
+from infra.config.formats import provider_cpus
 from infra.config.load import (
     FIELD_BY_KEY,
     StackConfigError,
@@ -28,7 +29,6 @@ from infra.config.model import (
     RestartPolicy,
     StackConfig,
     Target,
-    provider_cpus,
 )
 
 __all__ = [

@@ -40,6 +40,9 @@ _EXAMPLES: Mapping[str, str] = {
     "apiReplicas": "2",
     "alertWebhookUrl": "'https://hooks.example.com/alerts'",
     "otlpEndpoint": "http://collector:4318",
+    "initialApiKey": '"tsk_$(openssl rand -hex 24)"',
+    "backupRepositoryPath": "/mnt/backups/taskstack",
+    "restoreTarget": "2026-12-07T10:00:00+00:00",
 }
 
 

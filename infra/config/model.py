@@ -11,13 +11,23 @@ import ipaddress
 import json
 import re
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from app.config import MAX_REQUEST_BODY_BYTES
+from infra.config.formats import (
+    CPUS,
+    IDENTIFIER,
+    NODE_LABEL,
+    PINNED_IMAGE,
+    REPOSITORY,
+    TAG,
+    positive_below,
+    provider_cpus,
+)
 
 PROJECT = "taskstack"
 
@@ -53,33 +63,6 @@ APP_ENV_KEYS = frozenset(
         "READINESS_TIMEOUT_SECONDS",
     }
 )
-
-# An image reference pinned to a tag or a digest (`name:tag`, `name@sha256:…`, optional registry).
-_PINNED_IMAGE = re.compile(
-    r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
-)
-_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_CPUS = re.compile(r"^(?:[0-9]+(?:\.[0-9]{1,2})?)$")
-
-
-def provider_cpus(value: str) -> str:
-    """`cpus` as the docker provider writes it back into the state: NanoCPUs through
-    `nanoInt64ToDecimalString` (kreuzwerker/terraform-provider-docker v4.5.0
-    internal/provider/helpers.go): "2" -> "2.0", "0.50" -> "0.5", "0.25" -> "0.25"."""
-    nanos = int(Decimal(value) * 1_000_000_000)
-    nine = f"{Decimal(nanos) / Decimal(1_000_000_000):.9f}"
-    if nine.count("0") == 9:
-        return (
-            f"{(Decimal(nanos) / Decimal(1_000_000_000)).quantize(Decimal('0.1'), ROUND_HALF_UP)}"
-        )
-    return nine.rstrip("0")
-
-
-# A Swarm node label as `docker node update --label-add` takes it: key=value, key in DNS style.
-_NODE_LABEL = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*=[A-Za-z0-9_.-]+$")
 
 
 class StackConfig(BaseModel):
@@ -248,21 +231,21 @@ class StackConfig(BaseModel):
     )
     @classmethod
     def _pinned_image(cls, value: str) -> str:
-        if not _PINNED_IMAGE.match(value) or value.endswith(":latest"):
+        if not PINNED_IMAGE.match(value) or value.endswith(":latest"):
             raise ValueError("must be an image reference pinned to a tag or digest, not :latest")
         return value
 
     @field_validator("app_image_name")
     @classmethod
     def _repository(cls, value: str) -> str:
-        if not _REPOSITORY.match(value):
+        if not REPOSITORY.match(value):
             raise ValueError("must be a lowercase image repository name without a tag")
         return value
 
     @field_validator("app_image_tag")
     @classmethod
     def _tag(cls, value: str) -> str:
-        if value and not _TAG.match(value):
+        if value and not TAG.match(value):
             raise ValueError("must be a valid image tag (letters, digits, '_', '.', '-')")
         return value
 
@@ -316,14 +299,14 @@ class StackConfig(BaseModel):
     @field_validator("postgres_user", "postgres_db")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
+        if not IDENTIFIER.match(value):
             raise ValueError("must be a lowercase SQL identifier (a-z, 0-9, _; 63 chars at most)")
         return value
 
     @field_validator("api_cpus", "worker_cpus", "postgres_cpus", "redis_cpus")
     @classmethod
     def _cpus(cls, value: str) -> str:
-        if not _CPUS.match(value) or float(value) <= 0:
+        if not CPUS.match(value) or float(value) <= 0:
             raise ValueError("must be a positive number of CPUs such as 0.5 or 2")
         read_back = provider_cpus(value)
         if Decimal(read_back) != Decimal(value):
@@ -353,7 +336,7 @@ class StackConfig(BaseModel):
         if not value:
             raise ValueError("must name at least one node label (the data volume is node-local)")
         for entry in value:
-            if not _NODE_LABEL.match(entry):
+            if not NODE_LABEL.match(entry):
                 raise ValueError(f"entry {entry!r} must be a node label as key=value")
         return value
 
@@ -365,7 +348,7 @@ class StackConfig(BaseModel):
             if not sep or name not in APP_ENV_KEYS:
                 allowed = ", ".join(sorted(APP_ENV_KEYS))
                 raise ValueError(f"entry {entry!r} must be NAME=value with NAME one of {allowed}")
-            if name == "WORKER_HEARTBEAT_SECONDS" and not _positive_below(entry, 60):
+            if name == "WORKER_HEARTBEAT_SECONDS" and not positive_below(entry, 60):
                 # The worker healthcheck is `find -mmin -1`: a heartbeat must land every minute.
                 raise ValueError("WORKER_HEARTBEAT_SECONDS must be a whole number from 1 to 59")
         return value
@@ -415,8 +398,3 @@ class StackConfig(BaseModel):
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
-
-
-def _positive_below(entry: str, bound: int) -> bool:
-    value = entry.partition("=")[2]
-    return value.isdigit() and 0 < int(value) < bound

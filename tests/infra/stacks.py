@@ -31,6 +31,7 @@ PROD_SECRETS: Mapping[str, str] = {
 }
 # Where Alertmanager posts alerts: optional, a secret all the same.
 WEBHOOK_SECRETS: Mapping[str, str] = {"alertWebhookUrl": "https://hooks.example/Secret-feedface"}
+API_KEY_SECRETS: Mapping[str, str] = {"initialApiKey": "tsk_" + "Initial-Key-Feedface" * 2 + "xyz"}
 # The proxy's certificate and key: only their shape is checked by the program.
 TLS_SECRETS: Mapping[str, str] = {
     "tlsCertificate": "-----BEGIN CERTIFICATE-----\ncert-Secret-0ddba11\n-----END CERTIFICATE-----",

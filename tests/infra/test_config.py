@@ -19,7 +19,7 @@ from infra.config import (
 )
 from infra.spec import APP_ROLES
 from tests.infra.pulumi_mocks import REPO_ROOT, ProgramMocks, run_program
-from tests.infra.stacks import PROD_SECRETS, TLS_SECRETS, WEBHOOK_SECRETS
+from tests.infra.stacks import API_KEY_SECRETS, PROD_SECRETS, TLS_SECRETS, WEBHOOK_SECRETS
 
 # One invalid value per key (secrets included), and a fragment the key's own message must contain.
 INVALID: dict[str, tuple[Any, str]] = {
@@ -114,6 +114,13 @@ INVALID: dict[str, tuple[Any, str]] = {
     "restoreTimeoutMinutes": ("0", "greater than or equal to 1"),
     "alertWalArchiveBehindSeconds": ("0", "greater than 0"),
     "alertBackupFullAgeHours": ("0", "greater than 0"),
+    "apiKeysRequired": ("mostly", "boolean"),
+    "apiDocs": ("perhaps", "boolean"),
+    "apiKeyRatePerSecond": ("0", "greater than 0"),
+    "apiKeyBurst": ("0", "greater than or equal to 1"),
+    "apiKeyMaxConcurrent": ("0", "greater than or equal to 1"),
+    "proxyClientMaxConcurrent": ("0", "greater than or equal to 1"),
+    "initialApiKey": ("short", "32 to 256 printable characters"),
 }
 
 
@@ -191,7 +198,7 @@ def test_unset_environment_means_prod_and_needs_the_secrets() -> None:
 
 @pytest.mark.parametrize("key", sorted(SECRET_KEYS))
 def test_a_credential_stored_in_plain_text_is_refused(key: str) -> None:
-    value = {**PROD_SECRETS, **TLS_SECRETS, **WEBHOOK_SECRETS}[key]
+    value = {**PROD_SECRETS, **TLS_SECRETS, **WEBHOOK_SECRETS, **API_KEY_SECRETS}[key]
     plain = {"environment": "dev", key: value}
     with pytest.raises(StackConfigError) as failure:
         run_program(plain, stack="dev")
