@@ -54,7 +54,7 @@ def backed_up(stack: DeployedStack) -> None:
     backup = stack.container(stack.names("backup")[0])
     result = backup.exec_run(["pgbackrest", "backup", "--type=full"])
     assert result.exit_code == 0, result.output.decode()
-    stack.psql("SELECT pg_switch_wal()")
+    stack.psql("SELECT pg_switch_wal()", user="postgres")
 
     def archived() -> bool:
         """nothing waits to be archived"""

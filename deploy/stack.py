@@ -140,10 +140,11 @@ class DeployedStack:
         """The container of `postgres` or `redis` (one of each)."""
         return self.container(self.names(role)[0])
 
-    def psql(self, sql: str) -> str:
-        """Run SQL in the postgres container (its own socket: nothing published is needed)."""
+    def psql(self, sql: str, *, user: str = "taskstack") -> str:
+        """Run SQL in the postgres container (its own socket: nothing published is needed), as
+        the app's role, or as `user` (`postgres`, the administrator, for what only it may do)."""
         exit_code, output = self.data_container("postgres").exec_run(
-            ["psql", "-U", "taskstack", "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql]
+            ["psql", "-U", user, "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql]
         )
         text = str(output.decode())
         if exit_code != 0:

@@ -89,9 +89,16 @@ def _apply_created(
     unchanged = deployment.unchanged(resource, getattr(client, inspect))
     if unchanged is not None:
         return unchanged.id, unchanged.outputs
-    deployment.note("replace" if deployment.state.get(urn) else "create", urn)
-    deployment.make_way(urn, _delete)
+    recorded = deployment.state.get(urn)
+    deployment.note("replace" if recorded else "create", urn)
     name = str(resource.plain.get("name") or autoname(resource.name))
+    # The engine creates the replacement first and deletes the old one at the end of the
+    # deployment, after what uses it was replaced (a volume of a new name: PostgreSQL's next
+    # generation, docs/backup.md). Under the same name the two would be one engine object: the
+    # old one goes first, as the provider's create would otherwise adopt it.
+    deployment.make_way(
+        urn, _delete, delete_first=recorded is None or recorded.physical_name == name
+    )
     sequence = deployment.state.take_sequence()
     resource_id = create(client, name, deployment.labels(resource, sequence))
     deployment.record(resource, resource_id, name, sequence, outputs={"name": name}, **extra)

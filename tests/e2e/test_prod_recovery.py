@@ -62,7 +62,7 @@ def moment_between_batches(stack: DeployedStack) -> tuple[str, set[str]]:
 def archive_everything(stack: DeployedStack) -> None:
     """Switch to a new WAL segment and wait until nothing waits to be archived (an operator who
     knows the time to restore to has usually waited longer than archive_timeout anyway)."""
-    stack.psql("SELECT pg_switch_wal()")
+    stack.psql("SELECT pg_switch_wal()", user="postgres")
 
     def archived() -> bool:
         """every WAL segment is in the repository"""

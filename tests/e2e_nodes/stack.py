@@ -82,11 +82,11 @@ class NodesStack(SwarmStack):
         done = node_exec(self.task_node(task), ["docker", "logs", container])
         return (done.stdout + done.stderr).decode(errors="replace")
 
-    def psql(self, sql: str) -> str:
+    def psql(self, sql: str, *, user: str = "taskstack") -> str:
         (task,) = self.running_tasks("postgres")
         code, output = self.exec_in_task(
             task,
-            ["psql", "-U", "taskstack", "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+            ["psql", "-U", user, "-d", "taskstack", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
         )
         assert code == 0, output
         return output.strip()
