@@ -8,7 +8,10 @@ data="${PGDATA:-/var/lib/postgresql/data}"
 if [ -n "${RESTORE_TARGET:-}" ] && [ ! -s "$data/PG_VERSION" ]; then
     if [ "$RESTORE_TARGET" = latest ]; then
         echo "restore: from the repository to the end of its archived WAL"
-        pgbackrest --log-level-console=info restore
+        # Said outright: along the newest timeline (a restore that branched a new one since the
+        # backup included), whatever pgBackRest's default for the backup it restores.
+        pgbackrest --log-level-console=info restore \
+            --target-timeline="${RESTORE_TIMELINE:-latest}"
     else
         echo "restore: from the repository to $RESTORE_TARGET"
         pgbackrest --log-level-console=info restore --type=time --target="$RESTORE_TARGET" \
