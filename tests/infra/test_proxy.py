@@ -244,16 +244,7 @@ def test_prod_needs_two_api_copies() -> None:
 def test_haproxy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     # HAProxy's own check (`haproxy -c`) of what the program renders, in the proxy image; the
     # engine and the image are what `make test` prepares (.ci/run), never skipped.
-    config = proxy.ProxyConfig(
-        api_port=API_PORT,
-        replicas=2,
-        processes_per_replica=1,
-        request_timeout_seconds=10,
-        max_body_bytes=64 * 1024,
-        access_log="errors",
-        tls=False,
-        client_max_concurrent=64,
-    )
+    config = door_config(client_max_concurrent=64)
     rendered = tmp_path / "haproxy.cfg"
     rendered.write_text(proxy.render(config))
     rendered.chmod(0o644)
@@ -267,18 +258,7 @@ def test_haproxy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
 
 
 def test_the_door_counts_each_client_by_a_hash_of_its_key() -> None:
-    rendered = proxy.render(
-        proxy.ProxyConfig(
-            api_port=API_PORT,
-            replicas=2,
-            processes_per_replica=1,
-            request_timeout_seconds=10,
-            max_body_bytes=64 * 1024,
-            access_log="errors",
-            tls=False,
-            client_max_concurrent=7,
-        )
-    )
+    rendered = proxy.render(door_config(client_max_concurrent=7))
     assert "req.hdr(authorization),sha2(256),hex" in rendered
     assert "if { sc0_trackers(clients) gt 7 }" in rendered
     assert "status 429" in rendered
@@ -286,18 +266,22 @@ def test_the_door_counts_each_client_by_a_hash_of_its_key() -> None:
 
 def test_a_key_holders_answer_is_kept_no_longer_than_a_revoked_key_is_honoured() -> None:
     assert Settings.model_fields["api_key_cache_seconds"].default == proxy.CLIENT_CACHE_SECONDS
-    rendered = proxy.render(
-        proxy.ProxyConfig(
-            api_port=API_PORT,
-            replicas=2,
-            processes_per_replica=1,
-            request_timeout_seconds=10,
-            max_body_bytes=64 * 1024,
-            access_log="errors",
-            tls=False,
-        )
-    )
+    rendered = proxy.render(door_config())
     # Cached by URI, the client in it; stored public for 2 s, given back private.
     assert "set-uri %[path]?client=%[var(txn.client)] if { path_beg /task/ }" in rendered
     assert 'set-header Cache-Control "public, max-age=2"' in rendered
     assert 'set-header Cache-Control "private, max-age=2"' in rendered
+
+
+def door_config(client_max_concurrent: int = 64) -> proxy.ProxyConfig:
+    """A prod-like front door: two copies of one process, plain HTTP."""
+    return proxy.ProxyConfig(
+        api_port=API_PORT,
+        replicas=2,
+        processes_per_replica=1,
+        request_timeout_seconds=10,
+        max_body_bytes=64 * 1024,
+        access_log="errors",
+        tls=False,
+        client_max_concurrent=client_max_concurrent,
+    )
