@@ -211,6 +211,8 @@ def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
     assert owned.splitlines() == [
         "schema taskstack",
         "table taskstack.alembic_version",
+        "table taskstack.api_keys",
+        "table taskstack.backup_status",
         "table taskstack.idempotency_keys",
         "table taskstack.jobs",
         "table taskstack.outbox",
