@@ -200,6 +200,9 @@ def test_restore_to_a_time_then_redo_it_to_another(stack: DeployedStack) -> None
     first, before_first = moment_between_batches(stack)
     submit_and_drain(stack, 1001)
     second, before_second = moment_between_batches(stack)
+    # The timeline the second time is on: a redo names it (restoreTimeline), since the first
+    # restore branches a newer one from an earlier point.
+    timeline = stack.psql("SELECT timeline_id FROM pg_control_checkpoint()")
     submit_and_drain(stack, 2001)
     archive_everything(stack)
     everything = job_ids(stack)
@@ -212,9 +215,9 @@ def test_restore_to_a_time_then_redo_it_to_another(stack: DeployedStack) -> None
     assert stack.up().changes == []
 
     # The repository still holds the history this restore branched from: redo it to a later time,
-    # along the backup's timeline.
+    # along the timeline that time is on.
     redo = restore(
-        stack, restoreTarget=second, restoreTimeline="current", postgresVolumeGeneration="2"
+        stack, restoreTarget=second, restoreTimeline=timeline, postgresVolumeGeneration="2"
     )
     assert job_ids(stack) == before_second
 
