@@ -54,10 +54,6 @@ _HEADER_ROOM = 16 * 1024
 CACHE_MB = 16
 CACHE_OBJECT_BYTES = 16 * 1024
 CACHE_MAX_AGE_SECONDS = 3600
-# How long the proxy keeps a key holder's finished answer for that client: the time an API process
-# may still honour a revoked key (app/config.py `api_key_cache_seconds`, its default; a test holds
-# the two equal).
-CLIENT_CACHE_SECONDS = 2
 # The clients the door keeps a count of (a key's hash, or an address): the least recent go first.
 CLIENT_TABLE_SIZE = 100_000
 
@@ -115,7 +111,6 @@ def render(config: ProxyConfig) -> str:
         cache_max_age=CACHE_MAX_AGE_SECONDS,
         client_max_concurrent=config.client_max_concurrent,
         client_table_size=CLIENT_TABLE_SIZE,
-        client_cache_seconds=CLIENT_CACHE_SECONDS,
     )
 
 

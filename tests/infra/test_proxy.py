@@ -264,15 +264,6 @@ def test_the_door_counts_each_client_by_a_hash_of_its_key() -> None:
     assert "status 429" in rendered
 
 
-def test_a_key_holders_answer_is_kept_no_longer_than_a_revoked_key_is_honoured() -> None:
-    assert Settings.model_fields["api_key_cache_seconds"].default == proxy.CLIENT_CACHE_SECONDS
-    rendered = proxy.render(door_config())
-    # Cached by URI, the client in it; stored public for 2 s, given back private.
-    assert "set-uri %[path]?client=%[var(txn.client)] if { path_beg /task/ }" in rendered
-    assert 'set-header Cache-Control "public, max-age=2"' in rendered
-    assert 'set-header Cache-Control "private, max-age=2"' in rendered
-
-
 def door_config(client_max_concurrent: int = 64) -> proxy.ProxyConfig:
     """A prod-like front door: two copies of one process, plain HTTP."""
     return proxy.ProxyConfig(
