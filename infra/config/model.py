@@ -216,6 +216,9 @@ class StackConfig(BaseModel):
     overlay_encryption: bool = True
     # Seconds Swarm waits before restarting a task that exited (its restart policy's delay).
     restart_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
+    # Each service's reservation as a share of its limits: what the scheduler counts a node's room
+    # by. Every task must fit the nodes' CPUs and memory at once, rollouts' extra tasks included.
+    reservation_percent: Annotated[int, Field(ge=0, le=100)] = 25
     # Proxy tasks. Host-published, a node runs one at most: as many as nodes lets a client use
     # any node's address (the three-node rehearsal runs three).
     proxy_replicas: PositiveInt = 1

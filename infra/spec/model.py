@@ -264,6 +264,7 @@ class ClusterSettings:
     update_monitor_seconds: int
     overlay_encryption: bool
     restart_delay_seconds: int
+    reservation_percent: int
 
 
 @dataclass(frozen=True)

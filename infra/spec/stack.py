@@ -174,6 +174,7 @@ def _cluster(config: StackConfig) -> ClusterSettings:
         update_monitor_seconds=config.update_monitor_seconds,
         overlay_encryption=config.overlay_encryption,
         restart_delay_seconds=config.restart_delay_seconds,
+        reservation_percent=config.reservation_percent,
     )
 
 

@@ -56,9 +56,6 @@ TYPE_PREFIX = "taskstack:swarm"
 MIGRATED_MARKER = "/tmp/taskstack-migrated"  # noqa: S108 - on the migration's private tmpfs
 # Convergence polling starts after this; the provider polls every 5 s at least.
 CONVERGE_DELAY = "5s"
-# Reservations are this fraction of the limits: enough to spread replicas over nodes with room,
-# small enough that a node is not refused for memory it will never use.
-RESERVATION_FRACTION = Decimal("0.25")
 # A copy's number on Swarm: the task slot, through the service template (`replica_env`).
 TASK_SLOT = "{{.Task.Slot}}"
 
@@ -100,17 +97,21 @@ class ServiceArgs:
     cluster: ClusterSettings
 
 
-def _resources(service: Service) -> docker.ServiceTaskSpecResourcesArgs | None:
+def _resources(
+    service: Service, cluster: ClusterSettings
+) -> docker.ServiceTaskSpecResourcesArgs | None:
     if service.limits is None:
         return None
     memory = service.limits.memory_mb * 1024 * 1024
     nano_cpus = int(Decimal(service.limits.cpus) * 1_000_000_000)
+    fraction = Decimal(cluster.reservation_percent) / 100
     return docker.ServiceTaskSpecResourcesArgs(
         limits=docker.ServiceTaskSpecResourcesLimitsArgs(memory_bytes=memory, nano_cpus=nano_cpus),
         reservation=docker.ServiceTaskSpecResourcesReservationArgs(
-            memory_bytes=int(memory * RESERVATION_FRACTION),
-            nano_cpus=int(nano_cpus * RESERVATION_FRACTION),
-        ),
+            memory_bytes=int(memory * fraction), nano_cpus=int(nano_cpus * fraction)
+        )
+        if fraction
+        else None,
     )
 
 
@@ -250,7 +251,7 @@ def _task_spec(args: ServiceArgs) -> docker.ServiceTaskSpecArgs:
         )
         if service.node_labels
         else None,
-        resources=_resources(service),
+        resources=_resources(service, args.cluster),
         restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
             condition=_RESTART_CONDITION[service.restart],
             delay=go_duration(args.cluster.restart_delay_seconds),

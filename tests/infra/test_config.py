@@ -73,6 +73,7 @@ INVALID: dict[str, tuple[Any, str]] = {
     "overlayEncryption": ("ipsec", "valid boolean"),
     "restartDelaySeconds": ("-5", "greater than or equal to 0"),
     "proxyReplicas": ("0", "greater than 0"),
+    "reservationPercent": ("150", "less than or equal to 100"),
     "postgresPassword": ("short", "at least 16 characters"),
     "redisPassword": ("tiny", "at least 16 characters"),
     "flowerBasicAuth": ("no-colon-in-this-value", "user:password"),

@@ -623,6 +623,16 @@ def test_prod_limits_and_reservations(dev: ProgramRun, prod: ProgramRun) -> None
         assert "resources" not in service(dev, role)["taskSpec"], role
 
 
+def test_reservations_are_the_configured_share_of_the_limits() -> None:
+    run = swarm("prod", reservationPercent=10)
+    worker = service(run, "worker")["taskSpec"]["resources"]
+    assert worker["reservation"] == {"memoryBytes": 1024 * 1024**2 // 10, "nanoCpus": 100_000_000}
+    # 0 reserves nothing: the limits alone.
+    resources = service(swarm("prod", reservationPercent=0), "worker")["taskSpec"]["resources"]
+    assert "reservation" not in resources
+    assert resources["limits"]["nanoCpus"] == 1_000_000_000
+
+
 def test_prod_services_are_hardened(prod: ProgramRun) -> None:
     for role in ROLES:
         spec = container_spec(prod, role)
