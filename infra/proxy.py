@@ -4,7 +4,7 @@ The proxy owns the API's published port; the API copies publish nothing. HAProxy
 through Docker's embedded DNS (a name every copy answers to), checks each one's `/health`, drops a
 copy that stops answering, and sends a request whose connection was refused or closed before any
 byte of the answer to another copy. It answers again the GET /task of a finished job it has seen
-(for as long as the API's Cache-Control allows). It also cuts off slow clients (`timeout
+(for as long as the API's Cache-Control allows; a key holder's only to that key, for seconds). It also cuts off slow clients (`timeout
 http-request`), refuses bodies above the limit (413) and writes an access log to its stdout (every
 request, or by default only the abnormal ones: `proxyAccessLog`).
 
@@ -54,6 +54,9 @@ _HEADER_ROOM = 16 * 1024
 CACHE_MB = 16
 CACHE_OBJECT_BYTES = 16 * 1024
 CACHE_MAX_AGE_SECONDS = 3600
+# How long the door keeps a key holder's finished job: as long as an API process trusts a key it
+# has checked (app/config.py `api_key_cache_seconds`, its default; a test holds the two equal).
+CLIENT_CACHE_SECONDS = 2
 # The clients the door keeps a count of (a key's hash, or an address): the least recent go first.
 CLIENT_TABLE_SIZE = 100_000
 
@@ -109,6 +112,7 @@ def render(config: ProxyConfig) -> str:
         cache_mb=CACHE_MB,
         cache_object_bytes=CACHE_OBJECT_BYTES,
         cache_max_age=CACHE_MAX_AGE_SECONDS,
+        client_cache_seconds=CLIENT_CACHE_SECONDS,
         client_max_concurrent=config.client_max_concurrent,
         client_table_size=CLIENT_TABLE_SIZE,
     )

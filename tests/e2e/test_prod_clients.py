@@ -112,11 +112,17 @@ def test_each_client_sees_only_its_own_jobs(
     a, b = clients
     task_id = finished_job(prod_stack, a, 1)
     url = f"{prod_stack.api_url}/task/{task_id}"
-    # Asked many times: neither the proxy's cache nor an API process's answers B with A's job.
+    # Asked many times: neither the proxy's cache (which answers A's polls: an `age` header)
+    # nor an API process's answers B with A's job.
+    from_the_door = 0
     for _ in range(20):
-        assert httpx.get(url, headers=a.headers).json()["status"] == "SUCCESS"
+        own = httpx.get(url, headers=a.headers)
+        assert own.json()["status"] == "SUCCESS"
+        from_the_door += "age" in own.headers
         other = httpx.get(url, headers=b.headers)
         assert other.status_code == 404, other.text
+        assert "age" not in other.headers, other.headers
+    assert from_the_door > 0
     listed = httpx.get(f"{prod_stack.api_url}/jobs?limit=500", headers=b.headers).json()
     assert task_id not in {job["id"] for job in listed["items"]}
     mine = httpx.get(f"{prod_stack.api_url}/jobs?limit=500", headers=a.headers).json()
@@ -125,17 +131,20 @@ def test_each_client_sees_only_its_own_jobs(
 
 def test_a_revoked_key_is_refused_within_seconds(prod_stack: DeployedStack) -> None:
     client = new_client(prod_stack)
+    # A finished job the door keeps for this key: revoked, the key gets it no more.
+    task_url = f"{prod_stack.api_url}/task/{finished_job(prod_stack, client, 5)}"
     listed = keys_command(prod_stack, "list")
     assert client.name in listed
     assert client.key not in listed  # only its first characters
     keys_command(prod_stack, "revoke", client.name)
 
     def refused() -> bool:
-        """every API process refuses the revoked key"""
+        """every API process, and the door's cache, refuses the revoked key"""
         answers = [
             httpx.post(f"{prod_stack.api_url}/process/5", headers=client.headers).status_code
             for _ in range(8)
         ]
+        answers += [httpx.get(task_url, headers=client.headers).status_code for _ in range(8)]
         return set(answers) == {401}
 
     eventually(refused, within=SETTLE_SECONDS)

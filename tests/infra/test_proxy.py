@@ -257,6 +257,25 @@ def test_haproxy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+def test_a_key_holders_finished_job_is_kept_under_its_own_key_for_as_long_as_a_key_is_trusted() -> (
+    None
+):
+    backend = proxy.render(door_config())
+    backend = backend[backend.index("backend api") :]
+    # Looked up and stored under the path prefixed with the client's hash, the Authorization
+    # header set aside around the lookup (HAProxy skips any request that has one) and put back.
+    lookup = backend.index("http-request cache-use finished_jobs")
+    assert backend.index("http-request del-header authorization") < lookup
+    assert backend.index("set-path /%[var(txn.client)]%[var(txn.task_path)]") < lookup
+    assert lookup < backend.index("http-request set-path %[var(txn.task_path)]")
+    assert lookup < backend.index("http-request set-header authorization %[var(txn.authorization)]")
+    # Kept as long as an API process trusts a key it has checked: a revoked key is refused at the
+    # door as soon as at a copy.
+    trusted = Settings.model_fields["api_key_cache_seconds"].default
+    assert proxy.CLIENT_CACHE_SECONDS == trusted
+    assert f"cache-control s-maxage={proxy.CLIENT_CACHE_SECONDS} if" in backend
+
+
 def test_the_door_counts_each_client_by_a_hash_of_its_key() -> None:
     rendered = proxy.render(door_config(client_max_concurrent=7))
     assert "req.hdr(authorization),sha2(256),hex" in rendered
