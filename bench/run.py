@@ -16,12 +16,13 @@
      counted (the tutorial times its results in Redis, we read `finished_at`);
    - enqueue -> succeeded at light load: 20 POSTs a second for 10 s on idle workers, the p50 and
      p99 of `finished_at - created_at`.
-3. What monitoring costs, on the prod stack: POST, GET and drain (through the proxy) with its
-   monitoring containers running and with them stopped, alternated over MONITORING_ROUNDS rounds
-   (on-off, off-on, ...) so that the machine's drift falls on both sides; the median of each
-   round's on / off ratio. Stopping them is what `monitoring: false` changes for the load: the
-   app's instrumentation is the same either way, and only the four roles and their scrapes go.
-4. Prints a table of both and the ratios; writes `bench/results/bench.json`.
+3. What monitoring and archiving cost, on the prod stack: POST, GET and drain (through the proxy)
+   in three states, measured in turn over AB_ROUNDS rounds, the order rotated each round so that
+   the machine's drift falls on every state: as deployed; with its monitoring containers stopped
+   (what `monitoring: false` changes for the load: the app's instrumentation is the same either
+   way, only the four roles and their scrapes go); and a second prod stack, up beside it, with
+   `backup: false` (no WAL archiving, no backup role). The median of each round's ratio.
+4. Prints a table of both and the ratios, and the A/B's; writes `bench/results/bench.json`.
 """
 
 from __future__ import annotations
@@ -74,11 +75,18 @@ PORTS = {
         "prometheusPort": 18490,
         "alertmanagerPort": 18493,
     },
+    # The A/B's prod stack without WAL archiving, up beside the other.
+    "prod-unarchived": {
+        "apiPort": 18500,
+        "flowerPort": 16055,
+        "prometheusPort": 18590,
+        "alertmanagerPort": 18593,
+    },
 }
-MONITORING_ROUNDS = int(os.environ.get("MONITORING_ROUNDS", "5"))
-# The monitoring A/B's drains are longer than the comparison's: a 3,000-job drain lasts a few
-# seconds, and its start (the workers' start-up) weighs on it more than 5 % either way.
-MONITORING_DRAIN_JOBS = int(os.environ.get("MONITORING_DRAIN_JOBS", "10000"))
+AB_ROUNDS = int(os.environ.get("AB_ROUNDS", "5"))
+# The A/B's drains are longer than the comparison's: a 3,000-job drain lasts a few seconds, and
+# its start (the workers' start-up) weighs on it more than 5 % either way.
+AB_DRAIN_JOBS = int(os.environ.get("AB_DRAIN_JOBS", "10000"))
 
 
 def log(message: str) -> None:
@@ -95,11 +103,19 @@ class Stack:
     """One of our stacks (dev or prod) the benchmark brings up, measures and removes."""
 
     kind: str
+    # A second stack of the same kind: its own name and ports (PORTS["<kind>-<variant>"]) and
+    # these stack settings on top.
+    variant: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)
     deployer: Deployer = field(init=False)
 
     def __post_init__(self) -> None:
         # What the deployer prints is shown as it comes, on stderr.
-        self.deployer = deployer(self.kind, f"bench-{self.kind}", echo=True)
+        self.deployer = deployer(self.kind, f"bench-{self.ports_key}", echo=True)
+
+    @property
+    def ports_key(self) -> str:
+        return f"{self.kind}-{self.variant}" if self.variant else self.kind
 
     @property
     def name(self) -> str:
@@ -107,14 +123,15 @@ class Stack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{PORTS[self.kind]['apiPort']}"
+        return f"http://127.0.0.1:{PORTS[self.ports_key]['apiPort']}"
 
     headers: dict[str, str] = field(default_factory=dict, init=False)
 
     def up(self) -> None:
         log(f"up {self.name}")
-        config = {key: str(value) for key, value in PORTS[self.kind].items()}
+        config = {key: str(value) for key, value in PORTS[self.ports_key].items()}
         config["appEnv"] = json.dumps(APP_ENV)
+        config.update(self.overrides)
         self.deployer.up(config)
         self.wait_ready()
         self.headers = self.client_key()
@@ -380,42 +397,66 @@ def resources(stack: Stack, up_at: float) -> dict[str, Any]:
     return {"seconds_since_up": round(time.monotonic() - up_at, 1), "containers": per_container}
 
 
-def monitoring_ab(stack: Stack) -> dict[str, Any]:
-    """POST, GET and drain through the proxy with the monitoring containers running (on) and
-    stopped (off), alternated; each round's on / off ratio and their medians (docs/bench.md)."""
+# The A/B's states: the prod stack as deployed, without its monitoring, and the stack beside it
+# without WAL archiving.
+DEPLOYED, UNMONITORED, UNARCHIVED = "deployed", "monitoring off", "archiving off"
+AB_STATES = (DEPLOYED, UNMONITORED, UNARCHIVED)
+# Each cost is the deployed stack over the state without the thing: below 1, the thing costs.
+AB_COSTS = {"monitoring": UNMONITORED, "archiving": UNARCHIVED}
+
+
+def load(stack: Stack, drain_jobs: int) -> dict[str, float]:
+    """POST, GET of a finished job and a drain, through the proxy."""
+    key = header_args(stack.headers)
+    post = wrk(*key, "-s", str(POST_LUA), stack.api_url)["requests_per_second"]
+    get = wrk(*key, f"{stack.api_url}/task/{finished_job(stack)}")["requests_per_second"]
+    return {"post": post, "get": get, "drain": bench_drain(stack, drain_jobs)["jobs_per_second"]}
+
+
+def costs_ab(stack: Stack) -> dict[str, Any]:
+    """What monitoring and archiving cost the prod stack: each round measures the three
+    AB_STATES in a rotated order; each round's deployed / without ratios and their medians
+    (docs/bench.md, "What monitoring and archiving cost")."""
+    unarchived = Stack(stack.kind, "unarchived", {"backup": "false"})
+    unarchived.down()
     monitors = [container for role in MONITORING_ROLES for container in stack.containers(role)]
     rounds: list[dict[str, Any]] = []
     try:
-        for number in range(MONITORING_ROUNDS):
+        unarchived.up()
+        for number in range(AB_ROUNDS):
             measured: dict[str, dict[str, float]] = {}
-            for state in ("on", "off") if number % 2 == 0 else ("off", "on"):
+            order = AB_STATES[number % 3 :] + AB_STATES[: number % 3]
+            for state in order:
                 for container in monitors:
-                    if state == "on":
-                        container.start()
-                    else:
+                    if state == UNMONITORED:
                         container.stop(timeout=10)
-                log(f"monitoring {state}, round {number + 1} of {MONITORING_ROUNDS}")
-                key = header_args(stack.headers)
-                post = wrk(*key, "-s", str(POST_LUA), stack.api_url)["requests_per_second"]
-                task = f"{stack.api_url}/task/{finished_job(stack)}"
-                get = wrk(*key, task)["requests_per_second"]
-                measured[state] = {
-                    "post": post,
-                    "get": get,
-                    "drain": bench_drain(stack, MONITORING_DRAIN_JOBS)["jobs_per_second"],
-                }
+                    else:
+                        container.start()
+                log(f"{state}, round {number + 1} of {AB_ROUNDS}")
+                target = unarchived if state == UNARCHIVED else stack
+                measured[state] = load(target, AB_DRAIN_JOBS)
             ratios = {
-                key: round(measured["on"][key] / measured["off"][key], 3) for key in measured["on"]
+                cost: {
+                    key: round(measured[DEPLOYED][key] / measured[without][key], 3)
+                    for key in measured[DEPLOYED]
+                }
+                for cost, without in AB_COSTS.items()
             }
-            rounds.append({**measured, "on_over_off": ratios})
+            rounds.append({"order": list(order), **measured, "deployed_over_without": ratios})
     finally:
         for container in monitors:
             container.start()
+        unarchived.down()
     medians = {
-        key: round(statistics.median(one["on_over_off"][key] for one in rounds), 3)
-        for key in ("post", "get", "drain")
+        cost: {
+            key: round(
+                statistics.median(one["deployed_over_without"][cost][key] for one in rounds), 3
+            )
+            for key in ("post", "get", "drain")
+        }
+        for cost in AB_COSTS
     }
-    return {"rounds": rounds, "median_on_over_off": medians}
+    return {"rounds": rounds, "median_deployed_over_without": medians}
 
 
 def measure(kind: str) -> dict[str, Any]:
@@ -432,8 +473,8 @@ def measure(kind: str) -> dict[str, Any]:
             "latency": bench_latency(stack),
         }
         measured["resources_after_load"] = resources(stack, up_at)
-        if MONITORING_ROUNDS and stack.containers("prometheus"):
-            measured["monitoring_ab"] = monitoring_ab(stack)
+        if AB_ROUNDS and stack.containers("prometheus") and stack.containers("backup"):
+            measured["costs_ab"] = costs_ab(stack)
         return measured
     finally:
         stack.down()
@@ -530,20 +571,34 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-MONITORING_BOUNDS = {"post": 0.05, "get": 0.10, "drain": 0.05}
+# The bounds asked: what each may cost (monitoring: docs/observability.md; archiving:
+# docs/backup.md).
+AB_BOUNDS = {
+    "monitoring": {"post": 0.05, "get": 0.10, "drain": 0.05},
+    "archiving": {"post": 0.05, "drain": 0.05},
+}
 
 
-def monitoring_cost(results: dict[str, Any]) -> str:
-    """The prod stack with its monitoring containers against the same stack without them."""
-    if "monitoring_ab" not in results.get("prod", {}):
+def costs_table(results: dict[str, Any]) -> str:
+    """The prod stack against itself without its monitoring, and without archiving."""
+    if "costs_ab" not in results.get("prod", {}):
         return ""
-    ab = results["prod"]["monitoring_ab"]
+    ab = results["prod"]["costs_ab"]
     rounds = " | ".join(f"round {number}" for number in range(1, len(ab["rounds"]) + 1))
-    rows = [f"| on / off | {rounds} | median | bound |", "|---" * (len(ab["rounds"]) + 3) + "|"]
-    for key, label in (("post", "POST /process"), ("get", "GET /task/{id}"), ("drain", "drain")):
-        cells = " | ".join(f"{one['on_over_off'][key]:.3f}" for one in ab["rounds"])
-        median = ab["median_on_over_off"][key]
-        rows.append(f"| {label} | {cells} | {median:.3f} | within {MONITORING_BOUNDS[key]:.0%} |")
+    rows = [f"| deployed / without | {rounds} | median | bound |"]
+    rows.append("|---" * (len(ab["rounds"]) + 3) + "|")
+    for cost, bounds in AB_BOUNDS.items():
+        for key, label in (
+            ("post", "POST /process"),
+            ("get", "GET /task/{id}"),
+            ("drain", "drain"),
+        ):
+            cells = " | ".join(
+                f"{one['deployed_over_without'][cost][key]:.3f}" for one in ab["rounds"]
+            )
+            median = ab["median_deployed_over_without"][cost][key]
+            bound = f"within {bounds[key]:.0%}" if key in bounds else "-"
+            rows.append(f"| {cost}: {label} | {cells} | {median:.3f} | {bound} |")
     return "\n".join(rows)
 
 
@@ -555,7 +610,9 @@ def preflight(kinds: list[str]) -> None:
     busy = [
         f"{key} {port}"
         for kind in kinds
-        for key, port in PORTS[kind].items()
+        for stack, ports in PORTS.items()
+        if stack.split("-")[0] == kind
+        for key, port in ports.items()
         if not port_free(port)
     ]
     if busy:
@@ -585,7 +642,7 @@ def main() -> int:
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
-    print(monitoring_cost(results))
+    print(costs_table(results))
     log(f"wrote {RESULTS / 'bench.json'}")
     return 0
 
