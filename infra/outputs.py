@@ -23,5 +23,5 @@ def export_outputs(description: StackDescription, rendered: Rendered) -> None:
     pulumi.export("databaseUrl", pulumi.Output.secret(description.database_url))
     pulumi.export("redisUrl", pulumi.Output.secret(description.redis_url))
     if rendered.migration_run is not None:
-        # Read back by the next `up` (infra/targets/docker.py, migration_run_label).
+        # Read back by the next `up` (infra/targets/docker_migration.py, migration_run_label).
         pulumi.export("migrationRun", rendered.migration_run)

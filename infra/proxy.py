@@ -4,9 +4,10 @@ The proxy owns the API's published port; the API copies publish nothing. HAProxy
 through Docker's embedded DNS (a name every copy answers to), checks each one's `/health`, drops a
 copy that stops answering, and sends a request whose connection was refused or closed before any
 byte of the answer to another copy. It answers again the GET /task of a finished job it has seen
-(for as long as the API's Cache-Control allows; a key holder's only to that key, for seconds). It also cuts off slow clients (`timeout
-http-request`), refuses bodies above the limit (413) and writes an access log to its stdout (every
-request, or by default only the abnormal ones: `proxyAccessLog`).
+(for as long as the API's Cache-Control allows; a key holder's only to that key, for seconds). It
+also cuts off slow clients (`timeout http-request`), refuses bodies above the limit (413) and writes
+an access log to its stdout (every request, or by default only the abnormal ones:
+`proxyAccessLog`).
 
 Why HAProxy rather than nginx 1.26 or Caddy 2.6 is in docs/infra.md ("The front door").
 """
@@ -35,7 +36,6 @@ TLS_PEM_PATH = "/tmp/tls.pem"  # noqa: S108 - written mode 0600 at start, from a
 # says its value per target (infra/spec/front_door.py `api_host`).
 API_HOST_ENV = "TASKSTACK_API_HOST"
 CONFIG_ENV = "HAPROXY_CONFIG"
-TLS_PEM_ENV = "TLS_PEM"
 # What each API process admits at once (app/config.py `max_concurrent_requests`, its default; a
 # test holds the two equal). HAProxy sends a copy no more than its processes admit and keeps the
 # rest in its own queue, where waiting costs the copies nothing: answering 503s at once to clients

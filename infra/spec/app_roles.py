@@ -86,13 +86,12 @@ class AppRoles:
 
     def service(self, role: Role, command: tuple[str, ...], limits: Limits) -> Service:
         """A role of the app image, after the migration, with the database and the broker."""
-        connections, shared = self.connections, self.shared
+        shared = self.shared
         return Service(
             role=role,
             image="app",
             command=command,
             env=self.env,
-            secret_env={**connections.database_env, **connections.broker_env},
             user=APP_USER,
             # Both networks: `data` reaches PostgreSQL and Redis (internal in prod), `app` the rest.
             networks=(NetworkAttachment("app"), NetworkAttachment("data")),
@@ -108,9 +107,7 @@ class AppRoles:
 
 
 def migrate(app: AppRoles, initial_api_key: pulumi.Output[str] | None = None) -> Service:
-    connections = app.connections
     # The first API key, stored hashed by the migration (docs/app.md, "API keys").
-    key_env = {"INITIAL_API_KEY": initial_api_key} if initial_api_key is not None else {}
     key_file: dict[str, SecretKey] = (
         {"initial_api_key": "initial_api_key"} if initial_api_key is not None else {}
     )
@@ -118,7 +115,6 @@ def migrate(app: AppRoles, initial_api_key: pulumi.Output[str] | None = None) ->
         app.service("migrate", ("alembic", "upgrade", "head"), FIXED_LIMITS["migrate"]),
         # The administrator, to make the app's role, and the app's role, to migrate as it; no
         # broker.
-        secret_env={**connections.database_env, **connections.admin_database_env, **key_env},
         file_secrets=FileSecrets(files={**DATABASE_FILES, **ADMIN_DATABASE_FILES, **key_file}),
         one_shot=True,
         restart="no",
@@ -313,11 +309,9 @@ def flower(app: AppRoles, settings: FlowerSettings, auth: pulumi.Output[str] | N
         *("celery", "-A", "app.monitoring", "flower"),
         *(f"--max_tasks={FLOWER_MAX_TASKS}", f"--port={FLOWER_PORT}"),
     )
-    broker_env = app.connections.broker_env
     service = replace(
         app.service("flower", command, FIXED_LIMITS["flower"]),
         # The broker only: Flower never touches the database.
-        secret_env=broker_env,
         file_secrets=FileSecrets(files=BROKER_FILES),
         # Reads the credentials from the environment, so they never appear in the healthcheck input.
         healthcheck=_flower_healthcheck("os.environ.get('FLOWER_BASIC_AUTH', '')"),
@@ -332,7 +326,6 @@ def flower(app: AppRoles, settings: FlowerSettings, auth: pulumi.Output[str] | N
     auth_file = f"{SECRETS_DIR}/flower_basic_auth"
     return replace(
         service,
-        secret_env={**broker_env, "FLOWER_BASIC_AUTH": auth},
         file_secrets=FileSecrets(
             files={**BROKER_FILES, "flower_basic_auth": "flower_basic_auth"},
             command=(

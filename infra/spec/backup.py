@@ -146,7 +146,6 @@ def backup(
             "BACKUP_DIFF_INTERVAL_HOURS": str(settings.diff_interval_hours),
             "BACKUP_CHECK_SECONDS": str(settings.check_seconds),
         },
-        secret_env={},
         user=DATA_USER,
         # No peer over the network: PostgreSQL through its socket, the repository on a mount.
         # Attached to the data network only because a container has one.

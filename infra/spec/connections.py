@@ -1,9 +1,8 @@
 """How the roles reach PostgreSQL and Redis: the connection URLs, as secrets, and who gets which.
 
-Credentials are described twice, as the two kinds of target deliver them: as environment variables
-(`Service.secret_env`, for plain containers) and as files under SECRETS_DIR
-(`Service.file_secrets`, for targets with a secret store), where pydantic-settings reads a file
-named like a setting (app/config.py `secrets_dir`).
+Every target delivers credentials as files under SECRETS_DIR (`Service.file_secrets`), never as
+environment variables (which `docker inspect` shows): pydantic-settings reads a file named like a
+setting (app/config.py `secrets_dir`).
 """
 
 from __future__ import annotations
@@ -66,11 +65,11 @@ def _redis_url(password: pulumi.Output[str] | None) -> pulumi.Output[str]:
 
 @dataclass(frozen=True)
 class Connections:
-    """The connection settings, as the environment variables the app reads (secret Outputs)."""
+    """The connection URLs (secret Outputs)."""
 
-    database_env: Mapping[str, pulumi.Output[str]]  # as the app's own role
-    admin_database_env: Mapping[str, pulumi.Output[str]]  # as the administrator
-    broker_env: Mapping[str, pulumi.Output[str]]
+    database_url: pulumi.Output[str]  # as the app's own role
+    admin_database_url: pulumi.Output[str]  # as the administrator
+    redis_url: pulumi.Output[str]
     # The app role's own password (the PostgreSQL exporter connects as that role).
     database_password: pulumi.Output[str]
 
@@ -80,37 +79,22 @@ class Connections:
         role, db = config.postgres_user, config.postgres_db
         derived: pulumi.Output[str] = admin_password.apply(lambda p: app_role_password(p, role))
         app_password: pulumi.Output[str] = pulumi.Output.secret(derived)
-        redis_url = _redis_url(credentials.redis_password)
         return cls(
-            database_env={"DATABASE_URL": _database_url(db, role, app_password)},
-            admin_database_env={
-                "ADMIN_DATABASE_URL": _database_url(db, POSTGRES_ADMIN_USER, admin_password)
-            },
-            broker_env={
-                "REDIS_URL": redis_url,
-                "CELERY_BROKER_URL": redis_url,
-                "CELERY_RESULT_BACKEND": redis_url,
-            },
+            database_url=_database_url(db, role, app_password),
+            admin_database_url=_database_url(db, POSTGRES_ADMIN_USER, admin_password),
+            redis_url=_redis_url(credentials.redis_password),
             database_password=app_password,
         )
-
-    @property
-    def database_url(self) -> pulumi.Output[str]:
-        return self.database_env["DATABASE_URL"]
-
-    @property
-    def redis_url(self) -> pulumi.Output[str]:
-        return self.broker_env["REDIS_URL"]
 
 
 def stack_secrets(
     credentials: Credentials, connections: Connections, tls_pem: pulumi.Output[str] | None
 ) -> dict[SecretKey, pulumi.Output[str]]:
-    """Every credential of the stack by key: what a secret store holds."""
+    """Every credential of the stack by key: what the roles' secret files hold."""
     secrets: dict[SecretKey, pulumi.Output[str]] = {
         "postgres_password": credentials.postgres_password,
         "database_url": connections.database_url,
-        "admin_database_url": connections.admin_database_env["ADMIN_DATABASE_URL"],
+        "admin_database_url": connections.admin_database_url,
         "redis_url": connections.redis_url,
         "database_password": connections.database_password,
     }

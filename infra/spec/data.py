@@ -62,7 +62,6 @@ def _data_service(
         image=role,
         command=(),
         env={},
-        secret_env={},
         user=DATA_USER,
         networks=(NetworkAttachment("data", (alias,)),),
         hardening=shared.hardening,
@@ -90,7 +89,6 @@ def postgres(
         # initdb makes the administrator and the database (owned by it); the migration makes the
         # app's role. The command is the image's own: postgres.
         env={"POSTGRES_USER": user, "POSTGRES_DB": db},
-        secret_env={"POSTGRES_PASSWORD": password},
         # -h 127.0.0.1: during first-start initdb the server listens on the socket only, so a socket
         # probe would report ready before the database is.
         healthcheck=HealthCheck(
@@ -140,14 +138,11 @@ def redis(settings: DataSettings, shared: Shared, password: pulumi.Output[str] |
     )
     if password is None:
         return service
-    # From a file: the shell reads it when the process starts, so no resource input holds it.
+    # From a file: the shell reads it when the process starts, so no resource input holds it (nor
+    # the environment, which `docker inspect` shows).
     password_file = f"{SECRETS_DIR}/redis_password"
     return replace(
         service,
-        # The password reaches redis-server through the environment, never through the command (a
-        # plain resource input). REDISCLI_AUTH is also what the healthcheck's redis-cli reads.
-        command=("sh", "-c", f'exec {server} --requirepass "$REDISCLI_AUTH"'),
-        secret_env={"REDISCLI_AUTH": password},
         file_secrets=FileSecrets(
             files={"redis_password": "redis_password"},
             command=("sh", "-c", f'exec {server} --requirepass "$(cat {password_file})"'),

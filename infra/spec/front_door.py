@@ -95,12 +95,11 @@ def front_door(
     return Service(
         role="proxy",
         image="proxy",
-        command=proxy.start_command(f'printf "%s" "${proxy.TLS_PEM_ENV}"' if pem else None),
+        command=proxy.start_command(None),
         env={
             proxy.CONFIG_ENV: proxy.render(haproxy),
             proxy.API_HOST_ENV: settings.api_host,
         },
-        secret_env={proxy.TLS_PEM_ENV: pem} if pem else {},
         user=PROXY_USER,
         networks=(NetworkAttachment("app", (proxy.ALIAS,)),),
         hardening=shared.hardening,

@@ -174,7 +174,6 @@ class Service:
     image: ImageKind
     command: tuple[str, ...]
     env: Mapping[str, str]
-    secret_env: Mapping[str, pulumi.Output[str]]
     user: str
     networks: tuple[NetworkAttachment, ...]
     hardening: Hardening

@@ -2,8 +2,9 @@
 PostgreSQL and Redis exporters.
 
 Prometheus and Alertmanager run their images' own servers, started by a shell that first writes
-their configuration (rendered by infra/monitoring.py, passed as environment variables or, on a
-target with a secret store, as files) to the private tmpfs: the root filesystem stays read-only.
+their configuration (rendered by infra/monitoring.py, passed as environment variables; the
+credentials among it from their files under SECRETS_DIR) to the private tmpfs: the root filesystem
+stays read-only.
 In prod both consoles ask for the console credentials (`flowerBasicAuth`, as Flower does);
 Prometheus itself reaches Alertmanager and its own endpoint as an internal user whose password is
 derived from them.
@@ -120,17 +121,11 @@ def _write(path: str, env: str) -> str:
     return f'printf "%s\\n" "${env}" > {path}'
 
 
-def _start(
-    plain: Mapping[str, str],
-    secret: Mapping[str, tuple[str, SecretKey]],
-    server: Sequence[str],
-    from_files: bool,
-) -> str:
-    """A shell script: write each file (path -> the variable holding it; secrets: path ->
-    (variable, secret file)), then exec the server. Owner-only files (umask 077)."""
+def _start(plain: Mapping[str, str], secret: Mapping[str, SecretKey], server: Sequence[str]) -> str:
+    """A shell script: write each file (path -> the variable holding it; secrets: path -> the
+    secret file it is copied from), then exec the server. Owner-only files (umask 077)."""
     lines = ["umask 077", *(_write(path, env) for path, env in plain.items())]
-    for path, (env, key) in secret.items():
-        lines.append(f"cat {SECRETS_DIR}/{key} > {path}" if from_files else _write(path, env))
+    lines += [f"cat {SECRETS_DIR}/{key} > {path}" for path, key in secret.items()]
     return "; ".join([*lines, "exec " + " ".join(server)])
 
 
@@ -138,29 +133,25 @@ def _service(
     role: MonitoringRole,
     shared: Shared,
     plain_env: Mapping[str, str],
-    secret_env: Mapping[str, tuple[pulumi.Output[str], SecretKey]],
     server: Sequence[str],
     files: Mapping[str, str],
-    secret_files: Mapping[str, tuple[str, SecretKey]],
+    secret_files: Mapping[str, SecretKey],
 ) -> Service:
     """A role whose image's entrypoint is its server: a shell writes the files, then runs it."""
     return Service(
         role=role,
         image=role,
         entrypoint=("sh", "-c"),
-        command=(_start(files, secret_files, server, from_files=False),),
+        # Its credentials are read from their files by the script itself.
+        command=(_start(files, secret_files, server),),
         env=plain_env,
-        secret_env={env: value for env, (value, _) in secret_env.items()},
         user=MONITORING_USER,
         networks=(NetworkAttachment("app", (role,)),),
         hardening=shared.hardening,
         restart=shared.restart,
         labels=shared.labels(role),
         tmpfs=PRIVATE_TMP,
-        file_secrets=FileSecrets(
-            files={key: key for _, key in secret_env.values()},
-            command=(_start(files, secret_files, server, from_files=True),),
-        ),
+        file_secrets=FileSecrets(files={key: key for key in secret_files.values()}),
         max_processes=MONITORING_MAX_PROCESSES,
     )
 
@@ -188,18 +179,15 @@ def prometheus(
         ),
         "PROMETHEUS_RULES": monitoring.alert_rules(settings.rendering),
     }
-    secret_env: dict[str, tuple[pulumi.Output[str], SecretKey]] = {}
-    secret_files: dict[str, tuple[str, SecretKey]] = {}
+    secret_files: dict[str, SecretKey] = {}
     check = ["/bin/promtool", "check", "healthy", f"--url=http://127.0.0.1:{PROMETHEUS_PORT}"]
     if auth is not None:
         server.append(f"--web.config.file={_WEB}")
         files[_CLIENT] = "CLIENT_CONFIG"
         env["CLIENT_CONFIG"] = _client_config()
-        secret_env = _auth_secrets(auth)
-        secret_files = {_WEB: ("WEB_CONFIG", "monitoring_web_config")}
-        secret_files[_PASSWORD] = ("INTERNAL_PASSWORD", "console_password")
+        secret_files = {_WEB: "monitoring_web_config", _PASSWORD: "console_password"}
         check.append(f"--http.config.file={_CLIENT}")
-    service = _service("prometheus", shared, env, secret_env, server, files, secret_files)
+    service = _service("prometheus", shared, env, server, files, secret_files)
     return replace(
         service,
         # Both networks: the exporters are on `data` only.
@@ -232,16 +220,13 @@ def alertmanager(
     url_file = _WEBHOOK_URL if webhook_url is not None else None
     rendered = monitoring.alertmanager_config(settings.rendering, webhook_url_file=url_file)
     env = {"ALERTMANAGER_CONFIG": rendered}
-    secret_env: dict[str, tuple[pulumi.Output[str], SecretKey]] = {}
-    secret_files: dict[str, tuple[str, SecretKey]] = {}
+    secret_files: dict[str, SecretKey] = {}
     if auth is not None:
         server.append(f"--web.config.file={_WEB}")
-        secret_env = {"WEB_CONFIG": _auth_secrets(auth)["WEB_CONFIG"]}
-        secret_files = {_WEB: ("WEB_CONFIG", "monitoring_web_config")}
+        secret_files[_WEB] = "monitoring_web_config"
     if webhook_url is not None:
-        secret_env["ALERT_WEBHOOK_URL"] = (webhook_url, "alert_webhook_url")
-        secret_files[_WEBHOOK_URL] = ("ALERT_WEBHOOK_URL", "alert_webhook_url")
-    service = _service("alertmanager", shared, env, secret_env, server, files, secret_files)
+        secret_files[_WEBHOOK_URL] = "alert_webhook_url"
+    service = _service("alertmanager", shared, env, server, files, secret_files)
     return replace(
         service,
         ports=(
@@ -256,21 +241,17 @@ def _client_config() -> str:
     return f"basic_auth:\n  username: {INTERNAL_USER}\n  password_file: {_PASSWORD}\n"
 
 
-def _auth_secrets(auth: pulumi.Output[str]) -> dict[str, tuple[pulumi.Output[str], SecretKey]]:
+def _auth_secrets(auth: pulumi.Output[str]) -> dict[SecretKey, pulumi.Output[str]]:
     web: pulumi.Output[str] = pulumi.Output.secret(auth.apply(web_config))
     password: pulumi.Output[str] = pulumi.Output.secret(auth.apply(internal_password))
-    return {
-        "WEB_CONFIG": (web, "monitoring_web_config"),
-        "INTERNAL_PASSWORD": (password, "console_password"),
-    }
+    return {"monitoring_web_config": web, "console_password": password}
 
 
 def monitoring_secrets(credentials: Credentials) -> dict[SecretKey, pulumi.Output[str]]:
-    """The monitoring roles' credentials by key, for a secret store."""
+    """The monitoring roles' credentials by key, what their secret files hold."""
     secrets: dict[SecretKey, pulumi.Output[str]] = {}
     if credentials.flower_basic_auth is not None:
-        for _, (value, key) in _auth_secrets(credentials.flower_basic_auth).items():
-            secrets[key] = value
+        secrets.update(_auth_secrets(credentials.flower_basic_auth))
     if credentials.alert_webhook_url is not None:
         secrets["alert_webhook_url"] = credentials.alert_webhook_url
     if credentials.redis_password is not None:
@@ -290,7 +271,6 @@ def _exporter(role: MonitoringRole, shared: Shared, env: Mapping[str, str], user
         image=role,
         command=(),
         env=env,
-        secret_env={},
         user=user,
         # Only PostgreSQL's or Redis's network, where Prometheus reaches it too.
         networks=(NetworkAttachment("data", (role,)),),
@@ -312,7 +292,6 @@ def postgres_exporter(shared: Shared, db: str, user: str, password: pulumi.Outpu
     }
     return replace(
         _exporter("postgres-exporter", shared, env, MONITORING_USER),
-        secret_env={"DATA_SOURCE_PASS": password},
         file_secrets=FileSecrets(
             files={"database_password": "database_password"},
             env={"DATA_SOURCE_PASS_FILE": f"{SECRETS_DIR}/database_password"},
@@ -331,7 +310,6 @@ def redis_exporter(shared: Shared, password: pulumi.Output[str] | None) -> Servi
         return service
     return replace(
         service,
-        secret_env={"REDIS_PASSWORD": password},
         file_secrets=FileSecrets(
             files={"redis_exporter_passwords": "redis_exporter_passwords"},
             env={"REDIS_PASSWORD_FILE": f"{SECRETS_DIR}/redis_exporter_passwords"},

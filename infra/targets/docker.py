@@ -6,33 +6,48 @@ the comments below cite the point each choice depends on.
 
 What is the docker target's own: a role is its containers (one per copy), with its pulled image
 and its volumes; the migration is a one-shot container whose exit code gates every role after it.
+
+Credentials are files in SECRETS_DIR, uploaded into a secrets container per copy whose volume
+the copy mounts (infra/targets/docker_secrets.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
-from infra.spec import Service, StackDescription, Volume, VolumeKey
-from infra.targets import core
+from infra.spec import (
+    SecretKey,
+    Service,
+    StackDescription,
+    Volume,
+    VolumeKey,
+)
+from infra.targets import core, docker_secrets
+from infra.targets.docker_migration import (
+    MIGRATION_GATE_LABEL,
+    MIGRATION_RUN_LABEL,
+    MIGRATION_RUN_OUTPUT,
+    MigrationFailedError,
+    migration_run_label,
+    own_previous_outputs,
+    require_success,
+)
+from infra.targets.docker_secrets import container_check, container_command, container_env
 
 TYPE_PREFIX = "taskstack:docker"
-MIGRATION_GATE_LABEL = "com.taskstack.migration"
-# The migration container's run label, `<key>:<token>` (docs/infra.md, "A failed migration"), and
-# the stack output that remembers the one that passed.
-MIGRATION_RUN_LABEL = "com.taskstack.migration.run"
-MIGRATION_RUN_OUTPUT = "migrationRun"
-
-
-class MigrationFailedError(pulumi.RunError):
-    """The one-shot migration exited non-zero: nothing that needs the schema is deployed."""
+__all__ = [
+    "MIGRATION_RUN_LABEL",  # re-exported from docker_migration, with the error below
+    "Containers",
+    "ContainersArgs",
+    "MigrationFailedError",
+    "render",
+    "starts_first",
+]
 
 
 @dataclass(frozen=True)
@@ -42,10 +57,12 @@ class ContainersArgs:
     `volumes`: the named volumes the role declares (`core.volume_owners`); `borrowed_volumes`:
     the Docker names of those it mounts that an earlier role declares. `gate`: resolves only once
     the migration passed (None: not gated). `run_label`: a one-shot's run label
-    (`migration_run_label`); a new value replaces the container, i.e. runs it again.
+    (`migration_run_label`); a new value replaces the container, i.e. runs it again. `secrets`:
+    the stack's credentials by key, of which the role's `file_secrets` name its files.
     """
 
     role: core.RoleArgs
+    secrets: Mapping[SecretKey, pulumi.Output[str]] = field(default_factory=dict)
     volumes: Sequence[Volume] = ()
     borrowed_volumes: Mapping[VolumeKey, str] = field(default_factory=dict)
     gate: pulumi.Input[str] | None = None
@@ -56,8 +73,9 @@ class Containers(core.RoleComponent):
     """One role: its pulled image and volumes if any, and its containers.
 
     Children: `<name>-image`, `<name>-data`, and the containers `<name>` (one copy) or
-    `<name>-1` ... `<name>-N` (several, or copies told apart by `replica_env`). A role that
-    publishes a port runs one container: a host port is bound once.
+    `<name>-1` ... `<name>-N` (several, or copies told apart by `replica_env`), each with its
+    secrets container `<container>-secrets` when the role has credentials (module docstring). A
+    role that publishes a port runs one container: a host port is bound once.
 
     A `start_first` role without a published port (the API, the workers) is replaced
     create-before-delete: its containers are auto-named (`<resource name>-<random>`, a new name for
@@ -94,13 +112,18 @@ class Containers(core.RoleComponent):
                     opts, pulumi.ResourceOptions(depends_on=[self.ready[-1]])
                 )
             fixed_name = f"{args.role.name}-{n}" if numbered else args.role.name
+            resource_name = f"{name}-{n}" if numbered else name
+            secrets = docker_secrets.secrets_container(
+                service, args.secrets, image, f"{resource_name}-secrets", opts
+            )
             container = _container(
                 args,
                 image,
                 volumes,
-                f"{name}-{n}" if numbered else name,
+                resource_name,
                 None if starts_first(service) else fixed_name,
                 replica=n,
+                secrets=secrets,
                 opts=opts,
             )
             self.ready.append(container)
@@ -116,7 +139,7 @@ class Containers(core.RoleComponent):
         # the code is unknown and the apply does not run; the API's readiness check on the schema
         # head stays the second line of defence.
         self.gate = pulumi.Output.all(container.exit_code, container.container_logs).apply(
-            lambda result: _require_success(int(result[0]), result[1])
+            lambda result: require_success(int(result[0]), result[1])
         )
         # The run label of a migration that passed: resolves only once the gate did, so a failed
         # `up` never records it (docs/infra.md, "A failed migration").
@@ -130,59 +153,6 @@ def starts_first(service: Service) -> bool:
     """Whether a role's containers are replaced create-before-delete: the role asks for it and
     publishes no port (a host port can be bound by one container only)."""
     return service.start_first and not service.ports
-
-
-def _require_success(exit_code: int, logs: str | None) -> str:
-    if exit_code != 0:
-        raise MigrationFailedError(
-            f"the migration (alembic upgrade head) exited with code {exit_code}; nothing that "
-            f"needs the schema was deployed. Its output:\n{logs or '(no output)'}"
-        )
-    return "passed"
-
-
-def migration_run_label(
-    image: pulumi.Input[str],
-    service: Service,
-    previous: pulumi.Input[Any],
-    token: str,
-) -> pulumi.Output[str]:
-    """`<key>:<token>`: `key` digests what the migration runs (image, command, environment);
-    `previous` is the label of the last migration that passed (this stack's own `migrationRun`
-    output). Same key: that label again, so an `up` after a successful one changes nothing. Another
-    key (a new image or setting, or a run that failed since, which never records its label): a new
-    token, so the container is replaced and the migration runs again, with no `--replace`."""
-    key = pulumi.Output.unsecret(
-        pulumi.Output.all(image, *_env(service, 1)).apply(
-            lambda values: hashlib.sha256(
-                json.dumps([list(service.command), [str(v) for v in values]]).encode()
-            ).hexdigest()[:16]
-        )
-    )
-    return pulumi.Output.all(key, previous).apply(
-        lambda pair: (
-            pair[1]
-            if isinstance(pair[1], str) and pair[1].split(":", 1)[0] == pair[0]
-            else f"{pair[0]}:{token}"
-        )
-    )
-
-
-def own_previous_outputs() -> pulumi.StackReference:
-    """This stack's outputs as the last `up` that finished left them (the engine reads the
-    stack's checkpoint; a failed `up` registers no output that depends on a failed gate)."""
-    name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    return pulumi.StackReference("previous-outputs", name)
-
-
-def _env(service: Service, replica: int) -> list[pulumi.Input[str]]:
-    own = {k: core.fill_replica(v, str(replica)) for k, v in service.replica_env.items()}
-    plain: list[pulumi.Input[str]] = [f"{k}={v}" for k, v in sorted({**service.env, **own}.items())]
-    secret: list[pulumi.Input[str]] = [
-        pulumi.Output.secret(pulumi.Output.concat(f"{k}=", v))
-        for k, v in sorted(service.secret_env.items())
-    ]
-    return plain + secret
 
 
 def _labels(args: ContainersArgs) -> list[docker.ContainerLabelArgs]:
@@ -213,7 +183,7 @@ def _mounts(
 
 
 def _healthcheck(service: Service) -> docker.ContainerHealthcheckArgs | None:
-    health = service.healthcheck
+    health = container_check(service)
     if health is None:
         return None
     return docker.ContainerHealthcheckArgs(
@@ -259,6 +229,7 @@ def _container_args(
     volumes: Mapping[VolumeKey, pulumi.Input[str]],
     container_name: str | None,
     replica: int,
+    secrets: docker.Container | None,
 ) -> docker.ContainerArgs:
     service = args.role.service
     hardening, wait = service.hardening, service.wait_healthy
@@ -270,8 +241,8 @@ def _container_args(
         name=container_name,
         image=image,
         entrypoints=list(service.entrypoint) or None,
-        command=list(service.command) or None,
-        envs=_env(service, replica),
+        command=container_command(service) or None,
+        envs=container_env(service, replica),
         user=service.user,
         init=True,
         restart=service.restart,
@@ -281,6 +252,7 @@ def _container_args(
         networks_advanced=_networks(args.role),
         ports=_ports(service),
         mounts=_mounts(service, volumes),
+        volumes=docker_secrets.mounted(secrets),
         tmpfs=dict(service.tmpfs) or None,
         healthcheck=_healthcheck(service),
         # wait=True polls until `healthy` and fails after wait_timeout; it errors outright for a
@@ -315,11 +287,12 @@ def _container(
     container_name: str | None,
     *,
     replica: int,
+    secrets: docker.Container | None,
     opts: pulumi.ResourceOptions,
 ) -> docker.Container:
     return docker.Container(
         resource_name,
-        _container_args(args, image, volumes, container_name, replica),
+        _container_args(args, image, volumes, container_name, replica, secrets),
         # The provider ignores changes to healthcheck, tmpfs and init (kreuzwerker#988, fixed after
         # the release 5.x bridges): force a replacement instead. pulumi-docker marks containers
         # delete-before-replace (provider/resources.go); an explicit option overrides that in the
@@ -380,6 +353,7 @@ def render(description: StackDescription) -> core.Rendered:
         mounted = {m.volume for m in service.volumes}
         args = ContainersArgs(
             role=role,
+            secrets=description.secrets,
             volumes=[v for v in description.volumes if owners[v.key] == service.role],
             borrowed_volumes={
                 v.key: v.name
@@ -387,7 +361,7 @@ def render(description: StackDescription) -> core.Rendered:
                 if v.key in mounted and owners[v.key] != service.role
             },
             gate=_gate(upstream),
-            run_label=migration_run_label(role.image, service, previous, token)
+            run_label=migration_run_label(role.image, service, description.secrets, previous, token)
             if service.one_shot
             else None,
         )

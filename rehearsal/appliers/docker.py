@@ -2,6 +2,7 @@
 does; the tables below hold exactly the inputs the program sets. Sources cited (pulumi-docker
 5.1/5.2, and kreuzwerker/terraform-provider-docker v4.5.0, commit 5074970c, which it bridges):
   [funcs] internal/provider/resource_docker_container_funcs.go
+  [structures] internal/provider/resource_docker_container_structures.go
   [image-funcs] internal/provider/resource_docker_image_funcs.go
   [image.go], [resources.go] pulumi-docker provider/image.go, provider/resources.go (v5.1.0)
 """
@@ -9,8 +10,10 @@ does; the tables below hold exactly the inputs the program sets. Sources cited (
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -44,13 +47,14 @@ from rehearsal.state import AppliedResource
 from rehearsal.tokens import CONTAINER, NETWORK, VOLUME
 
 # The inputs applied (wire names). Container: create ([funcs] L43-456), networks ([funcs]
-# L461-503), start, then `wait` ([funcs] L590-628) or `attach`/`logs` ([funcs] L631-671); `mustRun`
-# ([funcs] L813-824) and `destroyGraceSeconds` ([funcs] L1085-1096) act on later `up`s and delete.
+# L461-503), uploads ([funcs] L505-582), `start` ([funcs] L584), then `wait` ([funcs] L590-628) or
+# `attach`/`logs` ([funcs] L631-671); `mustRun` ([funcs] L813-824) and `destroyGraceSeconds`
+# ([funcs] L1085-1096) act on later `up`s and delete.
 CONTAINER_INPUTS = fields(
     "attach command cpuShares cpus destroyGraceSeconds entrypoints envs image init logDriver "
     "logOpts logs "
-    "memory mustRun name readOnly restart securityOpts stopSignal stopTimeout tmpfs user wait "
-    "waitTimeout",
+    "memory mustRun name readOnly restart securityOpts start stopSignal stopTimeout tmpfs user "
+    "wait waitTimeout",
     capabilities=fields("drops"),
     healthcheck=fields("interval retries startPeriod tests timeout"),
     labels=LABELS,
@@ -58,6 +62,8 @@ CONTAINER_INPUTS = fields(
     networksAdvanced=fields("aliases name"),
     ports=fields("external internal ip protocol"),
     ulimits=fields("hard name soft"),
+    uploads=fields("content file permissions"),
+    volumes=fields("containerPath fromContainer"),
 )
 NETWORK_INPUTS = fields("attachable driver internal name options", labels=LABELS)
 VOLUME_INPUTS = fields("name", labels=LABELS)
@@ -267,14 +273,41 @@ def _create_container(
         for network in inputs["networksAdvanced"]:
             aliases = list(network.get("aliases") or []) or None
             client.connect_container_to_network(container_id, network["name"], aliases=aliases)
-    client.start(container_id)
-    deployment.log(f"  started {name}")
+    for upload in inputs.get("uploads") or []:
+        _upload(client, urn, container_id, upload)
+    if inputs.get("start", True):  # [funcs] L584
+        client.start(container_id)
+        deployment.log(f"  started {name}")
+    else:
+        deployment.log(f"  created {name} (not started)")
     record.outputs = {"name": name, **_finish(deployment, client, record, inputs)}
     read, record.readback = _read(client, container_id, inputs)
     record.outputs.update(read)
     record.tainted = False
     deployment.state.record(record)
     return container_id, record.outputs
+
+
+def _upload(
+    client: docker.APIClient, urn: str, container_id: str, upload: Mapping[str, Any]
+) -> None:
+    """One upload as [funcs] L505-582 sends it: a tar of one entry named by `file` (the full
+    path), mode `permissions` (octal) or 0644 (0744 if `executable`), extracted at "/" before the
+    container starts. The engine refuses that archive for a read-only root filesystem, whatever
+    volume holds the file's path ("container rootfs is marked read-only"), as it refuses the
+    provider's."""
+    content = str(upload.get("content") or "").encode()
+    permissions = upload.get("permissions")
+    mode = int(str(permissions), 8) if permissions else 0o744 if upload.get("executable") else 0o644
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        entry = tarfile.TarInfo(str(upload["file"]))
+        entry.size, entry.mode, entry.mtime = len(content), mode, int(time.time())
+        tar.addfile(entry, io.BytesIO(content))
+    try:
+        client.put_archive(container_id, "/", archive.getvalue())
+    except docker.errors.APIError as refused:
+        raise RehearsalError(f"{urn}: Unable to upload volume content: {refused}") from refused
 
 
 def _finish(
@@ -356,7 +389,13 @@ def container_config(inputs: Mapping[str, Any]) -> dict[str, Any]:
         "stop_timeout": _optional_int(inputs.get("stopTimeout")),
         "healthcheck": healthcheck(inputs.get("healthcheck")),
         "ports": ports or None,
+        # [structures] volumeSetToDockerVolumes: a path alone is an anonymous volume.
+        "volumes": [v["containerPath"] for v in _volumes(inputs) if v.get("containerPath")] or None,
     }
+
+
+def _volumes(inputs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(inputs.get("volumes") or [])
 
 
 def host_config(inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -396,6 +435,9 @@ def host_config(inputs: Mapping[str, Any]) -> dict[str, Any]:
         "mem_limit": int(memory) * 1024 * 1024 if memory else None,  # MB
         "nano_cpus": cpus_nanoseconds(str(cpus)) if cpus else None,  # [funcs] L363-378
         "ulimits": ulimits or None,
+        # [structures] volumeSetToDockerVolumes: `from_container` as given (`<id>:ro` included).
+        "volumes_from": [v["fromContainer"] for v in _volumes(inputs) if v.get("fromContainer")]
+        or None,
     }
 
 

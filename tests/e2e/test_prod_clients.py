@@ -19,6 +19,9 @@ import httpx
 import pytest
 
 from deploy.stack import DeployedStack, eventually
+from infra.spec import app_role_password
+from infra.spec.monitoring import internal_password
+from rehearsal.stack_config import read_rehearsal_secrets
 from tests.faults.measure import report
 
 # Generous bounds on what must happen (polling), not performance figures.
@@ -155,6 +158,10 @@ def test_no_key_reaches_a_log_or_docker_inspect(
 ) -> None:
     keys = [client.key for client in clients]
     initial = prod_stack.headers["Authorization"].removeprefix("Bearer ")
+    passwords = _stack_passwords(prod_stack.name)
+    # Credentials are files in each copy's secrets volume (infra/targets/docker_secrets.py):
+    # none in any container's configuration, the never-started secrets containers included.
+    assert prod_stack.all_containers()
     for container in prod_stack.all_containers():
         logs = container.logs().decode(errors="replace")
         inspected = str(container.attrs)
@@ -162,6 +169,28 @@ def test_no_key_reaches_a_log_or_docker_inspect(
             assert key not in logs, container.name
             assert key not in inspected, container.name
         assert initial not in logs, container.name
+        assert initial not in inspected, container.name
+        for name, password in passwords.items():
+            assert password not in inspected, (container.name, name)
+
+
+def _stack_passwords(stack: str) -> dict[str, str]:
+    """The stack's credentials (what the rehearsal generated for it) and the ones derived from
+    them, by a name for the messages."""
+    credentials = read_rehearsal_secrets(stack)
+    admin = credentials["taskstack:postgresPassword"]
+    console = credentials["taskstack:flowerBasicAuth"]
+    passwords = {
+        "postgresPassword": admin,
+        "app role password": app_role_password(admin, "taskstack"),
+        "redisPassword": credentials["taskstack:redisPassword"],
+        "flowerBasicAuth": console.split(":", 1)[1],
+        "console internal password": internal_password(console),
+    }
+    for key in ("taskstack:initialApiKey", "taskstack:alertWebhookUrl"):
+        if key in credentials:
+            passwords[key] = credentials[key]
+    return passwords
 
 
 def test_one_clients_flood_leaves_another_answered(

@@ -110,3 +110,33 @@ def mounted_files(run: ProgramRun, role: str) -> dict[str, str]:
         mount["fileName"]: secret_value(by_id[mount["secretId"]])
         for mount in container_spec(run, role).get("secrets", [])
     }
+
+
+def is_secrets_container(container: Registration) -> bool:
+    """A docker-target secrets container (infra/targets/docker_secrets.py): created, never run."""
+    return container.plain.get("start") is False
+
+
+def role_containers(run: ProgramRun) -> list[Registration]:
+    """The containers that run a role (every container but the secrets containers)."""
+    return [c for c in run.containers() if not is_secrets_container(c)]
+
+
+def secrets_container_of(run: ProgramRun, container: Registration) -> Registration | None:
+    """The secrets container whose volume `container` mounts (`volumes_from`), if any."""
+    sources = [v["fromContainer"] for v in container.plain.get("volumes", [])]
+    if not sources:
+        return None
+    (source,) = sources
+    container_id, _, mode = str(source).partition(":")
+    assert mode == "ro", container.name
+    (found,) = [c for c in run.containers() if c.id == container_id]
+    return found
+
+
+def uploaded_files(run: ProgramRun, container: Registration) -> dict[str, str]:
+    """Path -> content of each file uploaded for `container` (into its secrets container)."""
+    secrets = secrets_container_of(run, container)
+    if secrets is None:
+        return {}
+    return {u["file"]: u["content"] for u in secrets.plain.get("uploads", [])}

@@ -1,8 +1,9 @@
 """Which container receives which credential: each only the ones it uses.
 
-One table, checked against what the program registers for both targets: the environment of each
-container (docker) and the secret files of each service (swarm), in dev and prod. A credential
-showing up anywhere else (its plain value in any other input) fails too.
+One table of secret files, checked against what the program registers for both targets: the
+files uploaded for each container (docker, whose environment holds none) and the secret files of
+each service (swarm), in dev and prod. A credential showing up anywhere else (its plain value in
+any other input) fails too.
 """
 
 from __future__ import annotations
@@ -15,28 +16,27 @@ import pytest
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import ROLES, app_role_password
 from tests.infra.pulumi_mocks import ProgramRun, container_env
-from tests.infra.stacks import PROD_SECRETS, mounted_files, run_stack, swarm
+from tests.infra.stacks import (
+    PROD_SECRETS,
+    mounted_files,
+    role_containers,
+    run_stack,
+    swarm,
+    uploaded_files,
+)
 
-BROKER = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
-# Role -> the credential-carrying variables it gets (in prod; dev has no Redis or Flower auth).
+BROKER = {"redis_url", "celery_broker_url", "celery_result_backend"}
+# Role -> the files under /run/secrets that hold a credential, on both targets (in prod; dev has no
+# Redis or Flower auth). A file is named like the setting it holds.
 CREDENTIALS: Mapping[str, set[str]] = {
-    "postgres": {"POSTGRES_PASSWORD"},  # initdb's administrator
-    "redis": {"REDISCLI_AUTH"},  # requirepass, and the healthcheck's redis-cli
-    "migrate": {
-        "DATABASE_URL",
-        "ADMIN_DATABASE_URL",
-    },  # makes the app role, migrates as it; no broker
-    "api": {"DATABASE_URL", *BROKER},
-    "worker": {"DATABASE_URL", *BROKER},
-    "beat": {"DATABASE_URL", *BROKER},
-    "flower": {*BROKER, "FLOWER_BASIC_AUTH"},  # never the database
+    "postgres": {"postgres_password"},  # initdb's administrator
+    "redis": {"redis_password"},  # requirepass, and the healthcheck's redis-cli
+    "migrate": {"database_url", "admin_database_url"},  # makes the app role, migrates as it
+    "api": {"database_url", *BROKER},
+    "worker": {"database_url", *BROKER},
+    "beat": {"database_url", *BROKER},
+    "flower": {*BROKER, "flower_basic_auth"},  # never the database
     "proxy": set(),  # its TLS key and certificate when the stack sets them (none here)
-}
-# Swarm: the same, as files (a file named like the setting; PostgreSQL and Redis their own names).
-FILES: Mapping[str, str] = {
-    "POSTGRES_PASSWORD": "postgres_password",
-    "REDISCLI_AUTH": "redis_password",
-    "FLOWER_BASIC_AUTH": "flower_basic_auth",
 }
 
 
@@ -52,18 +52,20 @@ def _credential_values(stack: str) -> dict[str, str]:
 
 def _expected(role: str, stack: str) -> set[str]:
     expected = set(CREDENTIALS[role])
-    if stack == "dev":  # no Redis password, no Flower auth: their variables carry none
-        expected -= {"REDISCLI_AUTH", "FLOWER_BASIC_AUTH", *BROKER}
+    if stack == "dev":  # no Redis password, no Flower auth: their files carry none
+        expected -= {"redis_password", "flower_basic_auth", *BROKER}
     return expected
 
 
-def _carrying(env: Mapping[str, str], values: Mapping[str, str]) -> dict[str, set[str]]:
-    """Variable -> the credentials its value holds."""
+def _carrying(files: Mapping[str, str], values: Mapping[str, str]) -> dict[str, set[str]]:
+    """File name -> the credentials its content holds."""
     held = {
-        variable: {name for name, value in values.items() if value in text}
-        for variable, text in env.items()
+        name.rsplit("/", 1)[-1]: {
+            credential for credential, value in values.items() if value in text
+        }
+        for name, text in files.items()
     }
-    return {variable: names for variable, names in held.items() if names}
+    return {name: credentials for name, credentials in held.items() if credentials}
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -72,7 +74,8 @@ def test_each_container_receives_only_the_credentials_it_uses(stack: str) -> Non
     values = _credential_values(stack)
     for role in ROLES:
         for container in run.role(role):
-            carrying = _carrying(container_env(container), values)
+            assert not _carrying(container_env(container), values), container.name
+            carrying = _carrying(uploaded_files(run, container), values)
             assert set(carrying) == _expected(role, stack), (container.name, carrying)
 
 
@@ -81,16 +84,22 @@ def test_the_administrator_password_reaches_postgres_and_the_migration_only(
 ) -> None:
     admin = PROD_SECRETS["postgresPassword"]
     holders = {
-        container.name for container in prod.containers() if admin in json.dumps(container.inputs)
+        container.name
+        for container in role_containers(prod)
+        if admin in json.dumps([container.plain, uploaded_files(prod, container)])
     }
     assert holders == {"postgres", "migrate"}
 
 
 def test_flower_has_no_database_and_the_migration_no_broker(prod: ProgramRun) -> None:
-    assert not {"DATABASE_URL", "ADMIN_DATABASE_URL"} & set(container_env(prod.named("flower")))
-    assert not BROKER & set(container_env(prod.named("migrate")))
+    flower = {path.rsplit("/", 1)[-1] for path in uploaded_files(prod, prod.named("flower"))}
+    migrate = {path.rsplit("/", 1)[-1] for path in uploaded_files(prod, prod.named("migrate"))}
+    assert flower
+    assert not {"database_url", "admin_database_url"} & flower
+    assert migrate
+    assert not BROKER & migrate
     redis_password = PROD_SECRETS["redisPassword"]
-    assert redis_password not in json.dumps(prod.named("migrate").inputs)
+    assert redis_password not in json.dumps(uploaded_files(prod, prod.named("migrate")))
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -99,6 +108,5 @@ def test_each_swarm_service_mounts_only_the_credentials_it_uses(stack: str) -> N
     values = _credential_values(stack)
     for role in ROLES:
         files = mounted_files(run, role)
-        expected = {FILES.get(variable, variable.lower()) for variable in _expected(role, stack)}
         held = {name for name, text in files.items() if any(v in text for v in values.values())}
-        assert held == expected, (role, sorted(files))
+        assert held == _expected(role, stack), (role, sorted(files))

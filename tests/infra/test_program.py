@@ -34,7 +34,13 @@ from tests.infra.pulumi_mocks import (
     is_secret,
     run_program,
 )
-from tests.infra.stacks import PROD_SECRETS, assert_second_run_identical, run_stack
+from tests.infra.stacks import (
+    PROD_SECRETS,
+    assert_second_run_identical,
+    role_containers,
+    run_stack,
+    uploaded_files,
+)
 
 COMPONENTS = {
     ("taskstack:docker:Network", "network"),
@@ -92,11 +98,19 @@ BACKUP = {
 
 
 def expected_resources(
-    workers: int, api: int = 2, monitoring: bool = False, backup: bool = False
+    workers: int,
+    api: int = 2,
+    monitoring: bool = False,
+    backup: bool = False,
+    *,
+    with_secrets: frozenset[str] = frozenset(),
 ) -> set[tuple[str, str]]:
+    """`with_secrets`: the containers that have a secrets container `<name>-secrets` (the roles
+    with credentials, infra/targets/docker_secrets.py)."""
     containers: set[tuple[str, str]] = {(CONTAINER, name) for name in SINGLE_CONTAINERS}
     containers |= {(CONTAINER, f"worker-{i}") for i in range(1, workers + 1)}
     containers |= {(CONTAINER, f"api-{i}") for i in range(1, api + 1)}
+    containers |= {(CONTAINER, f"{name}-secrets") for name in with_secrets}
     optional = (MONITORING if monitoring else set()) | (BACKUP if backup else PULLED_POSTGRES)
     return COMPONENTS | SHARED | containers | optional
 
@@ -115,11 +129,18 @@ def urn_of(run: ProgramRun, name: str, type_: str = CONTAINER) -> str:
 
 
 def test_dev_stack_registers_the_whole_stack(dev: ProgramRun) -> None:
-    assert registered(dev) == expected_resources(workers=2)
+    # Dev: no Redis password (so no file for Redis), no TLS; the URLs are files all the same.
+    app = {"migrate", "api-1", "api-2", "worker-1", "worker-2", "beat", "flower"}
+    with_secrets = frozenset({"postgres", *app})
+    assert registered(dev) == expected_resources(workers=2, with_secrets=with_secrets)
 
 
 def test_prod_stack_registers_the_whole_stack(prod: ProgramRun) -> None:
-    assert registered(prod) == expected_resources(workers=3, monitoring=True, backup=True)
+    app = {"migrate", "api-1", "api-2", "worker-1", "worker-2", "worker-3", "beat", "flower"}
+    with_secrets = frozenset({"postgres", "redis", *app, *MONITORING_ROLES})
+    assert registered(prod) == expected_resources(
+        workers=3, monitoring=True, backup=True, with_secrets=with_secrets
+    )
 
 
 @pytest.mark.parametrize("replicas", [1, 4])
@@ -197,7 +218,7 @@ def test_healthchecks_use_the_contracted_signals(dev: ProgramRun) -> None:
 
 def test_healthcheck_durations_are_canonical_go_strings(prod: ProgramRun) -> None:
     # The provider reads durations back as Go strings; "1m" would read back as "1m0s", a diff.
-    for container in prod.containers():
+    for container in role_containers(prod):
         check = container.plain.get("healthcheck")
         if not check:
             continue
@@ -264,23 +285,25 @@ def test_database_urls_match_the_postgres_container(stack: str) -> None:
     aliases = {
         alias for network in postgres.plain["networksAdvanced"] for alias in network["aliases"]
     }
-    admin_password = pg_env["POSTGRES_PASSWORD"]
+    # The image reads the password from the file POSTGRES_PASSWORD_FILE names.
+    admin_password = secret_settings(run, postgres)["postgres_password"]
+    assert pg_env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"  # noqa: S105
     assert pg_env["POSTGRES_USER"] == POSTGRES_ADMIN_USER
     urls = [
-        (container, container_env(container)[variable], variable)
+        (container, secret_settings(run, container)[variable], variable)
         for role in ("migrate", "api", "worker", "beat")
         for container in run.role(role)
-        for variable in ("DATABASE_URL", "ADMIN_DATABASE_URL")
-        if variable in container_env(container)
+        for variable in ("database_url", "admin_database_url")
+        if variable in secret_settings(run, container)
     ]
-    assert {variable for _, _, variable in urls} == {"DATABASE_URL", "ADMIN_DATABASE_URL"}
+    assert {variable for _, _, variable in urls} == {"database_url", "admin_database_url"}
     for container, value, variable in urls:
         url = urlsplit(value)
         assert url.scheme == "postgresql+psycopg"
         assert url.hostname in aliases
         assert url.port == 5432
         assert url.path == f"/{pg_env['POSTGRES_DB']}"
-        if variable == "ADMIN_DATABASE_URL":
+        if variable == "admin_database_url":
             assert (url.username, url.password) == (POSTGRES_ADMIN_USER, admin_password)
         else:
             assert url.username == "taskstack" != POSTGRES_ADMIN_USER
@@ -297,17 +320,25 @@ def test_broker_and_results_point_at_the_redis_container(stack: str) -> None:
     password = PROD_SECRETS["redisPassword"] if stack == "prod" else None
     for role in ("api", "worker", "beat", "flower"):
         for container in run.role(role):
-            env = container_env(container)
-            for key in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
-                url = urlsplit(env[key])
+            files = secret_settings(run, container)
+            for key in ("redis_url", "celery_broker_url", "celery_result_backend"):
+                url = urlsplit(files[key])
                 assert url.scheme == "redis"
                 assert url.hostname in aliases
                 assert url.port == 6379
                 assert url.password == password, key
             assert shares_network(container, redis)
     if password:
-        assert container_env(redis)["REDISCLI_AUTH"] == password
-        assert "--requirepass" in " ".join(redis.plain["command"])
+        assert secret_settings(run, redis)["redis_password"] == password
+        assert '--requirepass "$(cat /run/secrets/redis_password)"' in redis.plain["command"][-1]
+
+
+def secret_settings(run: ProgramRun, container: Registration) -> dict[str, str]:
+    """The container's secret files by name (what pydantic-settings reads from /run/secrets)."""
+    return {
+        path.removeprefix("/run/secrets/"): content
+        for path, content in uploaded_files(run, container).items()
+    }
 
 
 def shares_network(a: Registration, b: Registration) -> bool:
@@ -347,7 +378,8 @@ def test_roles_run_their_contracted_commands() -> None:
     assert run.named("api-1").plain["command"][:2] == ["uvicorn", "app.main:app"]
     assert run.named("worker-1").plain["command"][-1] == "--concurrency=7"
     assert run.named("beat").plain["command"][:4] == ["celery", "-A", "app.worker", "beat"]
-    assert run.named("flower").plain["command"][-2:] == ["--max_tasks=5000", "--port=5555"]
+    # Flower in prod: a shell that exports its basic auth from its file, then runs it.
+    assert run.named("flower").plain["command"][-1].endswith("--max_tasks=5000 --port=5555")
     api = run.named("api-1").plain["command"]
     assert api[api.index("--workers") + 1] == "3"
 
@@ -368,7 +400,7 @@ def test_beat_is_single_with_a_writable_schedule(prod: ProgramRun) -> None:
 
 
 def test_every_container_has_restart_logs_labels_user_and_init(prod: ProgramRun) -> None:
-    for container in prod.containers():
+    for container in role_containers(prod):
         inputs = container.plain
         assert inputs["restart"] in {"unless-stopped", "no"}, container.name
         assert inputs["logDriver"] == "json-file"
@@ -388,7 +420,7 @@ def test_networks_and_volumes_carry_the_labels(prod: ProgramRun) -> None:
 
 
 def test_containers_are_replaced_for_changes_the_provider_ignores(prod: ProgramRun) -> None:
-    for container in prod.containers():
+    for container in role_containers(prod):
         assert set(container.replace_on_changes) >= {"healthcheck", "tmpfs", "init"}
 
 
@@ -396,7 +428,7 @@ def test_api_and_workers_are_replaced_side_by_side_the_rest_first_deleted(prod: 
     # No name (auto-named: a replacement gets a new one) and no published port: the replacement is
     # created before the old container is deleted. The provider's own default (delete first) is
     # overridden explicitly; everything with a fixed name or port keeps it, explicitly too.
-    for container in prod.containers():
+    for container in role_containers(prod):
         role = container_label(container, "com.taskstack.role")
         side_by_side = role in {"api", "worker"}
         assert container.delete_before_replace_defined, container.name
@@ -415,7 +447,7 @@ def test_containers_take_the_network_name_output(prod: ProgramRun) -> None:
     # Passing the Output (not a literal) makes each container depend on its networks, so Pulumi
     # deletes containers before networks.
     network_urns = {r.urn for r in prod.of_type(NETWORK)}
-    for container in prod.containers():
+    for container in role_containers(prod):
         assert container.property_dependencies["networksAdvanced"] & network_urns
 
 

@@ -28,8 +28,10 @@ from tests.infra.stacks import (
     PROD_SECRETS,
     TLS_SECRETS,
     assert_second_run_identical,
+    role_containers,
     run_stack,
     stack_file_config,
+    uploaded_files,
 )
 
 
@@ -55,7 +57,7 @@ def test_only_the_proxy_publishes_the_api_port(stack: str) -> None:
     run = run_stack(stack)
     published = {
         container.name: [int(p["external"]) for p in container.plain.get("ports") or []]
-        for container in run.containers()
+        for container in role_containers(run)
     }
     owners = [name for name, ports in published.items() if 8000 in ports]
     assert owners == ["proxy"]
@@ -203,15 +205,16 @@ def test_tls_from_secrets_on_the_docker_target() -> None:
     (port,) = container.plain["ports"]
     assert (port["internal"], port["external"]) == (proxy.HTTPS_PORT, 8000)
     assert run.stack_outputs["apiUrl"] == "https://127.0.0.1:8000"
-    # The chain and key reach the container only as a secret environment entry, written to the
-    # tmpfs at start.
-    pem = container_env(container)[proxy.TLS_PEM_ENV]
+    # The chain and key reach the container only as a secret file, copied to the tmpfs at start;
+    # never in its environment.
+    pem = uploaded_files(run, container)["/run/secrets/tls_pem"]
     assert pem.startswith("-----BEGIN CERTIFICATE-----")
     assert pem.endswith("KEY-----\n")
-    visible = json.dumps(without_secrets(container.inputs))
     for value in TLS_SECRETS.values():
-        assert value.splitlines()[1] not in visible
-    assert f"> {proxy.TLS_PEM_PATH}" in container.plain["command"][2]
+        for registration in run.registrations:
+            assert value.splitlines()[1] not in json.dumps(without_secrets(registration.inputs))
+        assert value.splitlines()[1] not in json.dumps(container.plain)
+    assert f"cat /run/secrets/tls_pem > {proxy.TLS_PEM_PATH}" in container.plain["command"][2]
 
 
 def test_tls_from_a_swarm_secret_file() -> None:
@@ -220,7 +223,7 @@ def test_tls_from_a_swarm_secret_file() -> None:
     (mount,) = spec["secrets"]
     assert (mount["fileName"], mount["fileUid"], mount["fileMode"]) == ("tls_pem", "99", 0o400)
     assert "cat /run/secrets/tls_pem" in spec["args"][2]
-    assert proxy.TLS_PEM_ENV not in (spec.get("env") or {})
+    assert "BEGIN" not in json.dumps(spec.get("env") or {})
     for value in TLS_SECRETS.values():
         for registration in run.registrations:
             assert value.splitlines()[1] not in json.dumps(without_secrets(registration.inputs))
@@ -272,7 +275,7 @@ def test_a_key_holders_finished_job_is_kept_under_its_own_key_for_as_long_as_a_k
     # Kept as long as an API process trusts a key it has checked: a revoked key is refused at the
     # door as soon as at a copy.
     trusted = Settings.model_fields["api_key_cache_seconds"].default
-    assert proxy.CLIENT_CACHE_SECONDS == trusted
+    assert trusted == proxy.CLIENT_CACHE_SECONDS
     assert f"cache-control s-maxage={proxy.CLIENT_CACHE_SECONDS} if" in backend
 
 

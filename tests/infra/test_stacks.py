@@ -24,10 +24,14 @@ from tests.infra.pulumi_mocks import (
     VOLUME,
     ProgramRun,
     Registration,
-    container_env,
     without_secrets,
 )
-from tests.infra.stacks import PROD_SECRETS, assert_only_secret
+from tests.infra.stacks import (
+    PROD_SECRETS,
+    assert_only_secret,
+    role_containers,
+    uploaded_files,
+)
 
 DATA_ROLES = ("postgres", "redis")
 
@@ -61,7 +65,7 @@ def test_workers_and_flower_yield_the_cpu_to_the_front_door_in_both_stacks(
 ) -> None:
     # docs/infra.md `backgroundCpuShares`: a weight under contention, not a limit.
     for run in (dev, prod):
-        for container in run.containers():
+        for container in role_containers(run):
             expected = 256 if _role(container) in ("worker", "flower") else None
             assert container.plain.get("cpuShares") == expected, container.name
 
@@ -100,24 +104,25 @@ def test_data_volumes_survive_destroy_in_prod_only(dev: ProgramRun, prod: Progra
 
 
 def test_limits_in_prod_only(dev: ProgramRun, prod: ProgramRun) -> None:
-    for container in prod.containers():
+    for container in role_containers(prod):
         assert container.plain["memory"] > 0, container.name
         assert float(container.plain["cpus"]) > 0, container.name
-    for container in dev.containers():
+    for container in role_containers(dev):
         assert "memory" not in container.plain, container.name
 
 
 def test_redis_requires_a_password_in_prod_only(dev: ProgramRun, prod: ProgramRun) -> None:
-    assert "REDISCLI_AUTH" not in container_env(dev.named("redis"))
-    assert container_env(prod.named("redis"))["REDISCLI_AUTH"] == PROD_SECRETS["redisPassword"]
+    assert uploaded_files(dev, dev.named("redis")) == {}
+    assert "--requirepass" not in " ".join(dev.named("redis").plain["command"])
+    password = uploaded_files(prod, prod.named("redis"))["/run/secrets/redis_password"]
+    assert password == PROD_SECRETS["redisPassword"]
     assert "--requirepass" in " ".join(prod.named("redis").plain["command"])
 
 
 def test_flower_requires_basic_auth_in_prod(dev: ProgramRun, prod: ProgramRun) -> None:
-    assert "FLOWER_BASIC_AUTH" not in container_env(dev.named("flower"))
-    assert (
-        container_env(prod.named("flower"))["FLOWER_BASIC_AUTH"] == PROD_SECRETS["flowerBasicAuth"]
-    )
+    assert "/run/secrets/flower_basic_auth" not in uploaded_files(dev, dev.named("flower"))
+    auth = uploaded_files(prod, prod.named("flower"))["/run/secrets/flower_basic_auth"]
+    assert auth == PROD_SECRETS["flowerBasicAuth"]
 
 
 def test_image_tag_is_the_stack_name(dev: ProgramRun, prod: ProgramRun) -> None:
@@ -129,7 +134,7 @@ def test_image_tag_is_the_stack_name(dev: ProgramRun, prod: ProgramRun) -> None:
 
 
 def test_prod_containers_are_hardened(prod: ProgramRun) -> None:
-    for container in prod.containers():
+    for container in role_containers(prod):
         inputs = container.plain
         # The app's, the data images', HAProxy's, nobody (Prometheus, Alertmanager, the
         # PostgreSQL exporter) and redis_exporter's: never root.
@@ -143,7 +148,7 @@ def test_prod_containers_are_hardened(prod: ProgramRun) -> None:
 
 
 def test_dev_containers_are_not_read_only(dev: ProgramRun) -> None:
-    for container in dev.containers():
+    for container in role_containers(dev):
         assert container.plain["readOnly"] is False, container.name
 
 
@@ -155,7 +160,7 @@ def test_prod_secrets_appear_only_as_secrets(prod: ProgramRun, secret: str) -> N
 
 
 def test_dev_database_password_is_a_secret_too(dev: ProgramRun) -> None:
-    password = container_env(dev.named("postgres"))["POSTGRES_PASSWORD"]
+    password = uploaded_files(dev, dev.named("postgres"))["/run/secrets/postgres_password"]
     for resource in dev.registrations:
         assert password not in json.dumps(without_secrets(resource.inputs)), resource.name
 
@@ -166,7 +171,7 @@ def test_dev_database_password_is_a_secret_too(dev: ProgramRun) -> None:
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_every_container_has_a_process_limit(stack: str, dev: ProgramRun, prod: ProgramRun) -> None:
     run = dev if stack == "dev" else prod
-    for container in run.containers():
+    for container in role_containers(run):
         (limit,) = container.plain["ulimits"]
         bounds: dict[str, int] = {
             "postgres": DATA_MAX_PROCESSES,

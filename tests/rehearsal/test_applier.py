@@ -225,3 +225,55 @@ def test_replacements_follow_the_engine_order(state: StackState, client: docker.
         client.inspect_container(old_side)
     assert client.inspect_container(f"{PREFIX}-fixed")["Id"] != old_fixed
     assert client.inspect_container(new_side)["State"]["Running"] is True
+
+
+def _secret_config(value: str, **values: str) -> StackConfig:
+    config = _config("ok", secret=value, **values)
+    config.secret_keys = ["sample:secret"]
+    return config
+
+
+def test_an_upload_into_a_read_only_root_filesystem_is_refused(
+    state: StackState, client: docker.APIClient
+) -> None:
+    # As the provider sends it (an archive extracted at "/"), the engine refuses it even though a
+    # writable volume holds the file's path: why the docker target uploads into a secrets container.
+    with pytest.raises(RehearsalError, match="container rootfs is marked read-only"):
+        up(STACK, _secret_config("s3cret-value", secretsDirect="true"), state=state, log=_quiet)
+
+
+def test_secret_files_land_in_a_read_only_volume_readable_by_the_user(
+    state: StackState, client: docker.APIClient
+) -> None:
+    result = up(STACK, _secret_config("s3cret-value"), state=state, log=_quiet)
+    reader, holder = result.outputs["readerId"], result.outputs["holderId"]
+
+    # The secrets container was created and never started; the reader keeps its read-only root.
+    assert client.inspect_container(holder)["State"]["Status"] == "created"
+    inspected = client.inspect_container(reader)
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert inspected["HostConfig"]["VolumesFrom"] == [f"{holder}:ro"]
+    # ...and never shows the value to `docker inspect`.
+    assert "s3cret-value" not in str(inspected)
+    assert "s3cret-value" not in str(client.inspect_container(holder))
+    script = (
+        "id -u; stat -c %a /run/secrets/token; cat /run/secrets/token; echo; touch /run/secrets/x"
+    )
+    output = client.exec_start(client.exec_create(reader, ["sh", "-c", script])).decode()
+    assert output.splitlines()[:3] == ["10001", "444", "s3cret-value"], output
+    assert "Read-only file system" in output
+    (volume,) = [m["Name"] for m in client.inspect_container(holder)["Mounts"]]
+
+    # A second apply changes nothing: same containers.
+    assert up(STACK, _secret_config("s3cret-value"), state=state, log=_quiet).changes == []
+    assert client.inspect_container(reader)["Id"] == reader
+
+    # A new value: a new secrets container, so a new reader that reads it; the old volume goes
+    # with the old secrets container.
+    rotated = up(STACK, _secret_config("r0tated-value"), state=state, log=_quiet)
+    replaced = {c.urn.rsplit("::", 1)[1] for c in rotated.changes if c.op == "replace"}
+    assert replaced == {"reader-secrets", "reader"}
+    new_reader = rotated.outputs["readerId"]
+    output = client.exec_start(client.exec_create(new_reader, ["cat", "/run/secrets/token"]))
+    assert output.decode() == "r0tated-value"
+    assert volume not in {v["Name"] for v in client.volumes()["Volumes"] or []}

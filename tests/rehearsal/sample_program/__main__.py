@@ -105,3 +105,49 @@ if generation:
         labels=[label],
     )
     pulumi.export("sideName", side.name)
+
+# Secret files as the docker target delivers them (infra/targets/docker_secrets.py): uploaded into
+# a container that is never started, whose anonymous volume a read-only container mounts. With
+# `sample:secret` set; `sample:secretsDirect` uploads straight into the read-only container.
+secret = config.get_secret("secret")
+if secret is not None:
+    if config.get_bool("secretsDirect"):
+        docker.Container(
+            "direct",
+            name=f"{prefix}-direct",
+            image=base.image_id,
+            command=["sleep", "600"],
+            read_only=True,
+            volumes=[docker.ContainerVolumeArgs(container_path="/run/secrets")],
+            uploads=[docker.ContainerUploadArgs(file="/run/secrets/token", content=secret)],
+            labels=[label],
+        )
+    else:
+        holder = docker.Container(
+            "reader-secrets",
+            image=base.image_id,
+            start=False,
+            must_run=False,
+            volumes=[docker.ContainerVolumeArgs(container_path="/run/secrets")],
+            uploads=[
+                docker.ContainerUploadArgs(
+                    file="/run/secrets/token", content=secret, permissions="0444"
+                )
+            ],
+            labels=[label],
+            opts=pulumi.ResourceOptions(delete_before_replace=False),
+        )
+        reader = docker.Container(
+            "reader",
+            name=f"{prefix}-reader",
+            image=base.image_id,
+            command=["sleep", "600"],
+            user="10001:10001",
+            read_only=True,
+            volumes=[
+                docker.ContainerVolumeArgs(from_container=holder.id.apply(lambda i: f"{i}:ro"))
+            ],
+            labels=[label],
+        )
+        pulumi.export("readerId", reader.id)
+        pulumi.export("holderId", holder.id)
