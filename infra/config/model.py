@@ -114,11 +114,8 @@ class StackConfig(BaseModel):
     # that costs the drain: docs/bench.md, "What was changed for speed"); dev keeps INFO.
     worker_log_level: LogLevel = "WARNING"
     worker_stop_grace_seconds: PositiveInt = 60
-    # The workers' and Flower's CPU weight (Docker's cpu-shares; every other container has 1024):
-    # when the host's CPUs are all busy, accepting and answering requests goes first and the
-    # queue drains with what is left; idle CPUs are theirs all the same (what it gains:
-    # docs/bench.md, "The front door's cost"). Target docker only: a swarm service has no CPU
-    # weight.
+    # The workers' and Flower's CPU weight (Docker's cpu-shares; the others have 1024): when the
+    # CPUs are all busy, requests go first (docs/infra.md). Target docker only.
     background_cpu_shares: Annotated[int, Field(ge=2, le=1024)] = 256
     wait_timeout_seconds: PositiveInt = 120
     restart_policy: RestartPolicy = "unless-stopped"
@@ -216,8 +213,7 @@ class StackConfig(BaseModel):
     overlay_encryption: bool = True
     # Seconds Swarm waits before restarting a task that exited (its restart policy's delay).
     restart_delay_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
-    # Each service's reservation as a share of its limits: what the scheduler counts a node's room
-    # by. Every task must fit the nodes' CPUs and memory at once, rollouts' extra tasks included.
+    # Each service's reservation as a share of its limits (docs/swarm.md).
     reservation_percent: Annotated[int, Field(ge=0, le=100)] = 25
     # Proxy tasks. Host-published, a node runs one at most: as many as nodes lets a client use
     # any node's address (the three-node rehearsal runs three).
