@@ -11,9 +11,11 @@
      straight to the API copies (one `wrk -t1` per copy, the 32 connections split between them, on
      their addresses on the stack's bridge network): what the proxy costs;
    - GET /task/{id}: `wrk -t2 -c32 -d10s` on one finished job, the same two ways;
-   - drain: the workers stopped, K jobs enqueued through the API by 16 client threads, the workers
-     started; (K-1) / (finish of the K-th job - finish of the 1st), so worker start-up is not
-     counted (the tutorial times its results in Redis, we read `finished_at`);
+   - drain: the workers stopped, K jobs enqueued through the API by 16 client threads, one worker
+     container started (every worker runs at the tutorial's concurrency in the bench, so that is
+     the tutorial's worker); (K-1) / (finish of the K-th job - finish of the 1st), so worker
+     start-up is not counted (the tutorial times its results in Redis, we read `finished_at`);
+     then the same with all of the stack's workers, a separate figure;
    - enqueue -> succeeded at light load: 20 POSTs a second for 10 s on idle workers, the p50 and
      p99 of `finished_at - created_at`.
 3. What monitoring and archiving cost, on the prod stack: POST, GET and drain (through the proxy)
@@ -57,6 +59,8 @@ TUTORIAL_BENCH = REPO.parent / "shared" / "tutorial-bench"
 POST_LUA = TUTORIAL_BENCH / "post.lua"
 APP_ENV = ["JOB_WORK_SECONDS=0"]
 DRAIN_JOBS = int(os.environ.get("K", "3000"))
+# The tutorial's one worker container runs `celery worker --concurrency=4`.
+TUTORIAL_WORKER_CONCURRENCY = 4
 ENQUEUE_THREADS = 16
 STEADY_RATE = 20
 STEADY_SECONDS = 10
@@ -131,6 +135,9 @@ class Stack:
         log(f"up {self.name}")
         config = {key: str(value) for key, value in PORTS[self.ports_key].items()}
         config["appEnv"] = json.dumps(APP_ENV)
+        # Every worker at the tutorial's concurrency, so that one worker container is the
+        # tutorial's worker (the comparison's drain); dev's own is 2.
+        config["workerConcurrency"] = str(TUTORIAL_WORKER_CONCURRENCY)
         config.update(self.overrides)
         self.deployer.up(config)
         self.wait_ready()
@@ -323,14 +330,19 @@ def enqueue(api_url: str, count: int, headers: dict[str, str]) -> None:
         raise RuntimeError(f"{refused} of {count} POSTs were not accepted")
 
 
-def bench_drain(stack: Stack, jobs: int = DRAIN_JOBS) -> dict[str, Any]:
+def bench_drain(
+    stack: Stack, jobs: int = DRAIN_JOBS, *, one_worker: bool = False
+) -> dict[str, Any]:
+    """`one_worker`: only the first worker container drains (at TUTORIAL_WORKER_CONCURRENCY, the
+    tutorial's own worker); otherwise all of the stack's."""
     settle(stack)
     workers = stack.containers("worker")
     for worker in workers:
         worker.stop(timeout=60)
-    log(f"drain: {jobs} jobs enqueued with the workers stopped, then the workers started")
+    draining = workers[:1] if one_worker else workers
+    log(f"drain: {jobs} jobs enqueued with the workers stopped, then {len(draining)} started")
     enqueue(stack.api_url, jobs, stack.headers)
-    for worker in workers:
+    for worker in draining:
         worker.start()
     query = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
     wait_until(stack, query, jobs, 900)
@@ -338,7 +350,10 @@ def bench_drain(stack: Stack, jobs: int = DRAIN_JOBS) -> dict[str, Any]:
         stack.sql("SELECT extract(epoch FROM max(finished_at) - min(finished_at)) FROM jobs")
     )
     rows = stack.sql("SELECT count(*) FROM jobs WHERE result IS NOT NULL")
+    for worker in workers[len(draining) :]:
+        worker.start()
     return {
+        "workers": len(draining),
         "jobs": jobs,
         "seconds_first_to_last_result": round(seconds, 3),
         "jobs_per_second": round((jobs - 1) / seconds, 1),
@@ -469,7 +484,9 @@ def measure(kind: str) -> dict[str, Any]:
             **stack.shape(),
             "post": bench_post(stack),
             "get": bench_get(stack),
-            "drain": bench_drain(stack),
+            # The comparison's drain: one worker container at the tutorial's concurrency.
+            "drain": bench_drain(stack, one_worker=True),
+            "drain_own_workers": bench_drain(stack),
             "latency": bench_latency(stack),
         }
         measured["resources_after_load"] = resources(stack, up_at)
@@ -539,7 +556,10 @@ def table(results: dict[str, Any]) -> str:
     labels = {
         "post": ("POST /process (req/s)", tutorial["post_rps"]),
         "get": ("GET /task/{id} (req/s)", tutorial["get_rps"]),
-        "drain": (f"drain of {DRAIN_JOBS:,} (jobs/s)", tutorial["drain_jobs_per_s"]),
+        "drain": (
+            f"drain of {DRAIN_JOBS:,}, 1 worker x {TUTORIAL_WORKER_CONCURRENCY} each (jobs/s)",
+            tutorial["drain_jobs_per_s"],
+        ),
     }
     for key, (label, theirs) in labels.items():
         cells = "".join(
@@ -554,6 +574,12 @@ def table(results: dict[str, Any]) -> str:
         for kind in kinds
     )
     rows.append(f"| enqueue -> succeeded, 20 req/s | - |{latency}")
+    own = ""
+    for kind in kinds:
+        rate = results[kind]["drain_own_workers"]["jobs_per_second"]
+        shape = f"{results[kind]['worker_containers']} x {results[kind]['worker_concurrency']}"
+        own += f" {rate:,.0f} ({shape}) | {rate / tutorial['drain_jobs_per_s']:.2f}x |"
+    rows.append(f"| drain, the stack's own workers (jobs/s) | - |{own}")
     for key, label in (("post", "POST"), ("get", "GET")):
         direct = "".join(
             f" {results[kind][key]['direct']['requests_per_second']:,.0f} without the proxy | "
