@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 import docker
@@ -20,6 +23,8 @@ import httpx
 from app.worker import liveness
 from deploy import Deployed, Deployer
 from deploy.base import ARTIFACTS as ARTIFACTS  # the suites write their reports there too
+from infra.spec import LABEL_ROLE, SECRETS_DIR
+from infra.targets.docker_secrets import SECRETS_ROLE_SUFFIX
 from rehearsal.stack_config import read_rehearsal_secrets
 
 # A worker's log line for a finished job (Celery's own format); group 1 is the job id.
@@ -135,6 +140,29 @@ class DeployedStack:
 
     def all_containers(self) -> list[docker.models.containers.Container]:
         return self.deployer.containers()
+
+    def role_containers(self) -> list[docker.models.containers.Container]:
+        """The containers that run a role: without the never-started ones that only hold a
+        copy's secret files (infra/targets/docker_secrets.py)."""
+        return [
+            container
+            for container in self.all_containers()
+            if not container.labels.get(LABEL_ROLE, "").endswith(SECRETS_ROLE_SUFFIX)
+        ]
+
+    def secret_files(self, name: str) -> dict[str, str]:
+        """The credentials container `name` reads, by file name: its SECRETS_DIR, read through the
+        engine's archive API (no shell needed in the image; a stopped container too)."""
+        try:
+            stream, _ = self.container(name).get_archive(SECRETS_DIR)
+        except docker.errors.NotFound:
+            return {}
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            return {
+                PurePosixPath(member.name).name: archive.extractfile(member).read().decode()  # type: ignore[union-attr]
+                for member in archive.getmembers()
+                if member.isfile()
+            }
 
     def data_container(self, role: str) -> docker.models.containers.Container:
         """The container of `postgres` or `redis` (one of each)."""

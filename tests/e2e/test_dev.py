@@ -294,8 +294,7 @@ def test_a_failed_migration_runs_again_once_its_cause_is_fixed(dev_stack: Deploy
     # Back to a good stack after the previous test.
     dev_stack.up()
     (migrate,) = dev_stack.names("migrate")
-    env = dev_stack.container(migrate).attrs["Config"]["Env"]
-    (url,) = [e.split("=", 1)[1] for e in env if e.startswith("ADMIN_DATABASE_URL=")]
+    url = dev_stack.secret_files(migrate)["admin_database_url"]
     password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
     gated_before = {c.name: c.id for c in dev_stack.all_containers() if _gated(dev_stack, c.name)}
     # A release (a changed app setting: the migration runs again) while the database refuses the

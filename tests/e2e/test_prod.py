@@ -99,7 +99,8 @@ def _redis_ping_from_api(stack: DeployedStack, url_expression: str) -> tuple[int
 
 def test_redis_refuses_a_client_without_the_password(prod_stack: DeployedStack) -> None:
     # From inside the data network (where Redis is reachable at all): with the app's URL it answers.
-    assert _redis_ping_from_api(prod_stack, "os.environ['REDIS_URL']") == (0, "True\n")
+    own_url = "open('/run/secrets/redis_url').read().strip()"
+    assert _redis_ping_from_api(prod_stack, own_url) == (0, "True\n")
     exit_code, output = _redis_ping_from_api(prod_stack, "'redis://redis:6379/0'")
     assert exit_code != 0
     assert "redis.exceptions.AuthenticationError" in output, output
@@ -220,7 +221,7 @@ def test_the_app_role_is_not_a_superuser_and_owns_only_its_schema(
     ]
     # And the app connects as it (over TCP, with its password: scram-sha-256).
     api = prod_stack.names("api")[0]
-    url = _env(prod_stack, api)["DATABASE_URL"]
+    url = prod_stack.secret_files(api)["database_url"]
     assert url.startswith("postgresql+psycopg://taskstack:")
     assert "taskstack" in _admin_psql(
         prod_stack,
@@ -233,17 +234,24 @@ def test_each_container_holds_only_the_credentials_it_uses(prod_stack: DeployedS
     (migrate,) = prod_stack.names("migrate")
     (flower,) = prod_stack.names("flower")
     (postgres,) = prod_stack.names("postgres")
-    broker = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"}
-    admin_password = _env(prod_stack, postgres)["POSTGRES_PASSWORD"]
-    assert not {"DATABASE_URL", "ADMIN_DATABASE_URL"} & set(_env(prod_stack, flower))
-    assert not broker & set(_env(prod_stack, migrate))
-    assert "ADMIN_DATABASE_URL" in _env(prod_stack, migrate)
-    # The administrator's password: PostgreSQL (initdb) and the migration, nobody else.
-    holders = {
-        container.name
-        for container in prod_stack.all_containers()
-        if any(admin_password in value for value in _env(prod_stack, container.name).values())
-    }
+    broker = {"redis_url", "celery_broker_url", "celery_result_backend"}
+    admin_password = prod_stack.secret_files(postgres)["postgres_password"]
+    assert not {"database_url", "admin_database_url"} & set(prod_stack.secret_files(flower))
+    assert not broker & set(prod_stack.secret_files(migrate))
+    assert "admin_database_url" in prod_stack.secret_files(migrate)
+    # The administrator's password: PostgreSQL (initdb) and the migration, nobody else; and no
+    # credential in any container's environment (`docker inspect` shows it).
+    holders = set()
+    for container in prod_stack.role_containers():
+        held = [
+            *prod_stack.secret_files(container.name).values(),
+            *_env(prod_stack, container.name).values(),
+        ]
+        if any(admin_password in value for value in held):
+            holders.add(container.name)
+        assert not any(
+            admin_password in value for value in _env(prod_stack, container.name).values()
+        )
     assert holders == {postgres, migrate}
 
 
@@ -259,7 +267,7 @@ def test_flower_metrics_need_the_credentials(prod_stack: DeployedStack) -> None:
 
 
 def test_every_container_has_a_process_limit(prod_stack: DeployedStack) -> None:
-    for container in prod_stack.all_containers():
+    for container in prod_stack.role_containers():
         ulimits = container.attrs["HostConfig"]["Ulimits"]
         assert [u["Name"] for u in ulimits] == ["nproc"], container.name
         (limit,) = ulimits
@@ -270,7 +278,12 @@ def test_redis_refuses_writes_before_its_container_limit(prod_stack: DeployedSta
     (redis,) = prod_stack.names("redis")
     container = prod_stack.container(redis)
     code, out = container.exec_run(
-        ["sh", "-c", "redis-cli config get maxmemory; redis-cli config get maxmemory-policy"]
+        [
+            "sh",
+            "-c",
+            'export REDISCLI_AUTH="$(cat /run/secrets/redis_password)"; '
+            "redis-cli config get maxmemory; redis-cli config get maxmemory-policy",
+        ]
     )
     assert code == 0, out
     values = out.decode().split()
