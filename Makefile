@@ -54,7 +54,7 @@ down:  ## pulumi destroy STACK (dev), with the same set-up as up
 e2e: sync  ## fault injection, the rehearsal's own tests, end-to-end tests (DEPLOYER=pulumi: real `pulumi up`)
 	$(UV) run python -m rehearsal check --chromium
 	$(MAKE) --no-print-directory faults
-	$(UV) run pytest tests/rehearsal tests/e2e
+	$(UV) run pytest --durations=15 tests/rehearsal tests/e2e
 
 faults: sync services  ## RELIABILITY.md: faults injected into private servers and real processes
 	$(UV) run pytest tests/faults
@@ -80,7 +80,7 @@ bench: sync  ## ours against the tutorial's stack, same sitting (needs Docker + 
 e2e-swarm: sync  ## the swarm rehearsal (docs/swarm.md): single-node swarm; NODES=3: on 3 nodes, removed after
 	$(UV) run python -m rehearsal check
 ifeq ($(NODES),)
-	$(UV) run pytest tests/e2e_swarm
+	$(UV) run pytest --durations=10 tests/e2e_swarm
 else
 	UV="$(UV)" bash scripts/e2e-swarm-nodes.sh $(NODES)
 endif

@@ -61,5 +61,5 @@ export REHEARSAL_IMAGE_NODES
 "$docker_cli" node update --label-add taskstack.postgres=true swarm-node2 >/dev/null
 "$docker_cli" node update --label-add taskstack.redis=true swarm-node1 >/dev/null
 $UV run python -m rehearsal check
-$UV run pytest tests/e2e_nodes "$@"
+$UV run pytest --durations=10 tests/e2e_nodes "$@"
 echo "e2e-swarm NODES=$count: $(($(date +%s) - started)) s (nodes up to nodes down)" >&2
