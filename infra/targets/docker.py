@@ -32,7 +32,6 @@ from infra.targets.docker_migration import (
     MIGRATION_GATE_LABEL,
     MIGRATION_RUN_LABEL,
     MIGRATION_RUN_OUTPUT,
-    MigrationFailedError,
     migration_run_label,
     own_previous_outputs,
     require_success,
@@ -40,14 +39,6 @@ from infra.targets.docker_migration import (
 from infra.targets.docker_secrets import container_check, container_command, container_env
 
 TYPE_PREFIX = "taskstack:docker"
-__all__ = [
-    "MIGRATION_RUN_LABEL",  # re-exported from docker_migration, with the error below
-    "Containers",
-    "ContainersArgs",
-    "MigrationFailedError",
-    "render",
-    "starts_first",
-]
 
 
 @dataclass(frozen=True)

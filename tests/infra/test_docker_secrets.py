@@ -16,7 +16,7 @@ import pytest
 from infra.config import DEV_ONLY_POSTGRES_PASSWORD
 from infra.spec import app_role_password
 from infra.spec.monitoring import internal_password, web_config
-from infra.targets.docker import MIGRATION_RUN_LABEL
+from infra.targets.docker_migration import MIGRATION_RUN_LABEL
 from infra.targets.docker_secrets import SECRETS_ROLE_SUFFIX, UPLOAD_MODE
 from rehearsal.runner import ProgramRun, Registration, container_env, container_label
 from tests.infra.pulumi_mocks import run_program, without_secrets

@@ -17,7 +17,7 @@ from infra.spec import (
     ROLES,
     app_role_password,
 )
-from infra.targets.docker import MigrationFailedError
+from infra.targets.docker_migration import MigrationFailedError
 from tests.infra.pulumi_mocks import (
     AUTONAME_SUFFIX,
     CONTAINER,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from infra.config import provider_cpus
-from infra.targets.docker import MIGRATION_RUN_LABEL
+from infra.targets.docker_migration import MIGRATION_RUN_LABEL
 from rehearsal.readback import Observed, changed_properties, property_digests, read_back
 from rehearsal.runner import ProgramRun
 from rehearsal.tokens import CONTAINER, SERVICE
