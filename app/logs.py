@@ -237,8 +237,12 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level)
     # uvicorn's loggers (and Celery's) bring handlers of their own: through the root's instead.
+    # One with no handler that does not propagate was silenced on purpose (uvicorn's
+    # `--no-access-log`, which runs before the app is imported) and stays silent.
     for name in (*UVICORN_LOGGERS, "celery", "celery.task", "celery.redirected"):
         logger = logging.getLogger(name)
+        if not logger.handlers and not logger.propagate:
+            continue
         for old in logger.handlers[:]:
             logger.removeHandler(old)
         logger.propagate = True

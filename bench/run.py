@@ -50,6 +50,7 @@ from typing import Any
 
 import httpx
 
+from bench import plot
 from deploy import Deployer, deployer
 from infra.spec.model import MONITORING_ROLES
 
@@ -268,11 +269,24 @@ def wrk_split(urls: list[str], *arguments: str) -> dict[str, Any]:
 
 
 def wait_until(stack: Stack, query: str, expected: int, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while (count := int(stack.sql(query))) < expected:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{query}: {count} of {expected} after {seconds} s")
-        time.sleep(0.2)
+    """Until `query` counts `expected`, polled inside PostgreSQL by one statement (a loop with
+    `pg_sleep`): one `docker exec` per wait, not one per poll, whose start-up would take CPU from
+    the stack being measured."""
+    loop = f"""
+DO $wait$
+DECLARE deadline timestamptz := clock_timestamp() + interval '{seconds} seconds';
+BEGIN
+    WHILE ({query}) < {expected} LOOP
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'after {seconds} s: % of {expected}', ({query});
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$wait$;
+SELECT 'done';
+"""
+    stack.sql(loop)
 
 
 def settle(stack: Stack) -> None:
@@ -497,17 +511,88 @@ def measure(kind: str) -> dict[str, Any]:
         stack.down()
 
 
+TUTORIAL_PROJECT = "tutorialbench"
+TUTORIAL_URL = "http://127.0.0.1:18050"
+# Each result the tutorial's worker stores in Redis (db 1), with the moment it finished.
+TUTORIAL_FINISHED = """
+local done = {}
+for _, key in ipairs(redis.call('KEYS', 'celery-task-meta-*')) do
+    local meta = cjson.decode(redis.call('GET', key))
+    if meta['status'] == 'SUCCESS' then table.insert(done, meta['date_done']) end
+end
+return done
+"""
+
+
 def measure_tutorial() -> dict[str, Any]:
+    """The tutorial's own run (its script, as given), then its drain measured again the way ours
+    is (`tutorial_drain`); the comparison uses the latter, both are kept."""
     log(f"the tutorial's stack: {TUTORIAL_BENCH / 'run'} (about 2 minutes)")
-    completed = subprocess.run(
-        ["bash", str(TUTORIAL_BENCH / "run")],
-        check=True,
-        capture_output=True,
+    try:
+        completed = subprocess.run(
+            ["bash", str(TUTORIAL_BENCH / "run")],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "K": str(DRAIN_JOBS), "KEEP": "1"},
+        )
+        result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        result["drain_its_own_run_jobs_per_s"] = result["drain_jobs_per_s"]
+        result["drain_jobs_per_s"] = tutorial_drain(DRAIN_JOBS)
+        return result
+    finally:
+        subprocess.run(
+            ["docker-compose", "-p", TUTORIAL_PROJECT, "down", "-v"],
+            cwd=TUTORIAL_BENCH / "stack",
+            check=False,
+            capture_output=True,
+        )
+
+
+def tutorial_drain(jobs: int) -> float:
+    """The tutorial's drain as `bench_drain` measures ours: its worker stopped, `jobs` enqueued
+    through its API by ENQUEUE_THREADS threads, the worker started; waited for by one
+    `redis-cli` session (its own run starts a `docker exec` per poll, ten a second, whose CPU the
+    drain shares, where ours waits inside PostgreSQL); rate = (jobs - 1) / (the last result's
+    `date_done` - the first one's), each stamped by the worker as ours are by PostgreSQL."""
+    import docker
+
+    engine = docker.from_env()
+    worker = engine.containers.get(f"{TUTORIAL_PROJECT}_celery-worker_1")
+    redis = engine.containers.get(f"{TUTORIAL_PROJECT}_redis_1")
+    worker.stop(timeout=60)
+    for db in ("0", "1"):
+        redis.exec_run(["redis-cli", "-n", db, "flushdb"])
+    log(f"the tutorial's drain, measured as ours: {jobs} jobs enqueued, its worker started")
+    enqueue(TUTORIAL_URL, jobs, {})
+    worker.start()
+    session = subprocess.Popen(
+        ["docker", "exec", "-i", redis.name, "redis-cli", "-n", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "K": str(DRAIN_JOBS)},
     )
-    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return result
+    assert session.stdin is not None
+    assert session.stdout is not None
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            session.stdin.write("DBSIZE\n")
+            session.stdin.flush()
+            if int(session.stdout.readline()) >= jobs:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the tutorial's drain: fewer than {jobs} results after 900 s")
+            time.sleep(0.2)
+    finally:
+        session.communicate("", timeout=30)
+    while True:  # a result stored STARTED becomes SUCCESS a moment later
+        done = redis.exec_run(["redis-cli", "-n", "1", "--raw", "EVAL", TUTORIAL_FINISHED, "0"])
+        stamps = sorted(datetime.fromisoformat(line) for line in done.output.decode().split())
+        if len(stamps) >= jobs:
+            break
+        time.sleep(0.2)
+    return round((jobs - 1) / (stamps[-1] - stamps[0]).total_seconds(), 1)
 
 
 def machine() -> dict[str, Any]:
@@ -667,6 +752,7 @@ def main() -> int:
         log(f"{kind}: {json.dumps(results[kind])}")
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    log(f"drew {plot.draw(results, RESULTS / 'bench.png')}")
     print(table(results))
     print(costs_table(results))
     log(f"wrote {RESULTS / 'bench.json'}")

@@ -258,3 +258,39 @@ def test_no_secret_in_any_line_and_json_lines_of_one_schema(stack: Stack) -> Non
     assert f"postgresql+psycopg://postgres:***@127.0.0.1:5432/{DATABASE_NAME}" in stack.text(
         "worker"
     )
+
+
+def test_without_the_access_log_a_request_leaves_no_line(tmp_path: Path) -> None:
+    """The API as the program runs it with `apiAccessLog` off (`--no-access-log` and our log
+    config): uvicorn's own lines arrive, no line per request."""
+    port = free_port()
+    log = tmp_path / "api.log"
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    command += ["--workers", "2", "--no-access-log", "--log-config", "app/uvicorn_logging.json"]
+    with log.open("wb") as output:
+        api = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=os.environ | {"LOG_FORMAT": "json"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert api.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        for _ in range(20):
+            assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 200
+    finally:
+        stop_process(api)
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [r for r in records if r["logger"] == "uvicorn.error"], records
+    assert not [r for r in records if r["logger"] == "uvicorn.access"]
+    assert "/jobs" not in log.read_text()
