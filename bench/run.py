@@ -327,8 +327,9 @@ def bench_get(stack: Stack) -> dict[str, Any]:
     return result
 
 
-def enqueue(api_url: str, count: int, headers: dict[str, str]) -> None:
-    """POST /process for item ids 1..count from 16 threads, as the tutorial's run does."""
+def enqueue(api_url: str, count: int, headers: dict[str, str], accepted: int = 202) -> None:
+    """POST /process for item ids 1..count from 16 threads, as the tutorial's run does; each
+    answered `accepted` (ours 202, the tutorial's 200)."""
 
     def post(item: int) -> int:
         request = urllib.request.Request(  # noqa: S310 - our stack
@@ -339,7 +340,7 @@ def enqueue(api_url: str, count: int, headers: dict[str, str]) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(ENQUEUE_THREADS) as pool:
         statuses = list(pool.map(post, range(1, count + 1)))
-    refused = sum(status != 202 for status in statuses)
+    refused = sum(status != accepted for status in statuses)
     if refused:
         raise RuntimeError(f"{refused} of {count} POSTs were not accepted")
 
@@ -528,6 +529,7 @@ def measure_tutorial() -> dict[str, Any]:
     """The tutorial's own run (its script, as given), then its drain measured again the way ours
     is (`tutorial_drain`); the comparison uses the latter, both are kept."""
     log(f"the tutorial's stack: {TUTORIAL_BENCH / 'run'} (about 2 minutes)")
+    tutorial = Tutorial()
     try:
         completed = subprocess.run(
             ["bash", str(TUTORIAL_BENCH / "run")],
@@ -538,60 +540,114 @@ def measure_tutorial() -> dict[str, Any]:
         )
         result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
         result["drain_its_own_run_jobs_per_s"] = result["drain_jobs_per_s"]
-        result["drain_jobs_per_s"] = tutorial_drain(DRAIN_JOBS)
+        result["drain_jobs_per_s"] = tutorial_drain(tutorial, DRAIN_JOBS)
         return result
     finally:
+        tutorial.down()
+
+
+class Tutorial:
+    """The tutorial's compose stack (../shared/tutorial-bench/stack), as its run brings it up."""
+
+    stack_dir = TUTORIAL_BENCH / "stack"
+
+    def compose(self, *args: str) -> None:
+        subprocess.run(
+            ["docker-compose", "-p", TUTORIAL_PROJECT, *args],
+            cwd=self.stack_dir,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "TASK_SLEEP": "0"},
+        )
+
+    def up(self) -> None:
+        """Up with zero-work jobs (what its run does), once its API answers."""
+        self.compose("up", "-d", "--build")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{TUTORIAL_URL}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{TUTORIAL_URL}/health did not answer 200")
+
+    def down(self) -> None:
         subprocess.run(
             ["docker-compose", "-p", TUTORIAL_PROJECT, "down", "-v"],
-            cwd=TUTORIAL_BENCH / "stack",
+            cwd=self.stack_dir,
             check=False,
             capture_output=True,
         )
 
+    def container(self, service: str) -> Any:
+        import docker
 
-def tutorial_drain(jobs: int) -> float:
-    """The tutorial's drain as `bench_drain` measures ours: its worker stopped, `jobs` enqueued
-    through its API by ENQUEUE_THREADS threads, the worker started; waited for by one
-    `redis-cli` session (its own run starts a `docker exec` per poll, ten a second, whose CPU the
-    drain shares, where ours waits inside PostgreSQL); rate = (jobs - 1) / (the last result's
-    `date_done` - the first one's), each stamped by the worker as ours are by PostgreSQL."""
-    import docker
+        return docker.from_env().containers.get(f"{TUTORIAL_PROJECT}_{service}_1")
 
-    engine = docker.from_env()
-    worker = engine.containers.get(f"{TUTORIAL_PROJECT}_celery-worker_1")
-    redis = engine.containers.get(f"{TUTORIAL_PROJECT}_redis_1")
-    worker.stop(timeout=60)
-    for db in ("0", "1"):
-        redis.exec_run(["redis-cli", "-n", db, "flushdb"])
-    log(f"the tutorial's drain, measured as ours: {jobs} jobs enqueued, its worker started")
-    enqueue(TUTORIAL_URL, jobs, {})
-    worker.start()
-    session = subprocess.Popen(
-        ["docker", "exec", "-i", redis.name, "redis-cli", "-n", "1"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert session.stdin is not None
-    assert session.stdout is not None
-    deadline = time.monotonic() + 900
-    try:
-        while True:
-            session.stdin.write("DBSIZE\n")
-            session.stdin.flush()
-            if int(session.stdout.readline()) >= jobs:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the tutorial's drain: fewer than {jobs} results after 900 s")
+    def containers(self) -> dict[str, Any]:
+        """Its running containers by compose service."""
+        import docker
+
+        found = docker.from_env().containers.list(
+            filters={"label": f"com.docker.compose.project={TUTORIAL_PROJECT}"}
+        )
+        return {c.labels["com.docker.compose.service"]: c for c in found}
+
+    def fill(self, jobs: int) -> None:
+        """Its worker stopped, both Redis dbs emptied, `jobs` enqueued through its API."""
+        self.container("celery-worker").stop(timeout=60)
+        for db in ("0", "1"):
+            self.container("redis").exec_run(["redis-cli", "-n", db, "flushdb"])
+        enqueue(TUTORIAL_URL, jobs, {}, accepted=200)
+
+    def wait_results(self, count: int, seconds: float = 900) -> None:
+        """Until `count` results are stored (STARTED or SUCCESS), asked of one `redis-cli`
+        session: its own run starts a `docker exec` per poll, ten a second, whose CPU the drain
+        shares (ours waits inside PostgreSQL: `wait_until`)."""
+        session = subprocess.Popen(
+            ["docker", "exec", "-i", self.container("redis").name, "redis-cli", "-n", "1"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert session.stdin is not None
+        assert session.stdout is not None
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                session.stdin.write("DBSIZE\n")
+                session.stdin.flush()
+                if int(session.stdout.readline()) >= count:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the tutorial: under {count} results after {seconds} s")
+                time.sleep(0.05)
+        finally:
+            session.communicate("", timeout=30)
+
+    def finished_stamps(self, count: int) -> list[datetime]:
+        """The `date_done` of each stored SUCCESS, once there are `count` of them, sorted."""
+        redis = self.container("redis")
+        while True:  # a result stored STARTED becomes SUCCESS a moment later
+            done = redis.exec_run(["redis-cli", "-n", "1", "--raw", "EVAL", TUTORIAL_FINISHED, "0"])
+            stamps = sorted(datetime.fromisoformat(line) for line in done.output.decode().split())
+            if len(stamps) >= count:
+                return stamps
             time.sleep(0.2)
-    finally:
-        session.communicate("", timeout=30)
-    while True:  # a result stored STARTED becomes SUCCESS a moment later
-        done = redis.exec_run(["redis-cli", "-n", "1", "--raw", "EVAL", TUTORIAL_FINISHED, "0"])
-        stamps = sorted(datetime.fromisoformat(line) for line in done.output.decode().split())
-        if len(stamps) >= jobs:
-            break
-        time.sleep(0.2)
+
+
+def tutorial_drain(tutorial: Tutorial, jobs: int) -> float:
+    """The tutorial's drain as `bench_drain` measures ours: its worker stopped, `jobs` enqueued
+    through its API by ENQUEUE_THREADS threads, the worker started, waited for without a
+    `docker exec` per poll (`Tutorial.wait_results`); rate = (jobs - 1) / (the last result's
+    `date_done` - the first one's), each stamped by its worker as ours are by PostgreSQL."""
+    tutorial.fill(jobs)
+    log(f"the tutorial's drain, measured as ours: {jobs} jobs enqueued, its worker started")
+    tutorial.container("celery-worker").start()
+    tutorial.wait_results(jobs)
+    stamps = tutorial.finished_stamps(jobs)
     return round((jobs - 1) / (stamps[-1] - stamps[0]).total_seconds(), 1)
 
 
