@@ -98,6 +98,19 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def wait_answering(url: str, seconds: float = 120) -> None:
+    """Until GET `url` answers 200."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer 200 within {seconds} s")
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
@@ -170,15 +183,7 @@ class Stack:
         self.deployer.down(volumes=True, check=False)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.api_url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{self.api_url}/health/ready did not answer 200")
+        wait_answering(f"{self.api_url}/health/ready")
 
     def containers(self, role: str) -> list[Any]:
         return list(self.deployer.containers(role))
@@ -568,15 +573,7 @@ class Tutorial:
     def up(self) -> None:
         """Up with zero-work jobs (what its run does), once its API answers."""
         self.compose("up", "-d", "--build")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{TUTORIAL_URL}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"{TUTORIAL_URL}/health did not answer 200")
+        wait_answering(f"{TUTORIAL_URL}/health")
 
     def down(self) -> None:
         subprocess.run(

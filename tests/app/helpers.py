@@ -1,5 +1,6 @@
 """Small helpers shared by the app tests."""
 
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +43,23 @@ def wait_for_log_line_sync(log: Path, line: str, seconds: float = SETTLE_SECONDS
     deadline = time.monotonic() + seconds
     while line not in log.read_text():
         assert time.monotonic() < deadline, f"{line!r} not in {log} after {seconds} s"
+        time.sleep(0.1)
+
+
+def wait_for_health(
+    base_url: str, process: "subprocess.Popen[bytes]", log: Path, seconds: float = SETTLE_SECONDS
+) -> None:
+    """Until the API process at `base_url` answers /health; its log in the failure if it exits or
+    does not answer in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.1)
 
 

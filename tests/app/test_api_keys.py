@@ -33,6 +33,7 @@ from app.storage import api_keys, jobs
 from app.storage.db import get_session, get_sync_engine
 from app.storage.models import ANONYMOUS_CLIENT, JobStatus
 from tests.app.environment import REPO_ROOT, free_port, stop_process
+from tests.app.helpers import wait_for_health
 
 pytestmark = pytest.mark.anyio
 
@@ -579,16 +580,7 @@ def test_no_key_nor_its_hash_reaches_a_log_line(tmp_path: Path) -> None:
         )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert api.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_for_health(base, api, log, SETTLE_SECONDS)
         with httpx.Client(base_url=base) as client:
             assert client.get("/jobs", headers=key.header).status_code == 200
             assert (

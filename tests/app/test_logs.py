@@ -34,6 +34,7 @@ from tests.app.environment import (
     claim_empty_redis_db,
     stop_process,
 )
+from tests.app.helpers import wait_for_health
 
 PG_SECRET = f"pgpass-{secrets.token_hex(8)}"
 REDIS_SECRET = f"redispass-{secrets.token_hex(8)}"
@@ -276,16 +277,7 @@ def test_without_the_access_log_a_request_leaves_no_line(tmp_path: Path) -> None
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert api.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_for_health(f"http://127.0.0.1:{port}", api, log)
         for _ in range(20):
             assert httpx.get(f"http://127.0.0.1:{port}/jobs").status_code == 200
     finally:
