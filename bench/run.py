@@ -18,12 +18,16 @@
      then the same with all of the stack's workers, a separate figure;
    - enqueue -> succeeded at light load: 20 POSTs a second for 10 s on idle workers, the p50 and
      p99 of `finished_at - created_at`.
-3. What monitoring and archiving cost, on the prod stack: POST, GET and drain (through the proxy)
-   in three states, measured in turn over AB_ROUNDS rounds, the order rotated each round so that
-   the machine's drift falls on every state: as deployed; with its monitoring containers stopped
-   (what `monitoring: false` changes for the load: the app's instrumentation is the same either
-   way, only the four roles and their scrapes go); and a second prod stack, up beside it, with
-   `backup: false` (no WAL archiving, no backup role). The median of each round's ratio.
+3. What monitoring and archiving cost, on the prod stack, over AB_ROUNDS rounds, each cost the
+   median of the rounds' ratios:
+   - POST and GET through the proxy in three states, the order rotated each round so that the
+     machine's drift falls on every state: as deployed; with its monitoring containers frozen
+     (what `monitoring: false` changes for the load: the app's instrumentation is the same either
+     way, only the four roles and their scrapes go); and a second prod stack, up beside it, with
+     `backup: false` (no WAL archiving, no backup role);
+   - monitoring's drain: one drain with the monitoring containers frozen and thawed every
+     AB_SLICE_SECONDS (`interleaved_drain`), so both sides share each moment of the machine;
+   - archiving's drain: a drain of each of the two stacks, in the round's order.
 4. Prints a table of both and the ratios, and the A/B's; writes `bench/results/bench.json`.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import concurrent.futures
 import json
 import os
@@ -92,6 +97,9 @@ AB_ROUNDS = int(os.environ.get("AB_ROUNDS", "5"))
 # The A/B's drains are longer than the comparison's: a 3,000-job drain lasts a few seconds, and
 # its start (the workers' start-up) weighs on it more than 5 % either way.
 AB_DRAIN_JOBS = int(os.environ.get("AB_DRAIN_JOBS", "10000"))
+# The interleaved drain's slice: long against a switch (four containers frozen or thawed at once),
+# short against the machine's swings.
+AB_SLICE_SECONDS = 2.0
 
 
 def log(message: str) -> None:
@@ -445,18 +453,80 @@ AB_STATES = (DEPLOYED, UNMONITORED, UNARCHIVED)
 AB_COSTS = {"monitoring": UNMONITORED, "archiving": UNARCHIVED}
 
 
-def load(stack: Stack, drain_jobs: int) -> dict[str, float]:
-    """POST, GET of a finished job and a drain, through the proxy."""
+def load(stack: Stack) -> dict[str, float]:
+    """POST, and GET of a finished job, through the proxy."""
     key = header_args(stack.headers)
     post = wrk(*key, "-s", str(POST_LUA), stack.api_url)["requests_per_second"]
     get = wrk(*key, f"{stack.api_url}/task/{finished_job(stack)}")["requests_per_second"]
-    return {"post": post, "get": get, "drain": bench_drain(stack, drain_jobs)["jobs_per_second"]}
+    return {"post": post, "get": get}
+
+
+def set_paused(containers: list[Any], paused: bool) -> None:
+    """Freeze (or thaw) the containers at once: a frozen container takes no CPU, as a stopped one,
+    and thaws without a restart's start-up work."""
+    change = "pause" if paused else "unpause"
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(containers))) as pool:
+        list(pool.map(lambda container: getattr(container, change)(), containers))
+
+
+def thaw(containers: list[Any]) -> None:
+    """Whichever of the containers are frozen, thawed (after an interrupted switch too)."""
+    for container in containers:
+        container.reload()
+        if container.status == "paused":
+            container.unpause()
+
+
+def interleaved_drain(stack: Stack, jobs: int, monitors: list[Any]) -> dict[str, Any]:
+    """One drain with the monitoring containers frozen and thawed in turn, AB_SLICE_SECONDS at a
+    time (on, off, off, on, ...), so both states share the machine's moment; each state's
+    jobs/s is the jobs whose `finished_at` fell in its slices over those slices' time. The first
+    and last slices (workers starting, the tail) and each switch's own moments are not counted."""
+    settle(stack)
+    workers = stack.containers("worker")
+    for worker in workers:
+        worker.stop(timeout=60)
+    log(f"interleaved drain: {jobs} jobs, monitoring on and off every {AB_SLICE_SECONDS} s")
+    enqueue(stack.api_url, jobs, stack.headers)
+    slices: list[tuple[float, float, bool]] = []
+    query = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for worker in workers:
+            worker.start()
+        finished = pool.submit(wait_until, stack, query, jobs, 900)
+        number = 0
+        while not finished.done():
+            monitored = number % 4 in (0, 3)
+            set_paused(monitors, not monitored)
+            begun = time.time()
+            concurrent.futures.wait([finished], timeout=AB_SLICE_SECONDS)
+            slices.append((begun, time.time(), monitored))
+            number += 1
+        finished.result()
+    thaw(monitors)
+    times = sorted(
+        float(line)
+        for line in stack.sql("SELECT extract(epoch FROM finished_at) FROM jobs").split()
+    )
+    counted = slices[1:-1]
+    totals = {True: [0, 0.0], False: [0, 0.0]}
+    for begun, ended, monitored in counted:
+        totals[monitored][0] += bisect.bisect_left(times, ended) - bisect.bisect_left(times, begun)
+        totals[monitored][1] += ended - begun
+    on, off = (totals[True][0] / totals[True][1], totals[False][0] / totals[False][1])
+    return {
+        "jobs": jobs,
+        "slices_counted": len(counted),
+        "seconds_counted": {"on": round(totals[True][1], 2), "off": round(totals[False][1], 2)},
+        "jobs_per_second": {"on": round(on, 1), "off": round(off, 1)},
+    }
 
 
 def costs_ab(stack: Stack) -> dict[str, Any]:
-    """What monitoring and archiving cost the prod stack: each round measures the three
-    AB_STATES in a rotated order; each round's deployed / without ratios and their medians
-    (docs/bench.md, "What monitoring and archiving cost")."""
+    """What monitoring and archiving cost the prod stack: each round measures POST and GET in the
+    three AB_STATES in a rotated order, a drain of each stack, and an interleaved drain for
+    monitoring; each round's deployed / without ratios and their medians (docs/bench.md, "What
+    monitoring and archiving cost")."""
     unarchived = Stack(stack.kind, "unarchived", {"backup": "false"})
     unarchived.down()
     monitors = [container for role in MONITORING_ROLES for container in stack.containers(role)]
@@ -467,25 +537,36 @@ def costs_ab(stack: Stack) -> dict[str, Any]:
             measured: dict[str, dict[str, float]] = {}
             order = AB_STATES[number % 3 :] + AB_STATES[: number % 3]
             for state in order:
-                for container in monitors:
-                    if state == UNMONITORED:
-                        container.stop(timeout=10)
-                    else:
-                        container.start()
+                set_paused(monitors, state == UNMONITORED)
                 log(f"{state}, round {number + 1} of {AB_ROUNDS}")
                 target = unarchived if state == UNARCHIVED else stack
-                measured[state] = load(target, AB_DRAIN_JOBS)
+                measured[state] = load(target)
+            set_paused(monitors, False)
+            # Archiving's drain: each stack in turn, in this round's order.
+            for state in (one for one in order if one != UNMONITORED):
+                target = unarchived if state == UNARCHIVED else stack
+                drained = bench_drain(target, AB_DRAIN_JOBS)["jobs_per_second"]
+                measured[state]["drain"] = drained
+            interleaved = interleaved_drain(stack, AB_DRAIN_JOBS, monitors)
             ratios = {
                 cost: {
                     key: round(measured[DEPLOYED][key] / measured[without][key], 3)
-                    for key in measured[DEPLOYED]
+                    for key in measured[without]
                 }
                 for cost, without in AB_COSTS.items()
             }
-            rounds.append({"order": list(order), **measured, "deployed_over_without": ratios})
+            speeds = interleaved["jobs_per_second"]
+            ratios["monitoring"]["drain"] = round(speeds["on"] / speeds["off"], 3)
+            rounds.append(
+                {
+                    "order": list(order),
+                    **measured,
+                    "interleaved_drain": interleaved,
+                    "deployed_over_without": ratios,
+                }
+            )
     finally:
-        for container in monitors:
-            container.start()
+        thaw(monitors)
         unarchived.down()
     medians = {
         cost: {
