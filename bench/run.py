@@ -18,16 +18,14 @@
      then the same with all of the stack's workers, a separate figure;
    - enqueue -> succeeded at light load: 20 POSTs a second for 10 s on idle workers, the p50 and
      p99 of `finished_at - created_at`.
-3. What monitoring and archiving cost, on the prod stack, over AB_ROUNDS rounds, each cost the
-   median of the rounds' ratios:
-   - POST and GET through the proxy in three states, the order rotated each round so that the
-     machine's drift falls on every state: as deployed; with its monitoring containers frozen
-     (what `monitoring: false` changes for the load: the app's instrumentation is the same either
-     way, only the four roles and their scrapes go); and a second prod stack, up beside it, with
-     `backup: false` (no WAL archiving, no backup role);
-   - monitoring's drain: one drain with the monitoring containers frozen and thawed every
-     AB_SLICE_SECONDS (`interleaved_drain`), so both sides share each moment of the machine;
-   - archiving's drain: a drain of each of the two stacks, in the round's order.
+3. What monitoring and archiving cost, on the prod stack, over AB_ROUNDS rounds, each the median
+   of the rounds' on / off ratios. Each thing is switched off and on every AB_SLICE_SECONDS within
+   one load (`interleaved`), so both sides share each moment of the machine: monitoring by
+   freezing its four containers (what `monitoring: false` changes for the load: the app's
+   instrumentation is the same either way), archiving by stopping PostgreSQL's archiver and
+   freezing the backup role. POST (`wrk -d20s`, counted by the rows created in each slice) and a
+   10,000-job drain (counted by `finished_at`) for both; GET for monitoring, a wrk run with it off
+   and one with it on.
 4. Prints a table of both and the ratios, and the A/B's; writes `bench/results/bench.json`.
 """
 
@@ -37,22 +35,26 @@ import argparse
 import asyncio
 import bisect
 import concurrent.futures
+import contextlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import docker.errors
 import httpx
 
 from bench import plot
@@ -85,20 +87,14 @@ PORTS = {
         "prometheusPort": 18490,
         "alertmanagerPort": 18493,
     },
-    # The A/B's prod stack without WAL archiving, up beside the other.
-    "prod-unarchived": {
-        "apiPort": 18500,
-        "flowerPort": 16055,
-        "prometheusPort": 18590,
-        "alertmanagerPort": 18593,
-    },
 }
 AB_ROUNDS = int(os.environ.get("AB_ROUNDS", "5"))
-# The A/B's drains are longer than the comparison's: a 3,000-job drain lasts a few seconds, and
-# its start (the workers' start-up) weighs on it more than 5 % either way.
+# The A/B's loads are longer than the comparison's, so that a run holds many slices: a 10,000-job
+# drain, a 20-second POST run.
 AB_DRAIN_JOBS = int(os.environ.get("AB_DRAIN_JOBS", "10000"))
-# The interleaved drain's slice: long against a switch (four containers frozen or thawed at once),
-# short against the machine's swings.
+AB_POST_SECONDS = 20
+# How long each side lasts within one load: long against a switch (containers frozen or thawed,
+# processes signalled), short against the machine's swings.
 AB_SLICE_SECONDS = 2.0
 
 
@@ -445,139 +441,153 @@ def resources(stack: Stack, up_at: float) -> dict[str, Any]:
     return {"seconds_since_up": round(time.monotonic() - up_at, 1), "containers": per_container}
 
 
-# The A/B's states: the prod stack as deployed, without its monitoring, and the stack beside it
-# without WAL archiving.
-DEPLOYED, UNMONITORED, UNARCHIVED = "deployed", "monitoring off", "archiving off"
-AB_STATES = (DEPLOYED, UNMONITORED, UNARCHIVED)
-# Each cost is the deployed stack over the state without the thing: below 1, the thing costs.
-AB_COSTS = {"monitoring": UNMONITORED, "archiving": UNARCHIVED}
-
-
-def load(stack: Stack) -> dict[str, float]:
-    """POST, and GET of a finished job, through the proxy."""
-    key = header_args(stack.headers)
-    post = wrk(*key, "-s", str(POST_LUA), stack.api_url)["requests_per_second"]
-    get = wrk(*key, f"{stack.api_url}/task/{finished_job(stack)}")["requests_per_second"]
-    return {"post": post, "get": get}
-
-
 def set_paused(containers: list[Any], paused: bool) -> None:
     """Freeze (or thaw) the containers at once: a frozen container takes no CPU, as a stopped one,
     and thaws without a restart's start-up work."""
-    change = "pause" if paused else "unpause"
+
+    def change(container: Any) -> None:
+        try:
+            container.pause() if paused else container.unpause()
+        except docker.errors.APIError as error:
+            # "is already paused" / "is not paused": already as asked.
+            if "paused" not in str(error.explanation):
+                raise
+
     with concurrent.futures.ThreadPoolExecutor(max(1, len(containers))) as pool:
-        list(pool.map(lambda container: getattr(container, change)(), containers))
+        list(pool.map(change, containers))
 
 
-def thaw(containers: list[Any]) -> None:
-    """Whichever of the containers are frozen, thawed (after an interrupted switch too)."""
-    for container in containers:
-        container.reload()
-        if container.status == "paused":
-            container.unpause()
+def monitoring_switch(stack: Stack) -> Callable[[bool], None]:
+    """Monitoring on or off: its four containers thawed or frozen."""
+    monitors = [container for role in MONITORING_ROLES for container in stack.containers(role)]
+    return lambda on: set_paused(monitors, not on)
 
 
-def interleaved_drain(stack: Stack, jobs: int, monitors: list[Any]) -> dict[str, Any]:
-    """One drain with the monitoring containers frozen and thawed in turn, AB_SLICE_SECONDS at a
-    time (on, off, off, on, ...), so both states share the machine's moment; each state's
-    jobs/s is the jobs whose `finished_at` fell in its slices over those slices' time. The first
-    and last slices (workers starting, the tail) and each switch's own moments are not counted."""
+def archiving_switch(stack: Stack) -> Callable[[bool], None]:
+    """Archiving on or off: PostgreSQL's archiver (and any `pgbackrest archive-push` it runs)
+    continued or stopped by signal, the backup role thawed or frozen. The segments held back while
+    off are pushed in the next slice on, so the cost measured is, if anything, too high."""
+    (postgres,) = stack.containers("postgres")
+    backups = stack.containers("backup")
+
+    def switch(on: bool) -> None:
+        set_paused(backups, not on)
+        for process in postgres.top(ps_args="-eo pid,args")["Processes"]:
+            pid, command = int(process[0]), " ".join(process[1:])
+            if "archiver" in command or "pgbackrest" in command:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT if on else signal.SIGSTOP)
+
+    return switch
+
+
+def interleaved(
+    stack: Stack,
+    switch: Callable[[bool], None],
+    load: Callable[[], Any],
+    column: Literal["created_at", "finished_at"],
+) -> dict[str, Any]:
+    """`load` run once, the thing `switch` turns on and off every AB_SLICE_SECONDS meanwhile (on,
+    off, off, on, ...), so that both sides share each moment of the machine. Each side's rate is
+    the jobs whose `column` (created_at for POSTs, finished_at for a drain) fell in its slices over
+    those slices' time; the first and last slices (start-up, the tail) and the switches' own
+    moments are not counted."""
+    slices: list[tuple[float, float, bool]] = []
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(load)
+            number = 0
+            while not running.done():
+                on = number % 4 in (0, 3)
+                switch(on)
+                begun = time.time()
+                concurrent.futures.wait([running], timeout=AB_SLICE_SECONDS)
+                slices.append((begun, time.time(), on))
+                number += 1
+            running.result()
+    finally:
+        switch(True)
+    moments = f"SELECT extract(epoch FROM {column}) FROM jobs"  # noqa: S608 - our own column
+    times = sorted(float(line) for line in stack.sql(moments).split())
+    counted = slices[1:-1]
+    totals = {True: [0, 0.0], False: [0, 0.0]}
+    for begun, ended, on in counted:
+        totals[on][0] += bisect.bisect_left(times, ended) - bisect.bisect_left(times, begun)
+        totals[on][1] += ended - begun
+    rates = {side: totals[side][0] / totals[side][1] for side in (True, False)}
+    return {
+        "slices_counted": len(counted),
+        "seconds_counted": {"on": round(totals[True][1], 2), "off": round(totals[False][1], 2)},
+        "jobs_per_second": {"on": round(rates[True], 1), "off": round(rates[False], 1)},
+        "on_over_off": round(rates[True] / rates[False], 3),
+    }
+
+
+def interleaved_post(stack: Stack, switch: Callable[[bool], None]) -> dict[str, Any]:
+    """POST through the proxy (`wrk -d AB_POST_SECONDS`), counted by the rows it created."""
+    settle(stack)
+    command = ["wrk", "-t2", "-c32", f"-d{AB_POST_SECONDS}s"]
+    arguments = [*header_args(stack.headers), "-s", str(POST_LUA), stack.api_url]
+    return interleaved(stack, switch, lambda: wrk_with(command, *arguments), "created_at")
+
+
+def interleaved_drain(stack: Stack, switch: Callable[[bool], None]) -> dict[str, Any]:
+    """AB_DRAIN_JOBS enqueued with the workers stopped, then all of them started."""
     settle(stack)
     workers = stack.containers("worker")
     for worker in workers:
         worker.stop(timeout=60)
-    log(f"interleaved drain: {jobs} jobs, monitoring on and off every {AB_SLICE_SECONDS} s")
-    enqueue(stack.api_url, jobs, stack.headers)
-    slices: list[tuple[float, float, bool]] = []
+    enqueue(stack.api_url, AB_DRAIN_JOBS, stack.headers)
     query = "SELECT count(*) FROM jobs WHERE status = 'succeeded'"
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+
+    def drain() -> None:
         for worker in workers:
             worker.start()
-        finished = pool.submit(wait_until, stack, query, jobs, 900)
-        number = 0
-        while not finished.done():
-            monitored = number % 4 in (0, 3)
-            set_paused(monitors, not monitored)
-            begun = time.time()
-            concurrent.futures.wait([finished], timeout=AB_SLICE_SECONDS)
-            slices.append((begun, time.time(), monitored))
-            number += 1
-        finished.result()
-    thaw(monitors)
-    times = sorted(
-        float(line)
-        for line in stack.sql("SELECT extract(epoch FROM finished_at) FROM jobs").split()
-    )
-    counted = slices[1:-1]
-    totals = {True: [0, 0.0], False: [0, 0.0]}
-    for begun, ended, monitored in counted:
-        totals[monitored][0] += bisect.bisect_left(times, ended) - bisect.bisect_left(times, begun)
-        totals[monitored][1] += ended - begun
-    on, off = (totals[True][0] / totals[True][1], totals[False][0] / totals[False][1])
-    return {
-        "jobs": jobs,
-        "slices_counted": len(counted),
-        "seconds_counted": {"on": round(totals[True][1], 2), "off": round(totals[False][1], 2)},
-        "jobs_per_second": {"on": round(on, 1), "off": round(off, 1)},
-    }
+        wait_until(stack, query, AB_DRAIN_JOBS, 900)
+
+    return interleaved(stack, switch, drain, "finished_at")
+
+
+def _on_over_off(measured: dict[str, Any]) -> float:
+    if "on_over_off" in measured:  # an interleaved run's own
+        return float(measured["on_over_off"])
+    return round(float(measured["on"]) / float(measured["off"]), 3)
 
 
 def costs_ab(stack: Stack) -> dict[str, Any]:
-    """What monitoring and archiving cost the prod stack: each round measures POST and GET in the
-    three AB_STATES in a rotated order, a drain of each stack, and an interleaved drain for
-    monitoring; each round's deployed / without ratios and their medians (docs/bench.md, "What
-    monitoring and archiving cost")."""
-    unarchived = Stack(stack.kind, "unarchived", {"backup": "false"})
-    unarchived.down()
-    monitors = [container for role in MONITORING_ROLES for container in stack.containers(role)]
+    """What monitoring and archiving cost the prod stack, each on and off in turn within one load
+    (`interleaved`), over AB_ROUNDS rounds: POST and a drain for both; GET for monitoring, a run
+    with monitoring frozen and one without in an order alternated each round. Each round's on /
+    off ratios and their medians (docs/bench.md, "What monitoring and archiving cost")."""
+    switches = {"monitoring": monitoring_switch(stack), "archiving": archiving_switch(stack)}
     rounds: list[dict[str, Any]] = []
-    try:
-        unarchived.up()
-        for number in range(AB_ROUNDS):
-            measured: dict[str, dict[str, float]] = {}
-            order = AB_STATES[number % 3 :] + AB_STATES[: number % 3]
-            for state in order:
-                set_paused(monitors, state == UNMONITORED)
-                log(f"{state}, round {number + 1} of {AB_ROUNDS}")
-                target = unarchived if state == UNARCHIVED else stack
-                measured[state] = load(target)
-            set_paused(monitors, False)
-            # Archiving's drain: each stack in turn, in this round's order.
-            for state in (one for one in order if one != UNMONITORED):
-                target = unarchived if state == UNARCHIVED else stack
-                drained = bench_drain(target, AB_DRAIN_JOBS)["jobs_per_second"]
-                measured[state]["drain"] = drained
-            interleaved = interleaved_drain(stack, AB_DRAIN_JOBS, monitors)
-            ratios = {
-                cost: {
-                    key: round(measured[DEPLOYED][key] / measured[without][key], 3)
-                    for key in measured[without]
-                }
-                for cost, without in AB_COSTS.items()
-            }
-            speeds = interleaved["jobs_per_second"]
-            ratios["monitoring"]["drain"] = round(speeds["on"] / speeds["off"], 3)
-            rounds.append(
-                {
-                    "order": list(order),
-                    **measured,
-                    "interleaved_drain": interleaved,
-                    "deployed_over_without": ratios,
-                }
-            )
-    finally:
-        thaw(monitors)
-        unarchived.down()
+    for number in range(AB_ROUNDS):
+        log(f"costs A/B, round {number + 1} of {AB_ROUNDS}")
+        measured: dict[str, dict[str, Any]] = {cost: {} for cost in switches}
+        get: dict[bool, float] = {}
+        url = f"{stack.api_url}/task/{finished_job(stack)}"
+        for on in (True, False) if number % 2 == 0 else (False, True):
+            switches["monitoring"](on)
+            get[on] = wrk(*header_args(stack.headers), url)["requests_per_second"]
+        switches["monitoring"](True)
+        measured["monitoring"]["get"] = {"on": get[True], "off": get[False]}
+        for cost, switch in switches.items():
+            log(f"{cost} on and off: POST, then a drain of {AB_DRAIN_JOBS:,}")
+            measured[cost]["post"] = interleaved_post(stack, switch)
+            measured[cost]["drain"] = interleaved_drain(stack, switch)
+        ratios = {
+            cost: {key: _on_over_off(one) for key, one in sides.items()}
+            for cost, sides in measured.items()
+        }
+        rounds.append({**measured, "on_over_off": ratios})
     medians = {
         cost: {
-            key: round(
-                statistics.median(one["deployed_over_without"][cost][key] for one in rounds), 3
-            )
-            for key in ("post", "get", "drain")
+            key: round(statistics.median(one["on_over_off"][cost][key] for one in rounds), 3)
+            for key in rounds[0]["on_over_off"][cost]
         }
-        for cost in AB_COSTS
+        for cost in switches
     }
-    return {"rounds": rounds, "median_deployed_over_without": medians}
+    return {"rounds": rounds, "median_on_over_off": medians}
 
 
 def measure(kind: str) -> dict[str, Any]:
@@ -830,25 +840,19 @@ AB_BOUNDS = {
 
 
 def costs_table(results: dict[str, Any]) -> str:
-    """The prod stack against itself without its monitoring, and without archiving."""
+    """What monitoring and archiving cost the prod stack: each round's on / off and the median."""
     if "costs_ab" not in results.get("prod", {}):
         return ""
     ab = results["prod"]["costs_ab"]
     rounds = " | ".join(f"round {number}" for number in range(1, len(ab["rounds"]) + 1))
-    rows = [f"| deployed / without | {rounds} | median | bound |"]
+    rows = [f"| on / off | {rounds} | median | bound |"]
     rows.append("|---" * (len(ab["rounds"]) + 3) + "|")
+    labels = {"post": "POST /process", "get": "GET /task/{id}", "drain": "drain"}
     for cost, bounds in AB_BOUNDS.items():
-        for key, label in (
-            ("post", "POST /process"),
-            ("get", "GET /task/{id}"),
-            ("drain", "drain"),
-        ):
-            cells = " | ".join(
-                f"{one['deployed_over_without'][cost][key]:.3f}" for one in ab["rounds"]
-            )
-            median = ab["median_deployed_over_without"][cost][key]
-            bound = f"within {bounds[key]:.0%}" if key in bounds else "-"
-            rows.append(f"| {cost}: {label} | {cells} | {median:.3f} | {bound} |")
+        for key, bound in bounds.items():
+            cells = " | ".join(f"{one['on_over_off'][cost][key]:.3f}" for one in ab["rounds"])
+            median = ab["median_on_over_off"][cost][key]
+            rows.append(f"| {cost}: {labels[key]} | {cells} | {median:.3f} | within {bound:.0%} |")
     return "\n".join(rows)
 
 
