@@ -33,6 +33,7 @@ _EXAMPLES: Mapping[str, str] = {
     "appImageTag": "v1",
     "postgresNodeLabels": "'[\"taskstack.postgres=true\"]'",
     "redisNodeLabels": "'[\"taskstack.redis=true\"]'",
+    "backupRepositoryNodeLabels": "'[\"taskstack.backup=true\"]'",
     "endpointMode": "dnsrr",
     "publishMode": "host",
     "tlsCertificate": '-- "$(cat fullchain.pem)"',
@@ -41,6 +42,7 @@ _EXAMPLES: Mapping[str, str] = {
     "alertWebhookUrl": "'https://hooks.example.com/alerts'",
     "otlpEndpoint": "http://collector:4318",
     "initialApiKey": '"tsk_$(openssl rand -hex 24)"',
+    "backupRepository": "repository-host",
     "backupRepositoryPath": "/mnt/backups/taskstack",
     "restoreTarget": "2026-12-07T10:00:00+00:00",
 }

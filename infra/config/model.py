@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 from pydantic.alias_generators import to_camel
 
 from app.config import MAX_REQUEST_BODY_BYTES
+from infra.config.backup_rules import backup_rules
 from infra.config.formats import (
     CPUS,
     IDENTIFIER,
@@ -42,9 +43,10 @@ UpdateOrder = Literal["start-first", "stop-first"]
 ProxyAccessLog = Literal["all", "errors", "off"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["json", "text"]
-# Where pgBackRest keeps its repository: a named volume on the engine's host, or a host directory
-# (another disk, a network mount) bound into the database's and the backup role's containers.
-BackupRepository = Literal["volume", "host-path"]
+# Where pgBackRest keeps its repository: a named volume on the engine's host, a host directory
+# (another disk, a network mount) bound into the database's and the backup role's containers, or
+# a repository host: a role of its own that the others reach over TLS, on a swarm on another node.
+BackupRepository = Literal["volume", "host-path", "repository-host"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # App settings (`app.config.Settings` fields, as environment variables) a stack may pass through
@@ -178,6 +180,9 @@ class StackConfig(BaseModel):
     backup: bool = True
     backup_repository: BackupRepository = "volume"
     backup_repository_path: str = ""
+    # swarm, backupRepository repository-host: the node labels the repository host is pinned to
+    # (its volume lives there); a node other than PostgreSQL's.
+    backup_repository_node_labels: tuple[str, ...] = ("taskstack.backup=true",)
     # A segment is closed at most this long after its first commit (archive_timeout) and pushed at
     # once: below 60 s, so that a commit is in the repository within the minute prod promises.
     wal_archive_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 50
@@ -316,7 +321,13 @@ class StackConfig(BaseModel):
         # The form the provider reads back (`cpus` forces a new container: docs/infra.md).
         return read_back
 
-    @field_validator("app_env", "postgres_node_labels", "redis_node_labels", mode="before")
+    @field_validator(
+        "app_env",
+        "postgres_node_labels",
+        "redis_node_labels",
+        "backup_repository_node_labels",
+        mode="before",
+    )
     @classmethod
     def _decode_json_array(cls, value: Any) -> Any:
         # The CLI hands arrays to the program as JSON text.
@@ -327,7 +338,7 @@ class StackConfig(BaseModel):
                 raise ValueError("must be a JSON array of strings") from None
         return value
 
-    @field_validator("postgres_node_labels", "redis_node_labels")
+    @field_validator("postgres_node_labels", "redis_node_labels", "backup_repository_node_labels")
     @classmethod
     def _node_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # The data services keep their volume on one node: an empty list would let Swarm move them
@@ -376,17 +387,7 @@ class StackConfig(BaseModel):
                 "apiReplicas: a prod stack runs 2 API copies at least, so that a deployment "
                 "replaces one while the other answers"
             )
-        if self.backup_repository == "host-path" and not self.backup_repository_path:
-            raise ValueError(
-                "backupRepositoryPath: backupRepository host-path needs the host directory"
-            )
-        if self.restore_target and not self.backup:
-            raise ValueError("restoreTarget: a restore reads the backup repository; set backup")
-        if self.is_prod and self.backup and self.wal_archive_timeout_seconds > 60:
-            # The promise of docs/backup.md: a commit reaches the repository within a minute.
-            raise ValueError(
-                "walArchiveTimeoutSeconds: a prod stack archives WAL within 60 s of a commit"
-            )
+        backup_rules(self)
         if self.endpoint_mode == "dnsrr" and self.publish_mode == "ingress":
             # Swarm rejects the pair: the routing mesh balances over a virtual IP.
             raise ValueError(

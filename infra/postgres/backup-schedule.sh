@@ -5,8 +5,20 @@
 # pgBackRest's own `verify` after each full one. What the repository holds is written to the
 # backup_status table each round: the API's /metrics reads it (docs/observability.md).
 # pgBackRest's settings come from PGBACKREST_* variables; psql's from PGHOST/PGUSER/PGDATABASE.
+# On a repository host (PGBACKREST_TLS_SERVER_ADDRESS set) it also runs pgBackRest's TLS server,
+# which PostgreSQL pushes WAL to, and reaches PostgreSQL over the network with the password in
+# PGPASSWORD_FILE.
 set -u
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) backup $*"; }
+
+if [ -n "${PGPASSWORD_FILE:-}" ]; then
+    PGPASSWORD=$(cat "$PGPASSWORD_FILE")
+    export PGPASSWORD
+fi
+if [ -n "${PGBACKREST_TLS_SERVER_ADDRESS:-}" ]; then
+    # Restarted if it ever exits; the healthcheck pings it.
+    (while :; do pgbackrest server; log "TLS server exited; restarting"; sleep 1; done) &
+fi
 
 until pg_isready -q; do sleep 2; done
 # stanza-create is idempotent: it checks an existing stanza against this cluster.

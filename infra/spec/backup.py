@@ -7,19 +7,37 @@ takes full and differential backups on a schedule, verifies each full one and re
 repository's state for /metrics. `restoreTarget` makes the server's first start on an empty volume
 a restore from the repository.
 
-pgBackRest reads every option from PGBACKREST_* variables: no configuration file to mount, and the
-same variables in both containers.
+With `backupRepository: repository-host` the repository lives in a role of its own, `repository`
+(on a swarm, pinned to another node than the database), which runs pgBackRest's TLS server and
+the schedule: PostgreSQL pushes WAL to it and restores from it, and it takes the backups through
+the `backup` role, which then only serves the database's files (pgBackRest's TLS server beside
+PostgreSQL). Their certificates are infra/spec/backup_tls.py's.
+
+pgBackRest reads every option from PGBACKREST_* variables: no configuration file to mount.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pulumi
+
 from infra.config import StackConfig
-from infra.spec.connections import POSTGRES_ADMIN_USER
-from infra.spec.model import BindMount, Limits, NetworkAttachment, Service, VolumeMount
-from infra.spec.shared import DATA_MAX_PROCESSES, DATA_USER, PRIVATE_TMP, Shared
+from infra.spec.backup_tls import tls_files
+from infra.spec.connections import POSTGRES_ADMIN_USER, POSTGRES_ALIAS, POSTGRES_PORT
+from infra.spec.model import (
+    BindMount,
+    FileSecrets,
+    HealthCheck,
+    Limits,
+    NetworkAttachment,
+    SecretKey,
+    Service,
+    VolumeMount,
+)
+from infra.spec.shared import DATA_MAX_PROCESSES, DATA_USER, PRIVATE_TMP, SECRETS_DIR, Shared
 
 # The stanza: pgBackRest's name for this cluster in its repository.
 STANZA = "taskstack"
@@ -30,12 +48,52 @@ REPOSITORY_DIR = "/var/lib/pgbackrest"
 IMAGE_CONTEXT = Path(__file__).resolve().parent.parent / "postgres"
 BACKUP_LIMITS = Limits(256, "0.5")
 
+# The repository host's and the database-side server's names on the data network: what each
+# TLS client dials, and the name its certificate carries.
+REPOSITORY_ALIAS = "repository"
+AGENT_ALIAS = "backup"
+# pgBackRest's TLS certificate files, the same names in every role that has them (each role its
+# own certificate). The key is copied to the private /tmp before use (with-tls-key.sh): pgBackRest
+# refuses a key that group or others may read, which a mounted secret file may be.
+TLS_CA_FILE = f"{SECRETS_DIR}/pgbackrest-ca.crt"
+TLS_CERT_FILE = f"{SECRETS_DIR}/pgbackrest.crt"
+TLS_KEY_SOURCE = f"{SECRETS_DIR}/pgbackrest.key"
+TLS_KEY_FILE = "/tmp/pgbackrest-tls.key"  # noqa: S108 - the private tmpfs
+TLS_SECRETS: Mapping[str, Mapping[str, SecretKey]] = {
+    POSTGRES_ALIAS: {
+        "pgbackrest-ca.crt": "pgbackrest_ca",
+        "pgbackrest.crt": "pgbackrest_postgres_certificate",
+        "pgbackrest.key": "pgbackrest_postgres_key",
+    },
+    AGENT_ALIAS: {
+        "pgbackrest-ca.crt": "pgbackrest_ca",
+        "pgbackrest.crt": "pgbackrest_backup_certificate",
+        "pgbackrest.key": "pgbackrest_backup_key",
+    },
+    REPOSITORY_ALIAS: {
+        "pgbackrest-ca.crt": "pgbackrest_ca",
+        "pgbackrest.crt": "pgbackrest_repository_certificate",
+        "pgbackrest.key": "pgbackrest_repository_key",
+    },
+}
+# The TLS servers answer a ping without a certificate: the healthcheck of both.
+TLS_SERVER_CHECK = HealthCheck(
+    test=("CMD", "pgbackrest", "server-ping", "--tls-server-address=127.0.0.1"),
+    interval="5s",
+    timeout="5s",
+    retries=5,
+    start_period="30s",
+)
+
 
 @dataclass(frozen=True)
 class BackupSettings:
     """What the backup configuration sets (docs/backup.md lists the keys)."""
 
     repository_path: str  # empty: the stack's `backup` volume
+    # The repository in the `repository` role, reached over TLS, pinned to these node labels.
+    repository_host: bool
+    repository_node_labels: tuple[str, ...]
     archive_timeout_seconds: int
     full_interval_hours: int
     diff_interval_hours: int
@@ -50,6 +108,8 @@ class BackupSettings:
         host_path = config.backup_repository == "host-path"
         return cls(
             repository_path=config.backup_repository_path if host_path else "",
+            repository_host=config.backup_repository == "repository-host",
+            repository_node_labels=config.backup_repository_node_labels,
             archive_timeout_seconds=config.wal_archive_timeout_seconds,
             full_interval_hours=config.backup_full_interval_hours,
             diff_interval_hours=config.backup_diff_interval_hours,
@@ -78,17 +138,79 @@ class BackupSettings:
         }
 
     def repository_mounts(self) -> tuple[tuple[VolumeMount, ...], tuple[BindMount, ...]]:
+        """Where the repository is mounted: in every role that uses it, or with a repository
+        host, in that role only (`repository`)."""
         if self.repository_path:
             return (), (BindMount(Path(self.repository_path), REPOSITORY_DIR, read_only=False),)
         return (VolumeMount("backup", REPOSITORY_DIR),), ()
+
+
+def _tls_client(option: str, server: str) -> dict[str, str]:
+    """pgBackRest's options for reaching `server` over TLS: `option` is REPO1_HOST (the
+    repository host) or PG1_HOST (the database's side)."""
+    return {
+        f"PGBACKREST_{option}": server,
+        f"PGBACKREST_{option}_TYPE": "tls",
+        f"PGBACKREST_{option}_CA_FILE": TLS_CA_FILE,
+        f"PGBACKREST_{option}_CERT_FILE": TLS_CERT_FILE,
+        f"PGBACKREST_{option}_KEY_FILE": TLS_KEY_FILE,
+    }
+
+
+def _tls_server(client: str) -> dict[str, str]:
+    """pgBackRest's TLS server, admitting only the certificate named `client`, for our stanza."""
+    return {
+        "PGBACKREST_TLS_SERVER_ADDRESS": "*",
+        "PGBACKREST_TLS_SERVER_CA_FILE": TLS_CA_FILE,
+        "PGBACKREST_TLS_SERVER_CERT_FILE": TLS_CERT_FILE,
+        "PGBACKREST_TLS_SERVER_KEY_FILE": TLS_KEY_FILE,
+        "PGBACKREST_TLS_SERVER_AUTH": f"{client}={STANZA}",
+    }
+
+
+# with-tls-key.sh: the key copied from TLS_KEY_SOURCE to TLS_KEY_FILE, then the command.
+_TLS_KEY_ENV = {"TLS_KEY_SOURCE": TLS_KEY_SOURCE, "TLS_KEY_FILE": TLS_KEY_FILE}
+
+
+def _with_tls(service: Service, alias: str, then: tuple[str, ...]) -> Service:
+    """`service` with the TLS files of `alias`, its key copied before `then` runs (the entrypoint
+    it would have had: the image's, restore-then-start.sh, or its own)."""
+    files = {**service.file_secrets.files, **TLS_SECRETS[alias]}
+    return replace(
+        service,
+        env={**service.env, **_TLS_KEY_ENV},
+        file_secrets=replace(service.file_secrets, files=files),
+        entrypoint=("with-tls-key.sh", *then),
+    )
+
+
+def backup_tls_secrets(password: pulumi.Output[str]) -> dict[SecretKey, pulumi.Output[str]]:
+    """The TLS files of a repository host's roles, derived from the administrator's password."""
+
+    def derived(alias: str, part: str) -> pulumi.Output[str]:
+        return pulumi.Output.secret(
+            password.apply(lambda secret: str(getattr(tls_files(secret, alias), part)))
+        )
+
+    secrets: dict[SecretKey, pulumi.Output[str]] = {
+        "pgbackrest_ca": derived(REPOSITORY_ALIAS, "ca")
+    }
+    for alias, files in TLS_SECRETS.items():
+        secrets[files["pgbackrest.crt"]] = derived(alias, "certificate")
+        secrets[files["pgbackrest.key"]] = derived(alias, "key")
+    return secrets
 
 
 def archiving(postgres: Service, settings: BackupSettings) -> Service:
     """The PostgreSQL role with WAL archiving, its socket on a volume the backup role shares, and
     a restore on first start when `restoreTarget` is set."""
     volumes, binds = settings.repository_mounts()
+    if settings.repository_host:
+        volumes, binds = (), ()
     tmpfs = {path: options for path, options in postgres.tmpfs.items() if path != SOCKET_DIR}
     env = {**postgres.env, **settings.pgbackrest_env()}
+    if settings.repository_host:
+        env |= _tls_client("REPO1_HOST", REPOSITORY_ALIAS)
     service = replace(
         postgres,
         image="postgres-backup",
@@ -106,7 +228,11 @@ def archiving(postgres: Service, settings: BackupSettings) -> Service:
         volumes=(*postgres.volumes, VolumeMount("postgres-run", SOCKET_DIR), *volumes),
         binds=(*postgres.binds, *binds),
         tmpfs=tmpfs,
+        # With a repository host, PostgreSQL's first start may restore from it: it is up first.
+        depends_on=(*postgres.depends_on, *(("repository",) if settings.repository_host else ())),
     )
+    if settings.repository_host:
+        service = _with_tls(service, POSTGRES_ALIAS, ("restore-then-start.sh",))
     if not settings.restore_target:
         return service
     check = postgres.healthcheck
@@ -127,11 +253,12 @@ def archiving(postgres: Service, settings: BackupSettings) -> Service:
 def backup(
     settings: BackupSettings, shared: Shared, db: str, schema: str, node_labels: tuple[str, ...]
 ) -> Service:
-    """The role that takes the backups, beside the database (its data and socket volumes: on a
-    several-node target, pinned to PostgreSQL's `node_labels`). `schema`: the app role's, where
-    the migration made backup_status."""
+    """The role beside the database (its data and socket volumes: on a several-node target,
+    pinned to PostgreSQL's `node_labels`): it takes the backups, or with a repository host it
+    serves the database's files to the host that takes them. `schema`: the app role's, where the
+    migration made backup_status."""
     volumes, binds = settings.repository_mounts()
-    return Service(
+    service = Service(
         role="backup",
         image="postgres-backup",
         command=(),
@@ -141,10 +268,7 @@ def backup(
             "PGHOST": SOCKET_DIR,
             "PGUSER": POSTGRES_ADMIN_USER,
             "PGDATABASE": db,
-            "APP_SCHEMA": schema,
-            "BACKUP_FULL_INTERVAL_HOURS": str(settings.full_interval_hours),
-            "BACKUP_DIFF_INTERVAL_HOURS": str(settings.diff_interval_hours),
-            "BACKUP_CHECK_SECONDS": str(settings.check_seconds),
+            **_schedule_env(settings, schema),
         },
         user=DATA_USER,
         # No peer over the network: PostgreSQL through its socket, the repository on a mount.
@@ -167,6 +291,76 @@ def backup(
         node_labels=node_labels,
         stop_grace_seconds=30,
     )
+    if not settings.repository_host:
+        return service
+    return _with_tls(
+        replace(
+            service,
+            command=("server",),
+            env={**settings.pgbackrest_env(), **_tls_server(REPOSITORY_ALIAS)},
+            # The repository host dials it by this name.
+            networks=(NetworkAttachment("data", (AGENT_ALIAS,)),),
+            volumes=(VolumeMount("postgres", PGDATA), VolumeMount("postgres-run", SOCKET_DIR)),
+            binds=(),
+            healthcheck=TLS_SERVER_CHECK,
+            depends_on=("postgres",),
+        ),
+        AGENT_ALIAS,
+        ("pgbackrest",),
+    )
+
+
+def repository(settings: BackupSettings, shared: Shared, db: str, schema: str) -> Service:
+    """The repository host: the repository on its own volume, on a several-node target pinned to
+    `backupRepositoryNodeLabels` (another node than the database's); pgBackRest's TLS server for
+    PostgreSQL's WAL and restores, and the schedule, whose backups read the database's files
+    through the `backup` role. It reaches PostgreSQL over the network, as the administrator, to
+    record backup_status."""
+    volumes, _ = settings.repository_mounts()
+    return _with_tls(
+        Service(
+            role="repository",
+            image="postgres-backup",
+            command=(),
+            env={
+                **settings.pgbackrest_env(),
+                **_tls_server(POSTGRES_ALIAS),
+                **_tls_client("PG1_HOST", AGENT_ALIAS),
+                "PGHOST": POSTGRES_ALIAS,
+                "PGPORT": str(POSTGRES_PORT),
+                "PGUSER": POSTGRES_ADMIN_USER,
+                "PGDATABASE": db,
+                "PGPASSWORD_FILE": f"{SECRETS_DIR}/postgres_password",
+                **_schedule_env(settings, schema),
+            },
+            user=DATA_USER,
+            networks=(NetworkAttachment("data", (REPOSITORY_ALIAS,)),),
+            hardening=shared.hardening,
+            restart=shared.restart,
+            labels=shared.labels("repository"),
+            healthcheck=TLS_SERVER_CHECK,
+            # PostgreSQL pushes WAL to it from its first start, and may restore from it first.
+            wait_healthy=True,
+            volumes=volumes,
+            tmpfs=PRIVATE_TMP,
+            limits=shared.limits(BACKUP_LIMITS),
+            max_processes=DATA_MAX_PROCESSES,
+            node_labels=settings.repository_node_labels,
+            stop_grace_seconds=30,
+            file_secrets=FileSecrets(files={"postgres_password": "postgres_password"}),
+        ),
+        REPOSITORY_ALIAS,
+        ("backup-schedule.sh",),
+    )
+
+
+def _schedule_env(settings: BackupSettings, schema: str) -> dict[str, str]:
+    return {
+        "APP_SCHEMA": schema,
+        "BACKUP_FULL_INTERVAL_HOURS": str(settings.full_interval_hours),
+        "BACKUP_DIFF_INTERVAL_HOURS": str(settings.diff_interval_hours),
+        "BACKUP_CHECK_SECONDS": str(settings.check_seconds),
+    }
 
 
 def _go_duration(seconds: int) -> str:

@@ -29,6 +29,7 @@ Role = Literal[
     "postgres-exporter",
     "redis-exporter",
     "backup",
+    "repository",
 ]
 ImageKind = Literal[
     "app",
@@ -62,6 +63,13 @@ SecretKey = Literal[
     "redis_url",
     "tls_pem",
     "initial_api_key",
+    "pgbackrest_ca",
+    "pgbackrest_postgres_certificate",
+    "pgbackrest_postgres_key",
+    "pgbackrest_backup_certificate",
+    "pgbackrest_backup_key",
+    "pgbackrest_repository_certificate",
+    "pgbackrest_repository_key",
 ]
 
 ROLES: tuple[Role, ...] = (
@@ -74,8 +82,10 @@ ROLES: tuple[Role, ...] = (
     "flower",
     "proxy",
 )
-# The role of `backup` (docs/backup.md): absent when it is off.
+# The role of `backup` (docs/backup.md): absent when it is off; `repository` as well unless
+# `backupRepository` is repository-host.
 BACKUP_ROLES: tuple[Role, ...] = ("backup",)
+REPOSITORY_ROLES: tuple[Role, ...] = ("repository",)
 APP_ROLES: tuple[Role, ...] = ("migrate", "api", "worker", "beat", "flower")
 # The roles of `monitoring` (docs/observability.md): absent when it is off.
 MONITORING_ROLES: tuple[Role, ...] = (

@@ -19,7 +19,14 @@ from infra.spec.app_roles import (
     migrate,
     worker,
 )
-from infra.spec.backup import IMAGE_CONTEXT, BackupSettings, archiving, backup
+from infra.spec.backup import (
+    IMAGE_CONTEXT,
+    BackupSettings,
+    archiving,
+    backup,
+    backup_tls_secrets,
+    repository,
+)
 from infra.spec.connections import Connections, stack_secrets
 from infra.spec.data import DataSettings, postgres, redis
 from infra.spec.front_door import FrontDoorSettings, front_door, tls_pem
@@ -74,6 +81,9 @@ def _services(
                 database_settings.node_labels,
             ),
         )
+        if backup_settings.repository_host:
+            host = repository(backup_settings, shared, config.postgres_db, config.postgres_user)
+            backups = (host, *backups)
     core = (
         database,
         redis(DataSettings.redis(config), shared, credentials.redis_password),
@@ -197,7 +207,11 @@ def describe_stack(
         "redis-exporter": config.redis_exporter_image,
     }
     # Only what some role uses: a secret store holds nothing else.
-    secrets = {**stack_secrets(credentials, connections, pem), **monitoring_secrets(credentials)}
+    secrets = {
+        **stack_secrets(credentials, connections, pem),
+        **monitoring_secrets(credentials),
+        **backup_tls_secrets(credentials.postgres_password),
+    }
     used: set[SecretKey] = {key for s in services for key in s.file_secrets.files.values()}
     return StackDescription(
         project=PROJECT,

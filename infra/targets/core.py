@@ -52,6 +52,7 @@ ROLE_TYPES: Mapping[Role, str] = {
     "postgres-exporter": "DatabaseExporter",
     "redis-exporter": "CacheExporter",
     "backup": "Backup",
+    "repository": "BackupRepository",
 }
 
 LabelArgs = TypeVar("LabelArgs")

@@ -38,7 +38,7 @@ STACKS: Mapping[str, tuple[str, Mapping[str, str], bool, bool]] = {
     "swarm": ("dev", {"target": "swarm"}, False, False),
     # Beyond the three: the branches a credential or TLS opens.
     "prod-tls": ("prod", {}, True, True),
-    "swarm-prod": ("prod", {"target": "swarm"}, True, False),
+    "swarm-prod": ("prod", {"target": "swarm", "backupRepository": "repository-host"}, True, False),
 }
 # Request fields that name the program's source, not what it registers.
 _SOURCE_FIELDS = ("sourcePosition", "stackTrace", "parentStackTraceHandle")

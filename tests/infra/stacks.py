@@ -84,6 +84,9 @@ def assert_second_run_identical(run: Callable[[ProgramMocks], ProgramRun]) -> No
 
 
 def swarm(stack: str, **overrides: Any) -> ProgramRun:
+    if stack == "prod":
+        # A prod swarm stack keeps its repository on a repository host (docs/backup.md).
+        overrides.setdefault("backupRepository", "repository-host")
     return run_stack(stack, target="swarm", **overrides)
 
 

@@ -44,7 +44,7 @@ def test_every_variable_the_app_containers_get_is_read_by_the_app() -> None:
 
 
 def test_the_secrets_directory_and_the_heartbeat_file_are_the_apps() -> None:
-    run = run_stack("prod", target="swarm")
+    run = run_stack("prod", target="swarm", backupRepository="repository-host")
     specs = {r.name: r.plain["taskSpec"]["containerSpec"] for r in run.of_type(SERVICE)}
     postgres_file = specs["postgres"]["env"]["POSTGRES_PASSWORD_FILE"]
     assert Path(postgres_file).parent == SECRETS_DIR

@@ -45,7 +45,10 @@ ROLE_LABEL = "com.taskstack.role"
 
 def _run(stack: str, target: str = "docker", **secrets: str) -> ProgramRun:
     # Monitoring on in dev too: its consoles' web configuration and the webhook are credentials.
+    # prod with a repository host: its TLS files are credentials too (and a prod swarm needs it).
     config = {**stack_file_config(stack), "target": target, "monitoring": "true"}
+    if stack == "prod":
+        config["backupRepository"] = "repository-host"
     return run_program(config, stack=stack, secrets={**ALL_SECRETS, **secrets})
 
 

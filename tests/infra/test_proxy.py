@@ -218,7 +218,7 @@ def test_tls_from_secrets_on_the_docker_target() -> None:
 
 
 def test_tls_from_a_swarm_secret_file() -> None:
-    run = with_tls(target="swarm")
+    run = with_tls(target="swarm", backupRepository="repository-host")
     spec = run.named("proxy", SERVICE).plain["taskSpec"]["containerSpec"]
     (mount,) = spec["secrets"]
     assert (mount["fileName"], mount["fileUid"], mount["fileMode"]) == ("tls_pem", "99", 0o400)

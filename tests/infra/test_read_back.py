@@ -41,12 +41,23 @@ def _diffs(run: ProgramRun) -> dict[str, list[str]]:
     return diffs
 
 
+HOSTED = {"backupRepository": "repository-host"}
+
+
 @pytest.mark.parametrize(
-    ("stack", "target"),
-    [("dev", "docker"), ("prod", "docker"), ("dev", "swarm"), ("prod", "swarm")],
+    ("stack", "target", "overrides"),
+    [
+        ("dev", "docker", {}),
+        ("prod", "docker", {}),
+        ("prod", "docker", HOSTED),
+        ("dev", "swarm", {}),
+        ("prod", "swarm", HOSTED),
+    ],
 )
-def test_nothing_the_program_sends_is_read_back_differently(stack: str, target: str) -> None:
-    run = run_stack(stack, target=target)
+def test_nothing_the_program_sends_is_read_back_differently(
+    stack: str, target: str, overrides: dict[str, str]
+) -> None:
+    run = run_stack(stack, target=target, **overrides)
     assert any(r.type in (CONTAINER, SERVICE) for r in run.registrations)
     assert _diffs(run) == {}
 

@@ -24,6 +24,7 @@ from infra.spec import (
     BACKUP_ROLES,
     MONITORING_ROLES,
     POSTGRES_ADMIN_USER,
+    REPOSITORY_ROLES,
     ROLES,
     app_role_password,
 )
@@ -124,13 +125,16 @@ def expected(
         (NETWORK, "data-network"),
         (IMAGE, "app-image"),
     }
-    roles = (*ROLES, *(MONITORING_ROLES if monitoring else ()), *(BACKUP_ROLES if backup else ()))
+    backup_roles = (*BACKUP_ROLES, *REPOSITORY_ROLES) if backup else ()
+    roles = (*ROLES, *(MONITORING_ROLES if monitoring else ()), *backup_roles)
     resources |= {(SERVICE, role) for role in roles}
-    # PostgreSQL with pgBackRest, built like the app image (docs/backup.md).
+    # PostgreSQL with pgBackRest, built like the app image, and its repository host (a prod
+    # swarm's: docs/backup.md).
     backups = {
         ("taskstack:swarm:DatabaseImage", "database"),
         (IMAGE, "database-image"),
         ("taskstack:swarm:Backup", "backup"),
+        ("taskstack:swarm:BackupRepository", "repository"),
     }
     return (
         COMPONENTS
@@ -175,6 +179,12 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
                 "monitoring-web-config",
                 "console-password",
                 "redis-exporter-passwords",
+                "pgbackrest-ca",
+                *(
+                    f"pgbackrest-{alias}-{part}"
+                    for alias in ("postgres", "backup", "repository")
+                    for part in ("certificate", "key")
+                ),
             )
         },
         monitoring=True,
@@ -327,8 +337,14 @@ def test_secret_files_are_readable_by_the_service_user_only(prod: ProgramRun) ->
 def test_postgres_reads_its_password_from_a_file(prod: ProgramRun) -> None:
     spec = container_spec(prod, "postgres")
     assert spec["env"][PASSWORD_FILE_VARIABLE] == "/run/secrets/postgres_password"
-    assert mounted_files(prod, "postgres") == {
-        "postgres_password": PROD_SECRETS["postgresPassword"]
+    files = mounted_files(prod, "postgres")
+    assert files["postgres_password"] == PROD_SECRETS["postgresPassword"]
+    # And its TLS files for the repository host (tests/infra/test_backup.py).
+    assert set(files) == {
+        "postgres_password",
+        "pgbackrest-ca.crt",
+        "pgbackrest.crt",
+        "pgbackrest.key",
     }
 
 
@@ -722,7 +738,7 @@ def test_logs_rotate_as_on_the_docker_target(prod: ProgramRun) -> None:
 
 def test_stack_outputs_name_the_services(prod: ProgramRun) -> None:
     outputs = prod.stack_outputs
-    roles = (*ROLES, *MONITORING_ROLES, *BACKUP_ROLES)
+    roles = (*ROLES, *MONITORING_ROLES, *BACKUP_ROLES, *REPOSITORY_ROLES)
     assert outputs["containerNames"] == {role: [f"taskstack-prod-{role}"] for role in roles}
     assert outputs["apiUrl"] == "http://127.0.0.1:8000"
     assert is_secret(outputs["databaseUrl"])

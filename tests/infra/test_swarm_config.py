@@ -8,6 +8,7 @@ import pytest
 
 from infra.config import StackConfig, StackConfigError
 from tests.infra.pulumi_mocks import SERVICE, ProgramMocks, run_program
+from tests.infra.stacks import PROD_SECRETS
 
 
 class CountingMocks(ProgramMocks):
@@ -29,11 +30,36 @@ def failure(config: dict[str, Any]) -> str:
 
 
 def test_swarm_defaults_are_swarms_own() -> None:
-    config = StackConfig.model_validate({"target": "swarm"})
+    config = StackConfig.model_validate({"target": "swarm", "backupRepository": "repository-host"})
     assert (config.endpoint_mode, config.publish_mode) == ("vip", "ingress")
     assert config.api_update_order == "start-first"
     assert config.postgres_node_labels == ("taskstack.postgres=true",)
     assert config.redis_node_labels == ("taskstack.redis=true",)
+    assert config.backup_repository_node_labels == ("taskstack.backup=true",)
+
+
+def prod_failure(config: dict[str, str]) -> str:
+    mocks = CountingMocks()
+    with pytest.raises(StackConfigError) as raised:
+        run_program({"target": "swarm", **config}, stack="prod", mocks=mocks, secrets=PROD_SECRETS)
+    assert mocks.created == [], "resources were declared before the configuration was valid"
+    return str(raised.value)
+
+
+def test_a_prod_swarm_refuses_the_repository_on_the_database_s_node_with_its_fix() -> None:
+    message = prod_failure({})
+    assert "taskstack:backupRepository: a prod swarm stack keeps its repository off" in message
+    assert "fix: pulumi config set taskstack:backupRepository repository-host" in message
+
+
+def test_the_repository_host_may_not_share_the_database_s_node_label() -> None:
+    message = prod_failure(
+        {
+            "backupRepository": "repository-host",
+            "backupRepositoryNodeLabels": '["taskstack.postgres=true"]',
+        }
+    )
+    assert "backupRepositoryNodeLabels: the repository host must be pinned to another" in message
 
 
 def test_dnsrr_with_the_ingress_mesh_is_refused_with_its_fix() -> None:
