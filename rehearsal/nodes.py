@@ -26,6 +26,17 @@ def node_containers() -> list[str]:
     return os.environ.get(IMAGE_NODES_VARIABLE, "").split()
 
 
+def node_running(node: str) -> bool:
+    """Whether the node container runs (a lost node, removed or killed, gets no image: a pull
+    would never reach it either)."""
+    inspected = subprocess.run(
+        [DOCKER_CLI, "-H", LOCAL_ENGINE, "inspect", "--format", "{{.State.Running}}", node],
+        capture_output=True,
+        check=False,
+    )
+    return inspected.stdout.decode().strip() == "true"
+
+
 def node_exec(
     node: str, command: Sequence[str], *, stdin_path: str | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[bytes]:
@@ -51,7 +62,8 @@ def image_id_on(node: str, image: str) -> str:
 def distribute_image(image: str, image_id: str, *, log: Callable[[str], None] = print) -> list[str]:
     """Load `image` (just built on the manager, id `image_id`) into every node that lacks that id,
     in parallel; the nodes it was loaded into."""
-    lacking = [node for node in node_containers() if image_id_on(node, image) != image_id]
+    live = [node for node in node_containers() if node_running(node)]
+    lacking = [node for node in live if image_id_on(node, image) != image_id]
     if not lacking:
         return []
     started = time.monotonic()

@@ -56,10 +56,12 @@ export REHEARSAL_IMAGE_NODES
 # Faster failover, a swarm-level setting the provider has no resource for: applied on a manager
 # (docs/swarm.md, "Heartbeat and rescheduling").
 "$docker_cli" swarm update --dispatcher-heartbeat 1s >/dev/null
-# Where PostgreSQL and Redis live (their volumes are node-local): node2 and node1, the manager;
-# node3 carries neither, the node the node-loss tests lose first.
+# Where PostgreSQL, Redis and the backup repository live (their volumes are node-local): node2,
+# and node1 (the manager) for both others; node3 carries none, the node the node-loss tests lose
+# first, and the one PostgreSQL is restored on when node2 is lost with its disk.
 "$docker_cli" node update --label-add taskstack.postgres=true swarm-node2 >/dev/null
 "$docker_cli" node update --label-add taskstack.redis=true swarm-node1 >/dev/null
+"$docker_cli" node update --label-add taskstack.backup=true swarm-node1 >/dev/null
 $UV run python -m rehearsal check
 $UV run pytest --durations=10 tests/e2e_nodes "$@"
 echo "e2e-swarm NODES=$count: $(($(date +%s) - started)) s (nodes up to nodes down)" >&2

@@ -6,10 +6,7 @@ restore takes) are reported, never asserted as timings."""
 from __future__ import annotations
 
 import random
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import docker
 import httpx
@@ -17,11 +14,9 @@ import pytest
 
 from deploy.stack import DeployedStack, eventually
 from infra.spec.backup import PGDATA
+from tests.e2e.checks import RPO_SECONDS, Load
 from tests.faults.measure import report
 
-# What the prod stack promises: a commit is in the repository within a minute.
-RPO_SECONDS = 60
-LOAD_PER_SECOND = 20
 BATCH = 40
 # Generous bounds for what must happen, not performance figures.
 SETTLE_SECONDS = 180
@@ -87,54 +82,6 @@ def restore(stack: DeployedStack, **config: str) -> float:
 
     eventually(ready, within=RESTORE_SECONDS)
     return round(time.monotonic() - started, 1)
-
-
-@dataclass
-class Accepted:
-    task_id: str
-    answered_at: float
-
-
-class Load:
-    """LOAD_PER_SECOND POSTs a second from a pool of clients until stopped; what got a 202."""
-
-    def __init__(self, api_url: str, first_item: int, headers: dict[str, str]) -> None:
-        self.api_url, self.item, self.headers = api_url, first_item, headers
-        self.accepted: list[Accepted] = []
-        self.refused = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.lock = threading.Lock()
-
-    def _post(self, item: int) -> None:
-        try:
-            response = httpx.post(
-                f"{self.api_url}/process/{item}", headers=self.headers, timeout=10
-            )
-        except httpx.HTTPError:
-            response = None
-        with self.lock:
-            if response is not None and response.status_code == 202:
-                self.accepted.append(Accepted(response.json()["task_id"], time.time()))
-            else:
-                self.refused += 1
-
-    def _run(self) -> None:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            start = time.monotonic()
-            sent = 0
-            while not self.stopped.is_set():
-                time.sleep(max(0.0, start + sent / LOAD_PER_SECOND - time.monotonic()))
-                pool.submit(self._post, self.item + sent)
-                sent += 1
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopped.set()
-        self.thread.join()
 
 
 def lose_the_database(stack: DeployedStack) -> str:

@@ -1,28 +1,34 @@
 """The prod stack as Swarm services on three Docker-in-Docker nodes (`make e2e-swarm NODES=3`):
 placement on labelled nodes, data kept across restarts, replicas spread, the tutorial and 500 jobs,
-then node loss (a worker and API node, the database node) and a release rolled out under a steady
-probe, each measured and written to artifacts/swarm3-*.json (docs/swarm.md, "Three nodes").
+then node loss (a worker and API node, the database node), a release rolled out under a steady
+probe, and last the database's node lost for good with its disk and PostgreSQL restored on another
+node from the repository host; each measured and written to artifacts/swarm3-*.json (docs/swarm.md,
+"Three nodes").
 
 The tests run in file order on one stack; node1 is the only manager and is never lost.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+import docker
 import httpx
 
 from deploy.probe import Probe as ReleaseProbe
 from deploy.probe import new_release
 from deploy.stack import ARTIFACTS, SUCCEEDED_LINE, eventually
 from infra.spec import APP_ROLES, LABEL_STACK
+from rehearsal.nodes import LOCAL_ENGINE
+from tests.e2e.checks import RPO_SECONDS, Load
 from tests.e2e_nodes.stack import NodesStack, swarm_nodes, write_report
 
-MANAGER = "swarm-node1"  # also Redis's node (scripts/e2e-swarm-nodes.sh)
+MANAGER = "swarm-node1"  # also Redis's and the backup repository's (scripts/e2e-swarm-nodes.sh)
 DATABASE_NODE = "swarm-node2"
 SPARE_NODE = "swarm-node3"  # neither data service nor the manager: the node lost first
 ROLES_REPLICAS = {
@@ -34,6 +40,8 @@ ROLES_REPLICAS = {
     "beat": 1,
     "flower": 1,
     "proxy": 3,
+    "backup": 1,
+    "repository": 1,
 }
 
 
@@ -125,9 +133,14 @@ def test_every_service_converged_and_replicas_spread_over_the_nodes(
 def test_postgres_and_redis_run_on_their_labelled_nodes_with_their_volumes(
     nodes_stack: NodesStack,
 ) -> None:
-    for role, node in (("postgres", DATABASE_NODE), ("redis", MANAGER)):
+    for role, node, key in (
+        ("postgres", DATABASE_NODE, "postgres"),
+        ("redis", MANAGER, "redis"),
+        # The backup repository off the database's node; the backup role beside PostgreSQL.
+        ("repository", MANAGER, "backup"),
+    ):
         assert list(nodes_stack.placement(role)) == [node], role
-        volume = f"taskstack-{nodes_stack.name}-{role}-data"
+        volume = f"taskstack-{nodes_stack.name}-{key}-data"
         holders = [
             n for n in nodes_stack.node_names().values() if volume in nodes_stack.node_volumes(n)
         ]
@@ -479,3 +492,95 @@ def test_a_new_image_across_three_nodes_under_a_steady_probe(nodes_stack: NodesS
     }
     write_report(ARTIFACTS / "swarm3-new-image.json", report)
     assert statuses == {"succeeded": len(probe.report.accepted)}  # 0 lost
+
+
+# -- the database's node lost with its disk, PostgreSQL restored on another node
+# --------------------------------------------------------------------------------------
+
+
+def _remove_node_with_its_disk(node: str) -> None:
+    """The node gone for good: its container and the volume that holds its engine's data (every
+    volume of every task it ran), as when a host and its disk are lost."""
+    local = docker.DockerClient(base_url=LOCAL_ENGINE)
+    local.containers.get(node).remove(force=True)
+    local.volumes.get(node).remove(force=True)
+
+
+def test_losing_the_database_node_with_its_disk_and_restoring_on_another(
+    nodes_stack: NodesStack,
+) -> None:
+    stack = nodes_stack
+    stack.entry_node = MANAGER
+
+    def first_full_backup() -> bool:
+        """the repository host holds a full backup"""
+        return stack.psql("SELECT count(*) FROM backup_status WHERE kind = 'full'") == "1"
+
+    eventually(first_full_backup, within=600, every=5)
+    # At a random moment, with at least a minute and a half of committed jobs behind it.
+    loss_after = random.uniform(90, 120)
+    with Load(stack.url(MANAGER), 700_001, {}) as load:
+        time.sleep(loss_after)
+        lost_at = time.time()
+        _remove_node_with_its_disk(DATABASE_NODE)
+        time.sleep(5)  # the clients keep coming; the API refuses them now
+    _wait_node(stack, DATABASE_NODE, "down")
+    # What the operator does (docs/backup.md, "Restore"): the lost node out of the swarm, another
+    # node labelled for PostgreSQL, then one `up` that pins PostgreSQL there and restores it.
+    manager = stack.manager()
+    (lost,) = [
+        n for n in manager.nodes.list() if n.attrs["Description"]["Hostname"] == DATABASE_NODE
+    ]
+    lost.remove(force=True)
+    (spare,) = [n for n in manager.nodes.list() if n.attrs["Description"]["Hostname"] == SPARE_NODE]
+    spec = spare.attrs["Spec"]
+    spec["Labels"] = {**spec.get("Labels", {}), "taskstack.postgres": "restored"}
+    spare.update(spec)
+    started = time.monotonic()
+    deployed = stack.configure(
+        postgresNodeLabels='["taskstack.postgres=restored"]', restoreTarget="latest"
+    )
+    assert deployed.ok, deployed.log[-3000:]
+
+    def ready() -> bool:
+        """the API is ready on the restored database"""
+        try:
+            answer = httpx.get(f"{stack.url(MANAGER)}/health/ready", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    eventually(ready, within=600, every=1)
+    restore_seconds = round(time.monotonic() - started, 1)
+    assert list(stack.placement("postgres")) == [SPARE_NODE]
+    assert list(stack.placement("repository")) == [MANAGER]
+
+    present = set(stack.psql("SELECT id FROM jobs").split())
+    old_enough = [a for a in load.accepted if a.answered_at <= lost_at - RPO_SECONDS]
+    missing_old = [a.task_id for a in old_enough if a.task_id not in present]
+    lost_jobs = [a for a in load.accepted if a.task_id not in present]
+    ages = [lost_at - a.answered_at for a in lost_jobs]
+    statuses = stack.job_statuses([a.task_id for a in old_enough])
+    # The stack serves and drains again on the restored database, on its new node.
+    after = stack.submit_jobs(50, first_item=800_000)
+    after_statuses = _wait_finished(stack, after, within=300)
+    report = {
+        "scenario": f"{DATABASE_NODE} (PostgreSQL's node) and its disk removed under "
+        f"{len(load.accepted)} accepted POSTs, PostgreSQL restored to latest on {SPARE_NODE} "
+        f"from the repository host on {MANAGER}",
+        "loss_after_s": round(loss_after, 1),
+        "accepted": len(load.accepted),
+        "accepted_a_minute_before": len(old_enough),
+        "missing_of_those": len(missing_old),
+        "lost": len(lost_jobs),
+        "newest_lost_age_s": round(min(ages), 1) if ages else None,
+        "oldest_lost_age_s": round(max(ages), 1) if ages else None,
+        "restored_statuses": statuses,
+        "restore_up_to_ready_s": restore_seconds,
+        "jobs_after_restore": after_statuses,
+    }
+    write_report(ARTIFACTS / "swarm3-database-node-restored.json", report)
+    assert old_enough, "no job was accepted a minute before the loss"
+    assert missing_old == [], report
+    assert sum(statuses.values()) == len(old_enough)
+    assert after_statuses == {"succeeded": len(after)}
