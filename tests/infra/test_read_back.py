@@ -55,7 +55,7 @@ HOSTED = {"backupRepository": "repository-host"}
     ],
 )
 def test_nothing_the_program_sends_is_read_back_differently(
-    stack: str, target: str, overrides: dict[str, str]
+    stack: str, target: str, overrides: dict[str, Any]
 ) -> None:
     run = run_stack(stack, target=target, **overrides)
     assert any(r.type in (CONTAINER, SERVICE) for r in run.registrations)
