@@ -96,6 +96,7 @@ AB_POST_SECONDS = 20
 # How long each side lasts within one load: long against a switch (containers frozen or thawed,
 # processes signalled), short against the machine's swings.
 AB_SLICE_SECONDS = 2.0
+AB_WARM_UP_SLICES = 2
 
 
 def log(message: str) -> None:
@@ -463,6 +464,9 @@ def monitoring_switch(stack: Stack) -> Callable[[bool], None]:
     return lambda on: set_paused(monitors, not on)
 
 
+ARCHIVING_PROCESSES = ("postgres: archiver", "pgbackrest ", "sh -c pgbackrest ")
+
+
 def archiving_switch(stack: Stack) -> Callable[[bool], None]:
     """Archiving on or off: PostgreSQL's archiver (and any `pgbackrest archive-push` it runs)
     continued or stopped by signal, the backup role thawed or frozen. The segments held back while
@@ -474,7 +478,9 @@ def archiving_switch(stack: Stack) -> Callable[[bool], None]:
         set_paused(backups, not on)
         for process in postgres.top(ps_args="-eo pid,args")["Processes"]:
             pid, command = int(process[0]), " ".join(process[1:])
-            if "archiver" in command or "pgbackrest" in command:
+            # The archiver ("postgres: archiver ...") and the command it runs, not the server
+            # itself, whose own arguments name archive_command.
+            if command.startswith(ARCHIVING_PROCESSES):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT if on else signal.SIGSTOP)
 
@@ -487,18 +493,20 @@ def interleaved(
     load: Callable[[], Any],
     column: Literal["created_at", "finished_at"],
 ) -> dict[str, Any]:
-    """`load` run once, the thing `switch` turns on and off every AB_SLICE_SECONDS meanwhile (on,
-    off, off, on, ...), so that both sides share each moment of the machine. Each side's rate is
-    the jobs whose `column` (created_at for POSTs, finished_at for a drain) fell in its slices over
-    those slices' time; the first and last slices (start-up, the tail) and the switches' own
-    moments are not counted."""
+    """`load` run once, the thing `switch` turns on and off every AB_SLICE_SECONDS meanwhile, so
+    that both sides share each moment of the machine. Each side's rate is the jobs whose `column`
+    (created_at for POSTs, finished_at for a drain) fell in its slices over those slices' time.
+    The first AB_WARM_UP_SLICES (start-up, on) and the last slice (the tail) are not counted, nor
+    the switches' own moments; the counted ones go on, off, off, on, ..., so that a load that
+    speeds up or slows down over its run favours neither side."""
     slices: list[tuple[float, float, bool]] = []
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             running = pool.submit(load)
             number = 0
             while not running.done():
-                on = number % 4 in (0, 3)
+                position = number - AB_WARM_UP_SLICES
+                on = position < 0 or position % 4 in (0, 3)
                 switch(on)
                 begun = time.time()
                 concurrent.futures.wait([running], timeout=AB_SLICE_SECONDS)
@@ -509,7 +517,7 @@ def interleaved(
         switch(True)
     moments = f"SELECT extract(epoch FROM {column}) FROM jobs"  # noqa: S608 - our own column
     times = sorted(float(line) for line in stack.sql(moments).split())
-    counted = slices[1:-1]
+    counted = slices[AB_WARM_UP_SLICES:-1]
     totals = {True: [0, 0.0], False: [0, 0.0]}
     for begun, ended, on in counted:
         totals[on][0] += bisect.bisect_left(times, ended) - bisect.bisect_left(times, begun)
