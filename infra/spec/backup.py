@@ -61,19 +61,19 @@ TLS_KEY_SOURCE = f"{SECRETS_DIR}/pgbackrest.key"
 TLS_KEY_FILE = "/tmp/pgbackrest-tls.key"  # noqa: S108 - the private tmpfs
 TLS_SECRETS: Mapping[str, Mapping[str, SecretKey]] = {
     POSTGRES_ALIAS: {
-        "pgbackrest-ca.crt": "pgbackrest_ca",
-        "pgbackrest.crt": "pgbackrest_postgres_certificate",
-        "pgbackrest.key": "pgbackrest_postgres_key",
+        "pgbackrest-ca.crt": "tls_ca",
+        "pgbackrest.crt": "postgres_tls_crt",
+        "pgbackrest.key": "postgres_tls_key",
     },
     AGENT_ALIAS: {
-        "pgbackrest-ca.crt": "pgbackrest_ca",
-        "pgbackrest.crt": "pgbackrest_backup_certificate",
-        "pgbackrest.key": "pgbackrest_backup_key",
+        "pgbackrest-ca.crt": "tls_ca",
+        "pgbackrest.crt": "backup_tls_crt",
+        "pgbackrest.key": "backup_tls_key",
     },
     REPOSITORY_ALIAS: {
-        "pgbackrest-ca.crt": "pgbackrest_ca",
-        "pgbackrest.crt": "pgbackrest_repository_certificate",
-        "pgbackrest.key": "pgbackrest_repository_key",
+        "pgbackrest-ca.crt": "tls_ca",
+        "pgbackrest.crt": "repository_tls_crt",
+        "pgbackrest.key": "repository_tls_key",
     },
 }
 # The TLS servers answer a ping without a certificate: the healthcheck of both.
@@ -192,9 +192,7 @@ def backup_tls_secrets(password: pulumi.Output[str]) -> dict[SecretKey, pulumi.O
             password.apply(lambda secret: str(getattr(tls_files(secret, alias), part)))
         )
 
-    secrets: dict[SecretKey, pulumi.Output[str]] = {
-        "pgbackrest_ca": derived(REPOSITORY_ALIAS, "ca")
-    }
+    secrets: dict[SecretKey, pulumi.Output[str]] = {"tls_ca": derived(REPOSITORY_ALIAS, "ca")}
     for alias, files in TLS_SECRETS.items():
         secrets[files["pgbackrest.crt"]] = derived(alias, "certificate")
         secrets[files["pgbackrest.key"]] = derived(alias, "key")

@@ -63,13 +63,13 @@ SecretKey = Literal[
     "redis_url",
     "tls_pem",
     "initial_api_key",
-    "pgbackrest_ca",
-    "pgbackrest_postgres_certificate",
-    "pgbackrest_postgres_key",
-    "pgbackrest_backup_certificate",
-    "pgbackrest_backup_key",
-    "pgbackrest_repository_certificate",
-    "pgbackrest_repository_key",
+    "tls_ca",
+    "postgres_tls_crt",
+    "postgres_tls_key",
+    "backup_tls_crt",
+    "backup_tls_key",
+    "repository_tls_crt",
+    "repository_tls_key",
 ]
 
 ROLES: tuple[Role, ...] = (

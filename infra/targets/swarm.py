@@ -49,7 +49,7 @@ from infra.spec import (
     VolumeKey,
 )
 from infra.targets import core
-from infra.targets.swarm_secrets import Secrets, SecretsArgs
+from infra.targets.swarm_secrets import Secrets, SecretsArgs, check_secret_names
 from infra.targets.swarm_values import go_duration, node_constraints, short_duration, tmpfs_options
 
 TYPE_PREFIX = "taskstack:swarm"
@@ -358,6 +358,7 @@ def render(description: StackDescription) -> core.Rendered:
     a dependency that fails stops the program before its dependants are sent.
     """
     prefix = f"{description.project}-{description.stack}"
+    check_secret_names(prefix, description.stack, description.secrets.keys())
     labels = {LABEL_STACK: description.stack, LABEL_ROLE: "secret", LABEL_MANAGED_BY: "pulumi"}
     secrets = Secrets(
         "secrets", SecretsArgs(description.secrets, prefix, labels), type_prefix=TYPE_PREFIX

@@ -11,14 +11,36 @@ secret deleted. A name derived from the value would put a digest of a credential
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
 
+from infra.config import StackConfigError
 from infra.spec import SecretKey
 from infra.targets import core
+
+# Swarm refuses a secret name over 64 characters; Pulumi's auto-naming adds "-" and 7 characters.
+SWARM_NAME_MAX = 64
+AUTO_NAME_SUFFIX = 8
+
+
+def secret_name(prefix: str, key: SecretKey) -> str:
+    return f"{prefix}-{key.replace('_', '-')}"
+
+
+def check_secret_names(prefix: str, stack: str, keys: Collection[SecretKey]) -> None:
+    """Refuse, before any resource, a stack name that makes a secret's name too long for Swarm
+    (the engine's own error comes mid-`up`, after the images are built)."""
+    longest = max((secret_name(prefix, key) for key in keys), key=len, default="")
+    over = len(longest) + AUTO_NAME_SUFFIX - SWARM_NAME_MAX
+    if over > 0:
+        raise StackConfigError(
+            f"the stack name {stack!r} is too long for a swarm: the secret {longest}-<7 "
+            f"characters> would be over {SWARM_NAME_MAX} characters, which Swarm refuses; use a "
+            f"stack name of at most {len(stack) - over} characters (pulumi stack rename)"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,7 @@ class Secrets(core.Component):
                 # No `name`: Pulumi auto-names it from this plus a random suffix, and a replacement
                 # (a new value) gets a new suffix, so the new secret exists next to the old one
                 # while the services move over (module docstring).
-                f"{args.name_prefix}-{key.replace('_', '-')}",
+                secret_name(args.name_prefix, key),
                 docker.SecretArgs(
                     data=pulumi.Output.secret(value).apply(
                         lambda v: base64.b64encode(v.encode()).decode()

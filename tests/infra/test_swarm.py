@@ -179,11 +179,11 @@ def test_prod_stack_registers_the_whole_swarm_stack(prod: ProgramRun) -> None:
                 "monitoring-web-config",
                 "console-password",
                 "redis-exporter-passwords",
-                "pgbackrest-ca",
+                "tls-ca",
                 *(
-                    f"pgbackrest-{alias}-{part}"
+                    f"{alias}-tls-{part}"
                     for alias in ("postgres", "backup", "repository")
-                    for part in ("certificate", "key")
+                    for part in ("crt", "key")
                 ),
             )
         },

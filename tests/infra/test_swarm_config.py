@@ -118,3 +118,25 @@ def test_several_mistakes_are_reported_together() -> None:
     message = failure({"apiReplicas": "0", "redisNodeLabels": "[]"})
     assert "taskstack:apiReplicas" in message
     assert "taskstack:redisNodeLabels" in message
+
+
+def test_a_stack_name_too_long_for_swarm_secret_names_is_refused_before_any_resource() -> None:
+    mocks = CountingMocks()
+    config = {"target": "swarm", "backupRepository": "repository-host"}
+    with pytest.raises(StackConfigError) as raised:
+        run_program(config, stack="production-europe-west", mocks=mocks, secrets=PROD_SECRETS)
+    assert mocks.created == [], "resources were declared before the name was checked"
+    message = str(raised.value)
+    assert "the stack name 'production-europe-west' is too long for a swarm" in message
+    assert "use a stack name of at most" in message
+
+
+def test_the_rehearsal_s_longest_stack_name_fits() -> None:
+    run = run_program(
+        {"target": "swarm", "backupRepository": "repository-host"},
+        stack="rehearsal-swarm3",
+        secrets=PROD_SECRETS,
+    )
+    names = [r.name for r in run.registrations if r.type == "docker:index/secret:Secret"]
+    assert names
+    assert max(len(name) for name in names) + 8 <= 64

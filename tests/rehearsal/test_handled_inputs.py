@@ -24,7 +24,7 @@ STACKS = [
     ("dev", []),
     ("prod", []),
     ("dev", ["target=swarm"]),
-    ("prod", ["target=swarm"]),
+    ("prod", ["target=swarm", "backupRepository=repository-host"]),
     ("swarm", []),
     ("swarm3", []),
 ]
