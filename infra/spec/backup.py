@@ -238,7 +238,7 @@ def archiving(postgres: Service, settings: BackupSettings) -> Service:
     return replace(
         service,
         env={
-            **env,
+            **service.env,
             "RESTORE_TARGET": settings.restore_target,
             "RESTORE_TIMELINE": settings.restore_timeline,
         },

@@ -177,6 +177,16 @@ def test_postgres_pushes_to_and_restores_from_the_repository_host_over_tls(
     assert postgres["command"][0] == "postgres"
 
 
+def test_a_restore_from_the_repository_host_keeps_the_tls_key_copy() -> None:
+    # A restore's first start reads the repository host: the key must be copied for it too.
+    run = run_stack("prod", backupRepository="repository-host", restoreTarget="latest")
+    env = container_env(run.named("postgres"))
+    assert env["RESTORE_TARGET"] == "latest"
+    assert env["TLS_KEY_SOURCE"] == "/run/secrets/pgbackrest.key"
+    assert env["TLS_KEY_FILE"] == env["PGBACKREST_REPO1_HOST_KEY_FILE"] == TLS_KEY
+    assert run.named("postgres").plain["entrypoints"][0] == "with-tls-key.sh"
+
+
 def test_the_repository_host_admits_postgres_and_takes_backups_through_the_backup_role(
     hosted: ProgramRun,
 ) -> None:
