@@ -517,11 +517,15 @@ def test_losing_the_database_node_with_its_disk_and_restoring_on_another(
         return stack.psql("SELECT count(*) FROM backup_status WHERE kind = 'full'") == "1"
 
     eventually(first_full_backup, within=600, every=5)
+    archiver = "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, "
+    archiver += "last_failed_wal, last_failed_time FROM pg_stat_archiver"
+    archived_before = stack.psql(archiver, user="postgres")
     # At a random moment, with more than the promised minute of committed jobs behind it.
     loss_after = random.uniform(70, 90)
     with Load(stack.url(MANAGER), 700_001, {}) as load:
         time.sleep(loss_after)
         lost_at = time.time()
+        archived_at_loss = stack.psql(archiver, user="postgres")
         _remove_node_with_its_disk(DATABASE_NODE)
         time.sleep(5)  # the clients keep coming; the API refuses them now
     _wait_node(stack, DATABASE_NODE, "down")
@@ -578,7 +582,17 @@ def test_losing_the_database_node_with_its_disk_and_restoring_on_another(
         "restored_statuses": statuses,
         "restore_up_to_ready_s": restore_seconds,
         "jobs_after_restore": after_statuses,
+        "pg_stat_archiver_before_load": archived_before,
+        "pg_stat_archiver_at_loss": archived_at_loss,
     }
+    if missing_old:
+        (task,) = stack.running_tasks("postgres")
+        recovery = [
+            line
+            for line in stack.task_logs(task).splitlines()
+            if any(word in line for word in ("restore", "recovery", "timeline", "redo", "ERROR"))
+        ]
+        report["restore_log"] = recovery[-30:]
     write_report(ARTIFACTS / "swarm3-database-node-restored.json", report)
     assert old_enough, "no job was accepted a minute before the loss"
     assert missing_old == [], report
