@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from deploy.stack import eventually
+
 # What a prod stack promises (docs/backup.md): a commit is in the repository within a minute.
 RPO_SECONDS = 60
 LOAD_PER_SECOND = 20
@@ -83,3 +85,19 @@ class Load:
     def __exit__(self, *_: object) -> None:
         self.stopped.set()
         self.thread.join()
+
+
+def archive_everything(stack: Any, within: float = 180) -> float:
+    """Switch to a new WAL segment and wait until nothing waits to be archived (an operator who
+    knows the time to restore to has usually waited longer than archive_timeout anyway); the
+    seconds it took. `stack`: a deployed stack (deploy/stack.py) or the three-node one."""
+    started = time.monotonic()
+    stack.psql("SELECT pg_switch_wal()", user="postgres")
+
+    def archived() -> bool:
+        """every WAL segment is in the repository"""
+        pending = "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
+        return str(stack.psql(pending, user="postgres")) == "0"
+
+    eventually(archived, within=within)
+    return round(time.monotonic() - started, 1)

@@ -14,7 +14,7 @@ import pytest
 
 from deploy.stack import DeployedStack, eventually
 from infra.spec.backup import PGDATA
-from tests.e2e.checks import RPO_SECONDS, Load
+from tests.e2e.checks import RPO_SECONDS, Load, archive_everything
 from tests.faults.measure import report
 
 BATCH = 40
@@ -52,19 +52,6 @@ def moment_between_batches(stack: DeployedStack) -> tuple[str, set[str]]:
     committed = job_ids(stack)
     time.sleep(1)
     return f"{at}+00:00", committed
-
-
-def archive_everything(stack: DeployedStack) -> None:
-    """Switch to a new WAL segment and wait until nothing waits to be archived (an operator who
-    knows the time to restore to has usually waited longer than archive_timeout anyway)."""
-    stack.psql("SELECT pg_switch_wal()", user="postgres")
-
-    def archived() -> bool:
-        """every WAL segment is in the repository"""
-        pending = "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"
-        return stack.psql(pending) == "0"
-
-    eventually(archived, within=SETTLE_SECONDS)
 
 
 def restore(stack: DeployedStack, **config: str) -> float:
