@@ -34,6 +34,9 @@ ROLES_REPLICAS = {
     "beat": 1,
     "flower": 1,
     "proxy": 1,
+    # Archiving with a repository host (a prod swarm's): both are pgBackRest TLS servers.
+    "backup": 1,
+    "repository": 1,
 }
 BROKER_FILES = ("redis_url", "celery_broker_url", "celery_result_backend")
 # Each app role's connection files: only what it uses (tests/infra/test_credentials.py).
@@ -87,7 +90,12 @@ def test_every_service_converged_healthy_with_its_replicas(swarm_stack: SwarmSta
 
 def test_postgres_and_redis_are_pinned_to_the_labelled_node(swarm_stack: SwarmStack) -> None:
     client = docker.from_env()
-    for role, label in (("postgres", "taskstack.postgres"), ("redis", "taskstack.redis")):
+    pinned = (
+        ("postgres", "taskstack.postgres"),
+        ("redis", "taskstack.redis"),
+        ("repository", "taskstack.backup"),
+    )
+    for role, label in pinned:
         placement = swarm_stack.service(role).attrs["Spec"]["TaskTemplate"]["Placement"]
         assert placement["Constraints"] == [f"node.labels.{label}==true"]
         (task,) = swarm_stack.running_tasks(role)
