@@ -1,6 +1,6 @@
 """What monitoring and archiving cost the prod stack, alone: `make bench`'s last part.
 
-    AB_ROUNDS=3 uv run --group bench python -m bench.costs
+    uv run --group bench python -m bench.costs          # AB_ROUNDS rounds, 5 by default
 
 Brings up the bench's prod stack, runs `costs_ab` (docs/bench.md, "What monitoring and archiving
 cost") and takes it down; writes bench/results/costs-ab-<date>-<time>.json and prints the table.
