@@ -556,12 +556,6 @@ def interleaved_drain(stack: Stack, switch: Callable[[bool], None]) -> dict[str,
     return interleaved(stack, switch, drain, "finished_at")
 
 
-def _on_over_off(measured: dict[str, Any]) -> float:
-    if "on_over_off" in measured:  # an interleaved run's own
-        return float(measured["on_over_off"])
-    return round(float(measured["on"]) / float(measured["off"]), 3)
-
-
 def costs_ab(stack: Stack) -> dict[str, Any]:
     """What monitoring and archiving cost the prod stack, each on and off in turn within one load
     (`interleaved`), over AB_ROUNDS rounds: POST and a drain for both; GET for monitoring, a run
@@ -578,13 +572,16 @@ def costs_ab(stack: Stack) -> dict[str, Any]:
             switches["monitoring"](on)
             get[on] = wrk(*header_args(stack.headers), url)["requests_per_second"]
         switches["monitoring"](True)
-        measured["monitoring"]["get"] = {"on": get[True], "off": get[False]}
+        measured["monitoring"]["get"] = {
+            "requests_per_second": {"on": get[True], "off": get[False]},
+            "on_over_off": round(get[True] / get[False], 3),
+        }
         for cost, switch in switches.items():
             log(f"{cost} on and off: POST, then a drain of {AB_DRAIN_JOBS:,}")
             measured[cost]["post"] = interleaved_post(stack, switch)
             measured[cost]["drain"] = interleaved_drain(stack, switch)
         ratios = {
-            cost: {key: _on_over_off(one) for key, one in sides.items()}
+            cost: {key: one["on_over_off"] for key, one in sides.items()}
             for cost, sides in measured.items()
         }
         rounds.append({**measured, "on_over_off": ratios})

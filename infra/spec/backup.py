@@ -137,9 +137,14 @@ class BackupSettings:
             "PGBACKREST_LOG_LEVEL_CONSOLE": "warn",
         }
 
+    def mounts_beside_the_database(
+        self,
+    ) -> tuple[tuple[VolumeMount, ...], tuple[BindMount, ...]]:
+        """The repository's mount in PostgreSQL's and the backup role's containers: none with a
+        repository host, which alone mounts it."""
+        return ((), ()) if self.repository_host else self.repository_mounts()
+
     def repository_mounts(self) -> tuple[tuple[VolumeMount, ...], tuple[BindMount, ...]]:
-        """Where the repository is mounted: in every role that uses it, or with a repository
-        host, in that role only (`repository`)."""
         if self.repository_path:
             return (), (BindMount(Path(self.repository_path), REPOSITORY_DIR, read_only=False),)
         return (VolumeMount("backup", REPOSITORY_DIR),), ()
@@ -202,9 +207,7 @@ def backup_tls_secrets(password: pulumi.Output[str]) -> dict[SecretKey, pulumi.O
 def archiving(postgres: Service, settings: BackupSettings) -> Service:
     """The PostgreSQL role with WAL archiving, its socket on a volume the backup role shares, and
     a restore on first start when `restoreTarget` is set."""
-    volumes, binds = settings.repository_mounts()
-    if settings.repository_host:
-        volumes, binds = (), ()
+    volumes, binds = settings.mounts_beside_the_database()
     tmpfs = {path: options for path, options in postgres.tmpfs.items() if path != SOCKET_DIR}
     env = {**postgres.env, **settings.pgbackrest_env()}
     if settings.repository_host:
@@ -255,7 +258,7 @@ def backup(
     pinned to PostgreSQL's `node_labels`): it takes the backups, or with a repository host it
     serves the database's files to the host that takes them. `schema`: the app role's, where the
     migration made backup_status."""
-    volumes, binds = settings.repository_mounts()
+    volumes, binds = settings.mounts_beside_the_database()
     service = Service(
         role="backup",
         image="postgres-backup",
@@ -298,8 +301,6 @@ def backup(
             env={**settings.pgbackrest_env(), **_tls_server(REPOSITORY_ALIAS)},
             # The repository host dials it by this name.
             networks=(NetworkAttachment("data", (AGENT_ALIAS,)),),
-            volumes=(VolumeMount("postgres", PGDATA), VolumeMount("postgres-run", SOCKET_DIR)),
-            binds=(),
             healthcheck=TLS_SERVER_CHECK,
             depends_on=("postgres",),
         ),
